@@ -1,0 +1,266 @@
+//! The actor that runs one consumer: bounded mailbox, exact backlog, panics
+//! caught, handling time recorded, restarts after fatal errors.
+//!
+//! actix has no public mailbox length, so the backlog is counted: a
+//! [`BacklogGuard`] travels inside every [`Deliver`] message, incrementing the
+//! consumer's backlog when created and decrementing it when dropped. That is after
+//! handling, or when actix discards the message because the actor is gone, so the
+//! count stays exact either way.
+
+use std::io::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Handler, Message};
+
+use crate::consumer::{Consumer, ConsumerError, Context};
+use crate::events::ConsumerFailed;
+use crate::message::Envelope;
+use crate::stats::{ConsumerStats, DropReason};
+
+/// Counts one message in a consumer's backlog for as long as it lives.
+pub struct BacklogGuard(Arc<ConsumerStats>);
+
+impl BacklogGuard {
+    /// Counts a new message in `stats`' backlog.
+    pub fn new(stats: &Arc<ConsumerStats>) -> BacklogGuard {
+        stats.backlog_inc();
+        BacklogGuard(stats.clone())
+    }
+}
+
+impl Drop for BacklogGuard {
+    fn drop(&mut self) {
+        self.0.backlog_dec();
+    }
+}
+
+/// A message for a consumer, with its backlog guard.
+pub struct Deliver {
+    /// The message, shared with the other consumers.
+    pub envelope: Arc<Envelope>,
+    /// Released when handling ends.
+    pub guard: BacklogGuard,
+}
+
+impl Message for Deliver {
+    type Result = ();
+}
+
+/// Asks the consumer to stop; queued behind the messages already in the mailbox,
+/// so handling it means the mailbox has drained.
+pub struct StopConsumer {
+    /// Told when the consumer has stopped.
+    pub done: Sender<String>,
+}
+
+impl Message for StopConsumer {
+    type Result = ();
+}
+
+/// Everything a consumer actor is made of.
+pub struct ConsumerActor {
+    name: String,
+    consumer: Box<dyn Consumer>,
+    ctx: Context,
+    stats: Arc<ConsumerStats>,
+    capacity: usize,
+    retries: u32,
+    dead_letter_file: Option<PathBuf>,
+    started_tx: Option<Sender<Result<(), String>>>,
+    shutting_down: Arc<AtomicBool>,
+    stopped: bool,
+}
+
+/// What a consumer actor needs besides the consumer.
+pub struct ActorSetup {
+    /// The consumer's name.
+    pub name: String,
+    /// Its stats.
+    pub stats: Arc<ConsumerStats>,
+    /// Mailbox bound.
+    pub capacity: usize,
+    /// Extra attempts per failed message.
+    pub retries: u32,
+    /// Where finally failed messages are written.
+    pub dead_letter_file: Option<PathBuf>,
+    /// Receives the result of the first `start`.
+    pub started_tx: Sender<Result<(), String>>,
+    /// Set when the hub is stopping (ends start retries).
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+impl ConsumerActor {
+    /// Wraps a consumer.
+    pub fn new(consumer: Box<dyn Consumer>, ctx: Context, setup: ActorSetup) -> ConsumerActor {
+        ConsumerActor {
+            name: setup.name,
+            consumer,
+            ctx,
+            stats: setup.stats,
+            capacity: setup.capacity,
+            retries: setup.retries,
+            dead_letter_file: setup.dead_letter_file,
+            started_tx: Some(setup.started_tx),
+            shutting_down: setup.shutting_down,
+            stopped: false,
+        }
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.consumer.start(&mut self.ctx)));
+        let result = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(format!("panicked: {}", panic_text(&panic))),
+        };
+        self.stats.set_initialized(result.is_ok());
+        result
+    }
+
+    /// Before handling a message, make sure the consumer runs; retry a failed
+    /// (re)start with backoff. Messages wait in the mailbox meanwhile, visible as
+    /// backlog, rather than being thrown away.
+    fn ensure_started(&mut self) {
+        let mut delay = Duration::from_millis(500);
+        while !self.stats.initialized() && !self.shutting_down.load(Ordering::Acquire) {
+            match self.try_start() {
+                Ok(()) => tracing::info!(consumer = %self.name, "consumer restarted"),
+                Err(error) => {
+                    tracing::error!(consumer = %self.name, %error, retry_in_ms = delay.as_millis() as u64, "consumer failed to start");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, reason: &str) {
+        tracing::warn!(consumer = %self.name, %reason, "restarting consumer after a fatal error");
+        self.stats.count_restart();
+        let _ = catch_unwind(AssertUnwindSafe(|| self.consumer.stop(&mut self.ctx)));
+        self.stats.set_initialized(false);
+        if let Err(error) = self.try_start() {
+            tracing::error!(consumer = %self.name, %error, "consumer failed to start after a fatal error");
+        }
+    }
+
+    fn dead_letter(&self, envelope: &Envelope, error: &str) {
+        let Some(path) = &self.dead_letter_file else {
+            return;
+        };
+        let line = serde_json::json!({
+            "consumer": self.name,
+            "error": error,
+            "failed_at": crate::stats::unix_seconds(std::time::SystemTime::now()),
+            "topic": envelope.topic(),
+            "body": envelope.body(),
+        });
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::error!(consumer = %self.name, path = %path.display(), error = %e, "cannot write dead letter");
+        }
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic payload".to_string()
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.capacity);
+        self.stats.set_capacity(self.capacity);
+        let result = self.try_start();
+        if let Some(tx) = self.started_tx.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.stats.set_initialized(false);
+    }
+}
+
+impl Handler<Deliver> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        let Deliver { envelope, guard } = msg;
+        if self.stopped {
+            crate::events::MessageDropped {
+                consumer: &self.stats,
+                reason: DropReason::ConsumerStopped,
+                topic: envelope.topic(),
+            }
+            .emit();
+            return;
+        }
+        self.ensure_started();
+        let began = Instant::now();
+        let mut failure: Option<String> = None;
+        let mut panicked = false;
+        for attempt in 1..=self.retries.saturating_add(1) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                self.consumer.consume(&envelope, &mut self.ctx)
+            }));
+            let (error, is_panic, fatal) = match outcome {
+                Ok(Ok(())) => {
+                    failure = None;
+                    break;
+                }
+                Ok(Err(e)) => (e.to_string(), false, matches!(e, ConsumerError::Fatal(_))),
+                Err(panic) => (panic_text(&panic), true, false),
+            };
+            ConsumerFailed {
+                consumer: &self.name,
+                topic: envelope.topic(),
+                msg_id: envelope.msg_id(),
+                error: &error,
+                panicked: is_panic,
+                attempt,
+            }
+            .emit();
+            panicked |= is_panic;
+            if fatal {
+                self.restart(&error);
+            }
+            failure = Some(error);
+        }
+        self.stats
+            .record_handled(began.elapsed(), failure.is_some(), panicked);
+        if let Some(error) = failure {
+            self.dead_letter(&envelope, &error);
+        }
+        drop(guard);
+    }
+}
+
+impl Handler<StopConsumer> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopConsumer, _ctx: &mut Self::Context) {
+        if !self.stopped {
+            self.stopped = true;
+            let _ = catch_unwind(AssertUnwindSafe(|| self.consumer.stop(&mut self.ctx)));
+            self.stats.set_initialized(false);
+        }
+        let _ = msg.done.send(self.name.clone());
+    }
+}

@@ -1,0 +1,611 @@
+//! Configuration: a TOML file plus `FEDHUB_SECTION__KEY` environment overrides.
+//!
+//! These structs describe what the operator writes; the runtime builds its own
+//! structures from them. Unknown keys are rejected with a message naming the key.
+//! Every option is documented in `examples/fedhub.toml`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::topic::TopicSpec;
+
+/// A configuration problem, naming the file, section or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error("{0}")]
+    Load(String),
+    /// A value is present but wrong.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[hub]`: identity and lifecycle.
+    pub hub: HubConfig,
+    /// `[bus]`: where messages come from.
+    pub bus: BusConfig,
+    /// `[publish]`: where messages consumers publish go.
+    pub publish: PublishConfig,
+    /// `[http]`: metrics, health and consumer APIs.
+    pub http: HttpConfig,
+    /// `[monitoring]`: the moksha-compatible monitoring socket.
+    pub monitoring: MonitoringConfig,
+    /// `[consumers.<Name>]`: one section per consumer.
+    pub consumers: BTreeMap<String, Map<String, Value>>,
+}
+
+/// `[hub]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Service name, as in Fedora's monitoring paths (`fedmsg-hub`).
+    pub name: String,
+    /// fedmsg `topic_prefix`.
+    pub topic_prefix: String,
+    /// fedmsg `environment` (prod, stg, dev).
+    pub environment: String,
+    /// How long shutdown waits for mailboxes to drain.
+    pub shutdown_grace_secs: u64,
+    /// How often a one-line status summary is logged (0 = never).
+    pub status_log_interval_secs: u64,
+    /// How long to wait for each consumer's `start` at startup.
+    pub start_timeout_secs: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            name: "fedmsg-hub".into(),
+            topic_prefix: "org.fedoraproject".into(),
+            environment: "dev".into(),
+            shutdown_grace_secs: 10,
+            status_log_interval_secs: 60,
+            start_timeout_secs: 60,
+        }
+    }
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One address.
+    One(String),
+    /// Several addresses.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list (an empty string is no value).
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) if s.trim().is_empty() => vec![],
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[bus]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// fedmsg `endpoints`: name -> addresses this hub connects a SUB socket to.
+    pub endpoints: BTreeMap<String, OneOrMany>,
+    /// Address bound for local publishers (like fedmsg-relay's `relay_inbound`);
+    /// an empty string disables it.
+    pub inbound: String,
+    /// moksha `zmq_strict`: exact topic matching instead of prefix matching.
+    pub strict_topics: bool,
+    /// Receive high-water mark per socket; 0 means unlimited (moksha's choice).
+    pub rcvhwm_messages: i32,
+    /// `zmq_reconnect_ivl`.
+    pub reconnect_ivl_ms: i32,
+    /// `zmq_reconnect_ivl_max`.
+    pub reconnect_ivl_max_ms: i32,
+    /// `zmq_tcp_keepalive` and friends (idle and interval in seconds).
+    pub tcp_keepalive: bool,
+    /// `zmq_tcp_keepalive_cnt`.
+    pub tcp_keepalive_cnt: i32,
+    /// `zmq_tcp_keepalive_idle`.
+    pub tcp_keepalive_idle_secs: i32,
+    /// `zmq_tcp_keepalive_intvl`.
+    pub tcp_keepalive_intvl_secs: i32,
+    /// Larger bodies are rejected and counted.
+    pub max_message_bytes: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            endpoints: BTreeMap::new(),
+            inbound: "tcp://127.0.0.1:9941".into(),
+            strict_topics: false,
+            rcvhwm_messages: 0,
+            reconnect_ivl_ms: 100,
+            reconnect_ivl_max_ms: 1000,
+            tcp_keepalive: true,
+            tcp_keepalive_cnt: 3,
+            tcp_keepalive_idle_secs: 60,
+            tcp_keepalive_intvl_secs: 5,
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[publish]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// Addresses the hub's PUB socket binds (passive publishing).
+    pub bind: Vec<String>,
+    /// Addresses the hub's PUB socket connects to (active publishing, e.g. a relay).
+    pub connect: Vec<String>,
+    /// Send high-water mark; 0 means unlimited, so nothing is dropped silently.
+    pub sndhwm_messages: i32,
+    /// How long unsent messages are kept at shutdown.
+    pub linger_ms: i32,
+    /// Messages waiting for the publishing thread; beyond this `publish` fails.
+    pub queue_capacity_messages: usize,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            bind: vec![],
+            connect: vec![],
+            sndhwm_messages: 0,
+            linger_ms: 1000,
+            queue_capacity_messages: 100_000,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` for `/metrics`, `/health/*`, `/state` and consumer APIs; empty disables.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8940".into(),
+        }
+    }
+}
+
+/// `[monitoring]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// moksha `moksha.monitoring.socket`: address the monitoring PUB binds; empty disables.
+    pub socket: String,
+    /// moksha `moksha.monitoring.socket.mode` for ipc sockets, e.g. "770".
+    pub socket_mode: String,
+    /// Seconds between monitoring documents (moksha: 5).
+    pub interval_secs: f64,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            socket: String::new(),
+            socket_mode: String::new(),
+            interval_secs: 5.0,
+        }
+    }
+}
+
+/// What ingress does when a consumer's mailbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: back-pressure onto the bus, nothing dropped.
+    #[default]
+    Block,
+    /// Drop the message for this consumer and count it.
+    Shed,
+}
+
+/// The runtime's part of a `[consumers.<Name>]` section; the rest is the consumer's own.
+#[derive(Debug, Clone)]
+pub struct ConsumerSection {
+    /// The section name as written.
+    pub name: String,
+    /// `enabled` (fedmsg's config_key); `None` means the consumer's default.
+    pub enabled: Option<bool>,
+    /// `topics` (or `topic`); `None` means the consumer's default.
+    pub topics: Option<Vec<String>>,
+    /// `capacity_messages`: the mailbox bound.
+    pub capacity_messages: usize,
+    /// `when_full`: `block` or `shed`.
+    pub when_full: WhenFull,
+    /// `retries`: extra attempts for a message whose handling failed.
+    pub retries: u32,
+    /// `dead_letter_file`: JSON lines file for messages that still failed.
+    pub dead_letter_file: Option<PathBuf>,
+    /// Everything else in the section, for the consumer.
+    pub settings: Map<String, Value>,
+}
+
+/// Default mailbox bound: enough for a 100k burst and Fedora's largest Nagios thresholds.
+pub const DEFAULT_CAPACITY_MESSAGES: usize = 250_000;
+
+const RUNTIME_KEYS: [&str; 7] = [
+    "enabled",
+    "topics",
+    "topic",
+    "capacity_messages",
+    "when_full",
+    "retries",
+    "dead_letter_file",
+];
+
+fn field<T: DeserializeOwned>(
+    section: &str,
+    key: &str,
+    value: &Value,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    // Environment overrides arrive as strings: give them one chance as TOML scalars.
+    let parsed = serde_json::from_value::<T>(value.clone()).or_else(|first| match value {
+        Value::String(s) => serde_json::from_str::<T>(s).map_err(|_| first),
+        _ => Err(first),
+    });
+    parsed.map_err(|_| {
+        ConfigError::Invalid(format!(
+            "[consumers.{section}] {key} = {value}: expected {expected}"
+        ))
+    })
+}
+
+impl ConsumerSection {
+    /// Splits a raw section into runtime keys and consumer settings.
+    pub fn parse(name: &str, raw: &Map<String, Value>) -> Result<ConsumerSection, ConfigError> {
+        let mut section = ConsumerSection {
+            name: name.to_string(),
+            enabled: None,
+            topics: None,
+            capacity_messages: DEFAULT_CAPACITY_MESSAGES,
+            when_full: WhenFull::Block,
+            retries: 0,
+            dead_letter_file: None,
+            settings: Map::new(),
+        };
+        for (key, value) in raw {
+            match key.as_str() {
+                "enabled" => section.enabled = Some(field(name, key, value, "true or false")?),
+                "topics" | "topic" => {
+                    let spec: TopicSpec = field(
+                        name,
+                        key,
+                        value,
+                        "a topic string or a list of topic strings",
+                    )?;
+                    section.topics = Some(spec.to_vec());
+                }
+                "capacity_messages" => {
+                    let cap: usize = field(name, key, value, "a positive number of messages")?;
+                    if cap == 0 {
+                        return Err(ConfigError::Invalid(format!(
+                            "[consumers.{name}] capacity_messages = 0: expected a positive number of messages"
+                        )));
+                    }
+                    section.capacity_messages = cap;
+                }
+                "when_full" => {
+                    let text: String = field(name, key, value, "\"block\" or \"shed\"")?;
+                    section.when_full = match text.as_str() {
+                        "block" => WhenFull::Block,
+                        "shed" => WhenFull::Shed,
+                        other => {
+                            return Err(ConfigError::Invalid(format!(
+                                "[consumers.{name}] when_full = {other:?}: expected \"block\" or \"shed\""
+                            )))
+                        }
+                    };
+                }
+                "retries" => section.retries = field(name, key, value, "a number of retries")?,
+                "dead_letter_file" => {
+                    section.dead_letter_file = Some(field(name, key, value, "a file path")?)
+                }
+                _ => {
+                    section.settings.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(section)
+    }
+
+    /// Names of the keys the runtime reads in every consumer section.
+    pub fn runtime_keys() -> &'static [&'static str] {
+        &RUNTIME_KEYS
+    }
+}
+
+/// A consumer's own settings (its config section minus the runtime keys).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    consumer: String,
+    values: Map<String, Value>,
+}
+
+impl Settings {
+    /// Wraps a section's settings.
+    pub fn new(consumer: &str, values: Map<String, Value>) -> Settings {
+        Settings {
+            consumer: consumer.to_string(),
+            values,
+        }
+    }
+
+    /// The raw settings.
+    pub fn values(&self) -> &Map<String, Value> {
+        &self.values
+    }
+
+    /// Deserializes the settings into the consumer's config struct. Use
+    /// `#[serde(deny_unknown_fields)]` on it so typos are reported by name.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        serde_json::from_value(Value::Object(self.values.clone()))
+            .map_err(|e| ConfigError::Invalid(format!("[consumers.{}] {e}", self.consumer)))
+    }
+}
+
+impl Config {
+    /// Loads `path` (TOML) if given, then applies `FEDHUB_…` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, None)
+    }
+
+    /// Like [`load`](Self::load), with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let environment = config::Environment::with_prefix("FEDHUB")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(env);
+        builder = builder.add_source(environment);
+        let where_ = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the environment".to_string());
+        let loaded = builder
+            .build()
+            .map_err(|e| ConfigError::Load(format!("cannot read {where_}: {e}")))?;
+        let mut config: Config = loaded
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(format!("invalid configuration in {where_}: {e}")))?;
+        config.merge_consumer_case();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded defaults used when no file is given: loopback addresses and the
+    /// built-in `NullConsumer` enabled, so a bare `fedhub run` does something visible.
+    pub fn embedded_default() -> Config {
+        let mut config = Config::default();
+        let mut null = Map::new();
+        null.insert("enabled".into(), Value::Bool(true));
+        config.consumers.insert("NullConsumer".into(), null);
+        config
+    }
+
+    /// Environment keys arrive lowercased (`FEDHUB_CONSUMERS__NOMMER__…` -> `nommer`):
+    /// fold them into the section with the same name in another case.
+    fn merge_consumer_case(&mut self) {
+        let names: Vec<String> = self.consumers.keys().cloned().collect();
+        for name in names {
+            if name.chars().any(|c| c.is_ascii_uppercase()) {
+                continue;
+            }
+            let canonical = self
+                .consumers
+                .keys()
+                .find(|other| **other != name && other.eq_ignore_ascii_case(&name))
+                .cloned();
+            if let Some(canonical) = canonical {
+                if let Some(overrides) = self.consumers.remove(&name) {
+                    let target = self.consumers.entry(canonical).or_default();
+                    for (k, v) in overrides {
+                        target.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.hub.name.trim().is_empty() {
+            return invalid("[hub] name must not be empty".into());
+        }
+        if !(self.monitoring.interval_secs > 0.0 && self.monitoring.interval_secs <= 3600.0) {
+            return invalid(format!(
+                "[monitoring] interval_secs = {}: expected seconds between 0 and 3600",
+                self.monitoring.interval_secs
+            ));
+        }
+        if !self.monitoring.socket_mode.is_empty()
+            && u32::from_str_radix(&self.monitoring.socket_mode, 8).is_err()
+        {
+            return invalid(format!(
+                "[monitoring] socket_mode = {:?}: expected an octal mode like \"770\"",
+                self.monitoring.socket_mode
+            ));
+        }
+        if self.bus.max_message_bytes == 0 {
+            return invalid("[bus] max_message_bytes must be positive".into());
+        }
+        for (name, addrs) in &self.bus.endpoints {
+            for addr in addrs.to_vec() {
+                check_zmq_address(&format!("[bus] endpoints.{name}"), &addr)?;
+            }
+        }
+        if !self.bus.inbound.is_empty() {
+            check_zmq_address("[bus] inbound", &self.bus.inbound)?;
+        }
+        for addr in self.publish.bind.iter().chain(&self.publish.connect) {
+            check_zmq_address("[publish]", addr)?;
+        }
+        if !self.monitoring.socket.is_empty() {
+            check_zmq_address("[monitoring] socket", &self.monitoring.socket)?;
+        }
+        if !self.http.listen.is_empty() && !self.http.listen.contains(':') {
+            return invalid(format!(
+                "[http] listen = {:?}: expected host:port",
+                self.http.listen
+            ));
+        }
+        for (name, raw) in &self.consumers {
+            ConsumerSection::parse(name, raw)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rejects addresses libzmq would not understand, naming the option.
+pub fn check_zmq_address(option: &str, addr: &str) -> Result<(), ConfigError> {
+    let ok = ["tcp://", "ipc://", "inproc://", "pgm://", "epgm://"]
+        .iter()
+        .any(|scheme| addr.starts_with(scheme) && addr.len() > scheme.len());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{option}: {addr:?} is not a ZeroMQ address (expected tcp://host:port or ipc:///path)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn file_and_environment_merge() {
+        let f = write(
+            r#"
+[hub]
+name = "fedmsg-hub-3"
+[bus]
+endpoints = { "bodhi.app01" = ["tcp://127.0.0.1:3000", "tcp://127.0.0.1:3001"], relay_outbound = "tcp://127.0.0.1:4001" }
+[consumers.Nommer]
+enabled = true
+topics = ["org.fedoraproject.prod.*"]
+capacity_messages = 1000
+when_full = "shed"
+database = "/tmp/x.sqlite"
+"#,
+        );
+        let env = HashMap::from([
+            ("FEDHUB_HUB__ENVIRONMENT".to_string(), "prod".to_string()),
+            (
+                "FEDHUB_CONSUMERS__NOMMER__CAPACITY_MESSAGES".to_string(),
+                "5".to_string(),
+            ),
+        ]);
+        let config = Config::load_with_env(Some(f.path()), Some(env)).unwrap();
+        assert_eq!(config.hub.name, "fedmsg-hub-3");
+        assert_eq!(config.hub.environment, "prod");
+        assert_eq!(config.bus.endpoints["bodhi.app01"].to_vec().len(), 2);
+        assert_eq!(
+            config.bus.endpoints["relay_outbound"].to_vec(),
+            vec!["tcp://127.0.0.1:4001"]
+        );
+        let section = ConsumerSection::parse("Nommer", &config.consumers["Nommer"]).unwrap();
+        assert_eq!(section.capacity_messages, 5);
+        assert_eq!(section.when_full, WhenFull::Shed);
+        assert_eq!(section.enabled, Some(true));
+        assert_eq!(section.settings["database"], "/tmp/x.sqlite");
+        assert_eq!(config.consumers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = write("[bus]\nendpoint = {}\n");
+        let err = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("endpoint"), "{err}");
+        let f = write("[hubb]\nname = \"x\"\n");
+        let err = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("hubb"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[consumers.X]\nwhen_full = \"later\"\n", "when_full"),
+            (
+                "[consumers.X]\ncapacity_messages = -3\n",
+                "capacity_messages",
+            ),
+            ("[consumers.X]\nenabled = \"maybe\"\n", "enabled"),
+            ("[bus]\ninbound = \"localhost:9941\"\n", "inbound"),
+            ("[monitoring]\ninterval_secs = 0\n", "interval_secs"),
+            ("[monitoring]\nsocket_mode = \"rwx\"\n", "socket_mode"),
+            ("[http]\nlisten = \"nowhere\"\n", "listen"),
+            ("[hub\nname=", "cannot read"),
+        ];
+        for (text, needle) in cases {
+            let f = write(text);
+            let err = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
+        let err =
+            Config::load_with_env(Some(Path::new("/nonexistent/fedhub.toml")), None).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/fedhub.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn settings_parse_into_consumer_structs() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Mine {
+            #[allow(dead_code)]
+            database: String,
+        }
+        let mut map = Map::new();
+        map.insert("databse".into(), "x".into());
+        let err = Settings::new("Nommer", map).parse::<Mine>().err().unwrap();
+        assert!(err.to_string().contains("[consumers.Nommer]"), "{err}");
+        assert!(err.to_string().contains("databse"), "{err}");
+    }
+}

@@ -1,0 +1,64 @@
+//! fedhub: an actor-based runtime for the fedmsg message bus, a successor to
+//! `fedmsg-hub` (moksha.hub) with health monitoring built in.
+//!
+//! # Layout
+//!
+//! The data path, in the order a message travels:
+//!
+//! - [`bus`]: ZeroMQ SUB sockets on a plain thread, drained continuously; the PUB
+//!   side consumers publish through.
+//! - [`message`]: the fedmsg [`Envelope`], decoded from `[topic, json]` or
+//!   `topic\0json` frames, body kept raw until a consumer asks for the tree.
+//! - [`canonical`]: fedmsg's canonical JSON, byte for byte (what signatures cover).
+//! - [`topic`]: moksha's topic matching (prefixes, `*`, lists).
+//! - [`router`]: topic -> consumer mailboxes, with `try_send` and a `when_full` policy.
+//! - [`actor`]: one actix actor per consumer on its own thread: bounded mailbox,
+//!   exact backlog, panics caught, handling time recorded.
+//! - [`consumer`]: the [`Consumer`] trait developers implement, its [`Context`],
+//!   and the [`ConsumerFactory`] that registers it.
+//! - [`stats`]: the one registry of counters and gauges every exporter reads.
+//! - [`events`]: typed internal events (one place logs and counts).
+//! - [`http`]: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, consumer routes.
+//! - [`config`]: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
+//! - [`hub`]: startup and shutdown of all of the above.
+//! - [`demo`]: synthetic Fedora traffic; [`tools`]: `fedhub publish` and `fedhub tail`.
+
+pub mod actor;
+pub mod bus;
+pub mod canonical;
+pub mod config;
+pub mod consumer;
+pub mod demo;
+pub mod events;
+pub mod http;
+pub mod hub;
+pub mod message;
+pub mod router;
+pub mod stats;
+pub mod tools;
+pub mod topic;
+
+pub use config::{Config, ConfigError, Settings, WhenFull};
+pub use consumer::{
+    Clock, Consumer, ConsumerError, ConsumerFactory, Context, HttpRoutes, NullConsumer,
+};
+pub use hub::{run, HubBuilder, HubError, RunningHub, ShutdownReport};
+pub use message::{DecodeError, Envelope};
+pub use stats::Stats;
+
+/// Re-exported so consumers can mount routes without a direct dependency.
+pub use actix_web;
+
+/// Sets up logging to stderr (`RUST_LOG` style filter, default `info`), without
+/// colours unless stderr is a terminal: stdout stays clean for tools that print
+/// data (tail, collectd exec).
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

@@ -1,0 +1,381 @@
+//! The fedmsg envelope and its decoding from ZeroMQ frames.
+//!
+//! On the wire a message is two frames, `[topic, json]`, or one legacy frame
+//! `topic\0json`. Decoding validates what every consumer relies on (UTF-8 topic,
+//! a JSON object body, a string `topic` equal to the topic frame, a string
+//! `msg_id` and a numeric `timestamp` when present, a size limit) and keeps the body
+//! as the raw bytes received: the full `serde_json` tree is built once, lazily,
+//! the first time a consumer asks for it.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Why a ZeroMQ message was rejected. Each variant has a stable [`reason`](Self::reason)
+/// used as a metric label.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Neither `[topic, body]` nor one `topic\0body` frame.
+    #[error("expected 2 frames [topic, json] or 1 frame topic\\0json, got {frames} frames")]
+    FrameCount {
+        /// How many frames arrived.
+        frames: usize,
+    },
+    /// A single frame without the NUL separator.
+    #[error("expected one frame shaped topic\\0json, found no NUL separator in {bytes} bytes")]
+    MissingSeparator {
+        /// Size of the frame.
+        bytes: usize,
+    },
+    /// The body is larger than `[bus] max_message_bytes`.
+    #[error("message body is {bytes} bytes, larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the body.
+        bytes: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The topic frame is not UTF-8.
+    #[error("topic frame is not valid UTF-8")]
+    TopicNotUtf8,
+    /// The topic frame is empty.
+    #[error("topic frame is empty")]
+    EmptyTopic,
+    /// The body is not JSON (or not UTF-8).
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("body must be a JSON object, found {0}")]
+    NotObject(&'static str),
+    /// A known envelope field has the wrong type.
+    #[error("body field has the wrong type: {0}")]
+    WrongType(String),
+    /// The body has no `topic`.
+    #[error("body has no \"topic\" field")]
+    MissingTopic,
+    /// The body's `topic` differs from the topic frame.
+    #[error("topic frame {frame:?} disagrees with body topic {body:?}")]
+    TopicMismatch {
+        /// Topic from the frame.
+        frame: String,
+        /// Topic from the body.
+        body: String,
+    },
+}
+
+impl DecodeError {
+    /// A short, stable name for metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::FrameCount { .. } => "frame_count",
+            DecodeError::MissingSeparator { .. } => "missing_separator",
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::TopicNotUtf8 => "topic_not_utf8",
+            DecodeError::EmptyTopic => "empty_topic",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::NotObject(_) => "not_object",
+            DecodeError::WrongType(_) => "wrong_type",
+            DecodeError::MissingTopic => "missing_topic",
+            DecodeError::TopicMismatch { .. } => "topic_mismatch",
+        }
+    }
+
+    /// Every reason, for pre-registering metric series.
+    pub const REASONS: [&'static str; 10] = [
+        "frame_count",
+        "missing_separator",
+        "too_large",
+        "topic_not_utf8",
+        "empty_topic",
+        "not_json",
+        "not_object",
+        "wrong_type",
+        "missing_topic",
+        "topic_mismatch",
+    ];
+}
+
+/// The fields routing and bookkeeping need, read without building a tree.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    msg_id: Option<Cow<'a, str>>,
+    timestamp: Option<f64>,
+}
+
+/// One fedmsg message: the topic frame, the raw JSON body and the fields decoded
+/// from it. Shared between consumers behind an `Arc`.
+#[derive(Debug)]
+pub struct Envelope {
+    topic: String,
+    body: Box<str>,
+    msg_id: Option<String>,
+    timestamp: Option<f64>,
+    received_at: SystemTime,
+    parsed: OnceLock<Map<String, Value>>,
+}
+
+impl Envelope {
+    /// Decodes a ZeroMQ message given as its frames.
+    pub fn from_frames(frames: &[&[u8]], max_body_bytes: usize) -> Result<Envelope, DecodeError> {
+        match frames {
+            [topic, body] => Envelope::decode(topic, body, max_body_bytes),
+            [single] => {
+                let nul =
+                    single
+                        .iter()
+                        .position(|b| *b == 0)
+                        .ok_or(DecodeError::MissingSeparator {
+                            bytes: single.len(),
+                        })?;
+                Envelope::decode(&single[..nul], &single[nul + 1..], max_body_bytes)
+            }
+            _ => Err(DecodeError::FrameCount {
+                frames: frames.len(),
+            }),
+        }
+    }
+
+    /// Decodes a topic frame and a body frame.
+    pub fn decode(
+        topic: &[u8],
+        body: &[u8],
+        max_body_bytes: usize,
+    ) -> Result<Envelope, DecodeError> {
+        if body.len() > max_body_bytes {
+            return Err(DecodeError::TooLarge {
+                bytes: body.len(),
+                limit: max_body_bytes,
+            });
+        }
+        let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicNotUtf8)?;
+        if topic.is_empty() {
+            return Err(DecodeError::EmptyTopic);
+        }
+        let body = std::str::from_utf8(body)
+            .map_err(|e| DecodeError::NotJson(format!("body is not UTF-8 ({e})")))?;
+        let head = parse_head(body)?;
+        let body_topic = head.topic.ok_or(DecodeError::MissingTopic)?;
+        if body_topic != topic {
+            return Err(DecodeError::TopicMismatch {
+                frame: topic.to_string(),
+                body: body_topic.into_owned(),
+            });
+        }
+        Ok(Envelope {
+            topic: topic.to_string(),
+            msg_id: head.msg_id.map(Cow::into_owned),
+            timestamp: head.timestamp,
+            body: body.into(),
+            received_at: SystemTime::now(),
+            parsed: OnceLock::new(),
+        })
+    }
+
+    /// Builds an envelope from a JSON object (for tools, tests and replays).
+    pub fn from_value(value: Value) -> Result<Envelope, DecodeError> {
+        let topic = match value.get("topic") {
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => return Err(DecodeError::WrongType("\"topic\" must be a string".into())),
+            None => return Err(DecodeError::MissingTopic),
+        };
+        let body =
+            serde_json::to_string(&value).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        Envelope::decode(topic.as_bytes(), body.as_bytes(), usize::MAX)
+    }
+
+    /// The topic (frame 0).
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The body exactly as received.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// `msg_id`, when the body has one.
+    pub fn msg_id(&self) -> Option<&str> {
+        self.msg_id.as_deref()
+    }
+
+    /// `timestamp` in epoch seconds, when the body has one.
+    pub fn timestamp(&self) -> Option<f64> {
+        self.timestamp
+    }
+
+    /// When this hub received the message.
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    /// The category (`org.fedoraproject.prod.<category>.…`).
+    pub fn category(&self) -> Option<&str> {
+        crate::topic::category(&self.topic)
+    }
+
+    /// The whole body as a JSON object, parsed on first use and then cached.
+    pub fn json(&self) -> &Map<String, Value> {
+        self.parsed.get_or_init(|| {
+            // Already validated as a JSON object by `decode`.
+            match serde_json::from_str(&self.body) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            }
+        })
+    }
+
+    /// Any body field, including ones fedhub does not know.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.json().get(key)
+    }
+
+    /// The payload (`msg`).
+    pub fn msg(&self) -> Option<&Value> {
+        self.get("msg")
+    }
+
+    /// The sender's per-process counter (`i`).
+    pub fn i(&self) -> Option<i64> {
+        self.get("i").and_then(Value::as_i64)
+    }
+
+    /// The Unix user of the sending process (`username`).
+    pub fn username(&self) -> Option<&str> {
+        self.get("username").and_then(Value::as_str)
+    }
+
+    /// The signing backend (`crypto`): `x509` or `gpg`.
+    pub fn crypto(&self) -> Option<&str> {
+        self.get("crypto").and_then(Value::as_str)
+    }
+
+    /// The base64 signature, when signed.
+    pub fn signature(&self) -> Option<&str> {
+        self.get("signature").and_then(Value::as_str)
+    }
+
+    /// The base64 PEM certificate, when signed with x509.
+    pub fn certificate(&self) -> Option<&str> {
+        self.get("certificate").and_then(Value::as_str)
+    }
+
+    /// Headers added by STOMP or datanommer.
+    pub fn headers(&self) -> Option<&Value> {
+        self.get("headers")
+    }
+
+    /// The body in fedmsg's canonical encoding (what signatures cover).
+    pub fn canonical_body(&self) -> String {
+        // The body was validated as JSON; serde_json's grammar is stricter than the
+        // canonicalizer's, so this cannot fail.
+        crate::canonical::canonicalize(self.body.as_bytes())
+            .unwrap_or_else(|_| self.body.to_string())
+    }
+}
+
+fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
+    let first = body.trim_start().as_bytes().first().copied();
+    let kind = match first {
+        Some(b'{') => None,
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        Some(b'-' | b'0'..=b'9') => Some("a number"),
+        None => return Err(DecodeError::NotJson("body is empty".into())),
+        Some(_) => None,
+    };
+    if let Some(kind) = kind {
+        // Only call it "not an object" if it is valid JSON at all.
+        return match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(DecodeError::NotObject(kind)),
+            Err(e) => Err(DecodeError::NotJson(e.to_string())),
+        };
+    }
+    serde_json::from_str::<Head>(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => DecodeError::WrongType(e.to_string()),
+        _ => DecodeError::NotJson(e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = r#"{"i":1,"msg":{"seq":0},"msg_id":"2026-4c7b5887-509a-4625-84f2-b65ca3141324","timestamp":1795393482,"topic":"org.fedoraproject.dev.peer.bench.msg","username":"root"}"#;
+    const TOPIC: &str = "org.fedoraproject.dev.peer.bench.msg";
+
+    #[test]
+    fn two_frames_and_one_frame_decode_the_same() {
+        let two = Envelope::from_frames(&[TOPIC.as_bytes(), BODY.as_bytes()], 1 << 20).unwrap();
+        let joined = format!("{TOPIC}\0{BODY}");
+        let one = Envelope::from_frames(&[joined.as_bytes()], 1 << 20).unwrap();
+        for env in [&two, &one] {
+            assert_eq!(env.topic(), TOPIC);
+            assert_eq!(
+                env.msg_id(),
+                Some("2026-4c7b5887-509a-4625-84f2-b65ca3141324")
+            );
+            assert_eq!(env.timestamp(), Some(1795393482.0));
+            assert_eq!(env.i(), Some(1));
+            assert_eq!(env.username(), Some("root"));
+            assert_eq!(env.msg(), Some(&serde_json::json!({"seq": 0})));
+            assert_eq!(env.category(), Some("peer"));
+            assert_eq!(env.canonical_body(), BODY);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_kept() {
+        let body = format!(r#"{{"topic":"{TOPIC}","seq_id":7,"source_name":"datanommer"}}"#);
+        let env = Envelope::decode(TOPIC.as_bytes(), body.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(env.get("seq_id"), Some(&serde_json::json!(7)));
+        assert_eq!(env.body(), body);
+    }
+
+    #[test]
+    fn bad_input_gets_a_named_reason() {
+        let t = TOPIC.as_bytes();
+        let cases: Vec<(Vec<&[u8]>, &str)> = vec![
+            (vec![t, b"{}", b"x"], "frame_count"),
+            (vec![], "frame_count"),
+            (vec![b"no separator here"], "missing_separator"),
+            (vec![b"\xff\xfe", br#"{"topic":"x"}"#], "topic_not_utf8"),
+            (vec![b"", br#"{"topic":""}"#], "empty_topic"),
+            (vec![t, b"not json"], "not_json"),
+            (vec![t, b"{\"topic\": \"\xff\"}"], "not_json"),
+            (vec![t, b"[1,2]"], "not_object"),
+            (vec![t, b"42"], "not_object"),
+            (vec![t, br#"{"msg":{}}"#], "missing_topic"),
+            (vec![t, br#"{"topic":5}"#], "wrong_type"),
+            (
+                vec![
+                    t,
+                    br#"{"topic":"org.fedoraproject.dev.peer.bench.msg","timestamp":"x"}"#,
+                ],
+                "wrong_type",
+            ),
+            (vec![t, br#"{"topic":"org.other"}"#], "topic_mismatch"),
+        ];
+        for (frames, reason) in cases {
+            let err = Envelope::from_frames(&frames, 1 << 20).unwrap_err();
+            assert_eq!(err.reason(), reason, "{frames:?} -> {err}");
+            assert!(!err.to_string().is_empty());
+        }
+        let big = vec![b' '; 100];
+        let err = Envelope::from_frames(&[t, &big], 10).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooLarge {
+                bytes: 100,
+                limit: 10
+            }
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! The stats registry: one place, all atomics, every exporter a view of it.
+//!
+//! Counters are monotonic totals (Prometheus style). Exporters that want
+//! per-window values, like the moksha monitoring socket, compute deltas
+//! themselves. Handles to each consumer's and bus's series are resolved once and
+//! kept, so the data path only touches atomics.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::message::DecodeError;
+
+/// How many recent handling times a consumer keeps for the moksha `times` list.
+pub const RECENT_TIMES_CAPACITY: usize = 1024;
+
+/// Why a message was not delivered to a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The mailbox was full and the consumer's policy is `shed`.
+    MailboxFull,
+    /// The consumer's actor had stopped.
+    ConsumerStopped,
+    /// The hub was shutting down while ingress waited for room.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::MailboxFull => "mailbox_full",
+            DropReason::ConsumerStopped => "consumer_stopped",
+            DropReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The hub-wide metric families.
+pub struct Stats {
+    registry: Registry,
+    consumer_backlog: IntGaugeVec,
+    consumer_capacity: IntGaugeVec,
+    consumer_received: IntCounterVec,
+    consumer_handled: IntCounterVec,
+    consumer_exceptions: IntCounterVec,
+    consumer_panics: IntCounterVec,
+    consumer_dropped: IntCounterVec,
+    consumer_restarts: IntCounterVec,
+    consumer_handling: HistogramVec,
+    bus_frames: IntCounterVec,
+    bus_bytes: IntCounterVec,
+    bus_malformed: IntCounterVec,
+    unrouted: IntCounter,
+    ingress_blocked_ms: IntCounter,
+    published: IntCounter,
+    publish_errors: IntCounterVec,
+    consumers: DashMap<String, Arc<ConsumerStats>>,
+    buses: DashMap<String, Arc<BusStats>>,
+    started_at: SystemTime,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are static and distinct: registration cannot collide.
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric families are registered once");
+    c
+}
+
+impl Stats {
+    /// Creates the registry with every family registered, plus process metrics.
+    pub fn new() -> Arc<Stats> {
+        let registry = Registry::new();
+        let consumer = &["consumer"];
+        let r = &registry;
+        let stats = Stats {
+            consumer_backlog: register(r, IntGaugeVec::new(Opts::new("fedhub_consumer_backlog", "Messages accepted for a consumer and not yet handled (mailbox plus in progress)."), consumer).unwrap()),
+            consumer_capacity: register(r, IntGaugeVec::new(Opts::new("fedhub_consumer_mailbox_capacity", "Configured mailbox capacity of a consumer, in messages."), consumer).unwrap()),
+            consumer_received: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_received_total", "Messages put in a consumer's mailbox (moksha headcount_in)."), consumer).unwrap()),
+            consumer_handled: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_handled_total", "Messages a consumer finished handling, successfully or not (moksha headcount_out)."), consumer).unwrap()),
+            consumer_exceptions: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_exceptions_total", "Messages whose handling returned an error or panicked."), consumer).unwrap()),
+            consumer_panics: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_panics_total", "Panics caught while a consumer handled a message."), consumer).unwrap()),
+            consumer_dropped: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_dropped_total", "Messages routed to a consumer but not delivered, by reason."), &["consumer", "reason"]).unwrap()),
+            consumer_restarts: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_restarts_total", "Times a consumer was restarted after a fatal error."), consumer).unwrap()),
+            consumer_handling: register(r, HistogramVec::new(HistogramOpts::new("fedhub_consumer_handling_seconds", "Time a consumer spent handling one message.").buckets(vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), consumer).unwrap()),
+            bus_frames: register(r, IntCounterVec::new(Opts::new("fedhub_bus_messages_received_total", "ZeroMQ messages received on a bus socket, valid or not."), &["bus"]).unwrap()),
+            bus_bytes: register(r, IntCounterVec::new(Opts::new("fedhub_bus_received_bytes_total", "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
+            bus_malformed: register(r, IntCounterVec::new(Opts::new("fedhub_bus_malformed_total", "Messages rejected on a bus socket, by reason."), &["bus", "reason"]).unwrap()),
+            unrouted: register(r, IntCounter::new("fedhub_router_unrouted_total", "Valid messages that matched no consumer.").unwrap()),
+            ingress_blocked_ms: register(r, IntCounter::new("fedhub_ingress_blocked_milliseconds_total", "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
+            published: register(r, IntCounter::new("fedhub_published_total", "Messages this hub published on the bus.").unwrap()),
+            publish_errors: register(r, IntCounterVec::new(Opts::new("fedhub_publish_errors_total", "Messages that could not be published, by reason."), &["reason"]).unwrap()),
+            consumers: DashMap::new(),
+            buses: DashMap::new(),
+            started_at: SystemTime::now(),
+            registry,
+        };
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        // Only fails on duplicate registration, which cannot happen on a new registry.
+        let _ = stats.registry.register(Box::new(process));
+        Arc::new(stats)
+    }
+
+    /// The Prometheus registry (for `/metrics`, and for consumers adding their own).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// When the hub started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// The stats of one consumer, created on first use.
+    pub fn consumer(&self, name: &str) -> Arc<ConsumerStats> {
+        if let Some(existing) = self.consumers.get(name) {
+            return existing.clone();
+        }
+        let label = &[name];
+        let dropped = |reason: DropReason| {
+            self.consumer_dropped
+                .with_label_values(&[name, reason.as_str()])
+        };
+        let stats = Arc::new(ConsumerStats {
+            name: name.to_string(),
+            backlog: self.consumer_backlog.with_label_values(label),
+            capacity: self.consumer_capacity.with_label_values(label),
+            received: self.consumer_received.with_label_values(label),
+            handled: self.consumer_handled.with_label_values(label),
+            exceptions: self.consumer_exceptions.with_label_values(label),
+            panics: self.consumer_panics.with_label_values(label),
+            dropped_full: dropped(DropReason::MailboxFull),
+            dropped_stopped: dropped(DropReason::ConsumerStopped),
+            dropped_shutdown: dropped(DropReason::Shutdown),
+            restarts: self.consumer_restarts.with_label_values(label),
+            handling: self.consumer_handling.with_label_values(label),
+            recent_times: Mutex::new(VecDeque::with_capacity(64)),
+            initialized: AtomicBool::new(false),
+            last_progress_ms: AtomicU64::new(0),
+            peak_backlog: AtomicU64::new(0),
+        });
+        self.consumers
+            .entry(name.to_string())
+            .or_insert(stats)
+            .clone()
+    }
+
+    /// Every consumer's stats, sorted by name.
+    pub fn consumers(&self) -> Vec<Arc<ConsumerStats>> {
+        let mut all: Vec<_> = self.consumers.iter().map(|e| e.value().clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The stats of one bus socket, created on first use.
+    pub fn bus(&self, name: &str) -> Arc<BusStats> {
+        if let Some(existing) = self.buses.get(name) {
+            return existing.clone();
+        }
+        let malformed = DecodeError::REASONS
+            .iter()
+            .map(|reason| {
+                (
+                    *reason,
+                    self.bus_malformed.with_label_values(&[name, reason]),
+                )
+            })
+            .collect();
+        let stats = Arc::new(BusStats {
+            name: name.to_string(),
+            messages: self.bus_frames.with_label_values(&[name]),
+            bytes: self.bus_bytes.with_label_values(&[name]),
+            malformed,
+        });
+        self.buses.entry(name.to_string()).or_insert(stats).clone()
+    }
+
+    /// Every bus socket's stats, sorted by name.
+    pub fn buses(&self) -> Vec<Arc<BusStats>> {
+        let mut all: Vec<_> = self.buses.iter().map(|e| e.value().clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Counts a message that matched no consumer.
+    pub fn count_unrouted(&self) {
+        self.unrouted.inc();
+    }
+
+    /// Valid messages that matched no consumer so far.
+    pub fn unrouted(&self) -> u64 {
+        self.unrouted.get()
+    }
+
+    /// Counts time ingress spent waiting for mailbox room.
+    pub fn add_ingress_blocked(&self, waited: Duration) {
+        self.ingress_blocked_ms.inc_by(waited.as_millis() as u64);
+    }
+
+    /// Counts a published message.
+    pub fn count_published(&self) {
+        self.published.inc();
+    }
+
+    /// Messages published so far.
+    pub fn published(&self) -> u64 {
+        self.published.get()
+    }
+
+    /// Counts a message that could not be published.
+    pub fn count_publish_error(&self, reason: &str) {
+        self.publish_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> Result<String, prometheus::Error> {
+        use prometheus::Encoder;
+        let mut out = Vec::with_capacity(16 * 1024);
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The registry as a JSON document (`/state`).
+    pub fn snapshot(&self) -> serde_json::Value {
+        let consumers: Vec<_> = self.consumers().iter().map(|c| c.snapshot()).collect();
+        let buses: Vec<_> = self.buses().iter().map(|b| b.snapshot()).collect();
+        serde_json::json!({
+            "started_at": unix_seconds(self.started_at),
+            "consumers": consumers,
+            "buses": buses,
+            "unrouted_total": self.unrouted(),
+            "published_total": self.published(),
+            "ingress_blocked_ms_total": self.ingress_blocked_ms.get(),
+        })
+    }
+}
+
+/// One consumer's series. Cheap to update from any thread.
+pub struct ConsumerStats {
+    name: String,
+    backlog: IntGauge,
+    capacity: IntGauge,
+    received: IntCounter,
+    handled: IntCounter,
+    exceptions: IntCounter,
+    panics: IntCounter,
+    dropped_full: IntCounter,
+    dropped_stopped: IntCounter,
+    dropped_shutdown: IntCounter,
+    restarts: IntCounter,
+    handling: Histogram,
+    recent_times: Mutex<VecDeque<f64>>,
+    initialized: AtomicBool,
+    last_progress_ms: AtomicU64,
+    peak_backlog: AtomicU64,
+}
+
+impl ConsumerStats {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Messages accepted and not yet handled.
+    pub fn backlog(&self) -> i64 {
+        self.backlog.get()
+    }
+
+    /// The highest backlog seen since start.
+    pub fn peak_backlog(&self) -> u64 {
+        self.peak_backlog.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn backlog_inc(&self) {
+        self.backlog.inc();
+        let now = self.backlog.get().max(0) as u64;
+        if now > self.peak_backlog.load(Ordering::Relaxed) {
+            self.peak_backlog.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn backlog_dec(&self) {
+        self.backlog.dec();
+    }
+
+    /// Records the configured mailbox capacity.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.set(capacity as i64);
+    }
+
+    /// The configured mailbox capacity.
+    pub fn capacity(&self) -> i64 {
+        self.capacity.get()
+    }
+
+    pub(crate) fn count_received(&self) {
+        self.received.inc();
+    }
+
+    /// Messages put in the mailbox so far.
+    pub fn received(&self) -> u64 {
+        self.received.get()
+    }
+
+    /// Messages handled so far.
+    pub fn handled(&self) -> u64 {
+        self.handled.get()
+    }
+
+    /// Handling errors and panics so far.
+    pub fn exceptions(&self) -> u64 {
+        self.exceptions.get()
+    }
+
+    /// Panics caught so far.
+    pub fn panics(&self) -> u64 {
+        self.panics.get()
+    }
+
+    /// Restarts so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.get()
+    }
+
+    /// Messages dropped so far, all reasons together.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_full.get() + self.dropped_stopped.get() + self.dropped_shutdown.get()
+    }
+
+    pub(crate) fn count_dropped(&self, reason: DropReason) {
+        match reason {
+            DropReason::MailboxFull => self.dropped_full.inc(),
+            DropReason::ConsumerStopped => self.dropped_stopped.inc(),
+            DropReason::Shutdown => self.dropped_shutdown.inc(),
+        }
+    }
+
+    pub(crate) fn count_restart(&self) {
+        self.restarts.inc();
+    }
+
+    /// Records one handled message.
+    pub(crate) fn record_handled(&self, took: Duration, failed: bool, panicked: bool) {
+        let seconds = took.as_secs_f64();
+        self.handling.observe(seconds);
+        if failed {
+            self.exceptions.inc();
+        }
+        if panicked {
+            self.panics.inc();
+        }
+        if let Ok(mut times) = self.recent_times.lock() {
+            if times.len() == RECENT_TIMES_CAPACITY {
+                times.pop_front();
+            }
+            times.push_back(seconds);
+        }
+        self.handled.inc();
+        self.last_progress_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// Takes the handling times recorded since the last call (at most 1024).
+    pub fn take_recent_times(&self) -> Vec<f64> {
+        match self.recent_times.lock() {
+            Ok(mut times) => {
+                let taken: Vec<f64> = times.drain(..).collect();
+                if times.capacity() > 4096 {
+                    times.shrink_to(64);
+                }
+                taken
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether the consumer started successfully and is running.
+    pub fn initialized(&self) -> bool {
+        self.initialized.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_initialized(&self, value: bool) {
+        self.initialized.store(value, Ordering::Release);
+    }
+
+    /// When the consumer last finished a message (epoch ms, 0 if never).
+    pub fn last_progress_ms(&self) -> u64 {
+        self.last_progress_ms.load(Ordering::Relaxed)
+    }
+
+    /// This consumer's counters as JSON.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let capacity = self.capacity();
+        let backlog = self.backlog();
+        serde_json::json!({
+            "name": self.name,
+            "initialized": self.initialized(),
+            "backlog": backlog,
+            "peak_backlog": self.peak_backlog(),
+            "mailbox_capacity": capacity,
+            "mailbox_utilization": if capacity > 0 { backlog as f64 / capacity as f64 } else { 0.0 },
+            "received_total": self.received(),
+            "handled_total": self.handled(),
+            "exceptions_total": self.exceptions(),
+            "panics_total": self.panics(),
+            "dropped_total": self.dropped(),
+            "restarts_total": self.restarts(),
+            "handling_seconds_sum": self.handling.get_sample_sum(),
+            "handling_seconds_count": self.handling.get_sample_count(),
+            "last_progress_ms": self.last_progress_ms(),
+        })
+    }
+}
+
+/// One bus socket's series.
+pub struct BusStats {
+    name: String,
+    messages: IntCounter,
+    bytes: IntCounter,
+    malformed: Vec<(&'static str, IntCounter)>,
+}
+
+impl BusStats {
+    /// The bus socket's name (an `endpoints` key, or `inbound`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts one received message of `bytes` bytes.
+    #[inline]
+    pub(crate) fn count_message(&self, bytes: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+
+    /// Counts a rejected message.
+    pub(crate) fn count_malformed(&self, reason: &str) {
+        if let Some((_, counter)) = self.malformed.iter().find(|(r, _)| *r == reason) {
+            counter.inc();
+        }
+    }
+
+    /// Messages received so far.
+    pub fn messages(&self) -> u64 {
+        self.messages.get()
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.get()
+    }
+
+    /// Messages rejected so far for `reason`.
+    pub fn malformed(&self, reason: &str) -> u64 {
+        self.malformed
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| c.get())
+            .unwrap_or(0)
+    }
+
+    /// Messages rejected so far, all reasons.
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.iter().map(|(_, c)| c.get()).sum()
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let by_reason: serde_json::Map<String, serde_json::Value> = self
+            .malformed
+            .iter()
+            .filter(|(_, c)| c.get() > 0)
+            .map(|(r, c)| (r.to_string(), c.get().into()))
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "messages_total": self.messages(),
+            "bytes_total": self.bytes(),
+            "malformed_total": self.malformed_total(),
+            "malformed_by_reason": by_reason,
+        })
+    }
+}
+
+/// Seconds since the epoch as a float.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Milliseconds since the epoch.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
