@@ -1,0 +1,1 @@
+//! fedhub history store (datanommer + datagrepper).
