@@ -1,0 +1,195 @@
+//! Shared helpers for end-to-end tests: a real ZeroMQ publisher the hub connects
+//! to, hub configs on free ports, recording consumers, polling with timeouts.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fedhub::{Config, Consumer, ConsumerError, ConsumerFactory, Context, Envelope};
+use serde_json::{Map, Value};
+
+/// The topic prefix test messages use.
+pub const PREFIX: &str = "org.fedoraproject.dev.test";
+
+/// An XPUB bound on 127.0.0.1 (free port) that the hub's SUB connects to. XPUB
+/// tells us when the subscription arrived, so no message is lost to the slow
+/// joiner problem.
+pub struct TestBus {
+    _context: zmq::Context,
+    socket: zmq::Socket,
+    /// The resolved address.
+    pub endpoint: String,
+}
+
+impl TestBus {
+    /// Binds a new publisher.
+    pub fn new() -> TestBus {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::XPUB).unwrap();
+        socket.set_sndhwm(0).unwrap();
+        socket.set_linger(1000).unwrap();
+        socket.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = socket.get_last_endpoint().unwrap().unwrap();
+        TestBus {
+            _context: context,
+            socket,
+            endpoint,
+        }
+    }
+
+    /// Waits until a subscriber's subscription arrived.
+    pub fn wait_subscribed(&self) {
+        self.socket.set_rcvtimeo(10_000).unwrap();
+        let frame = self
+            .socket
+            .recv_bytes(0)
+            .expect("the hub subscribed within 10 s");
+        assert_eq!(frame.first(), Some(&1), "a subscription frame");
+    }
+
+    /// Sends one message given as frames.
+    pub fn send_frames(&self, frames: &[&[u8]]) {
+        self.socket
+            .send_multipart(frames.iter().copied(), 0)
+            .unwrap();
+    }
+
+    /// Sends a valid two-frame fedmsg message `PREFIX.<suffix>` with `msg`.
+    pub fn send(&self, suffix: &str, i: u64, msg: Value) -> String {
+        let topic = format!("{PREFIX}.{suffix}");
+        let body = body(&topic, i, msg);
+        self.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+        body
+    }
+}
+
+/// A canonical fedmsg body.
+pub fn body(topic: &str, i: u64, msg: Value) -> String {
+    let envelope = serde_json::json!({
+        "topic": topic,
+        "msg": msg,
+        "i": i,
+        "msg_id": format!("2026-00000000-0000-4000-8000-{i:012}"),
+        "timestamp": 1_795_392_000u64 + i,
+        "username": "tester",
+    });
+    fedhub::canonical::to_canonical_string(&envelope)
+}
+
+/// A config for tests: connect to `bus`, no inbound, HTTP on a free port.
+pub fn config(bus: &TestBus) -> Config {
+    let mut config = Config::default();
+    config.bus.endpoints.insert(
+        "test".into(),
+        fedhub::config::OneOrMany::Many(vec![bus.endpoint.clone()]),
+    );
+    config.bus.inbound = String::new();
+    config.http.listen = "127.0.0.1:0".into();
+    config.hub.status_log_interval_secs = 0;
+    config.hub.shutdown_grace_secs = 10;
+    config
+}
+
+/// Builds a consumer section from `key = value` pairs.
+pub fn section(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}
+
+/// What a recording consumer saw of one message.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub topic: String,
+    pub body: String,
+    pub msg_id: Option<String>,
+    pub i: Option<i64>,
+    pub msg: Option<Value>,
+}
+
+/// A consumer that records every message it handles.
+pub struct Recorder {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    delay: Duration,
+}
+
+impl Consumer for Recorder {
+    fn consume(&mut self, envelope: &Envelope, _ctx: &mut Context) -> Result<(), ConsumerError> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        self.seen.lock().unwrap().push(Seen {
+            topic: envelope.topic().to_string(),
+            body: envelope.body().to_string(),
+            msg_id: envelope.msg_id().map(str::to_string),
+            i: envelope.i(),
+            msg: envelope.msg().cloned(),
+        });
+        Ok(())
+    }
+}
+
+/// A factory for a recorder named `name`, and the list it records into.
+pub fn recorder(name: &str, delay: Duration) -> (ConsumerFactory, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shared = seen.clone();
+    let factory = ConsumerFactory::new(name, move |_| {
+        Ok(Box::new(Recorder {
+            seen: shared.clone(),
+            delay,
+        }))
+    })
+    .enabled_by_default();
+    (factory, seen)
+}
+
+/// Fetches `path` from the hub's HTTP server; returns (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The `fedhub` binary built by `cargo build --workspace`.
+pub fn fedhub_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/fedhub
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let binary = dir.join("fedhub");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        binary.display()
+    );
+    binary
+}

@@ -1,0 +1,562 @@
+//! End-to-end tests of the hub over real ZeroMQ sockets on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fedhub::{HubBuilder, NullConsumer};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn messages_reach_matching_consumers_with_every_field() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    let (all, all_seen) = recorder("Everything", Duration::ZERO);
+    let (builds, builds_seen) = recorder("Builds", Duration::ZERO);
+    config.consumers.insert(
+        "Builds".into(),
+        section(&[("topics", json!([format!("{PREFIX}.buildsys.*")]))]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(all)
+        .consumer(builds)
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+
+    let sent_build = bus.send(
+        "buildsys.build.state.change",
+        1,
+        json!({"name": "kernel", "new": 1}),
+    );
+    let sent_git = bus.send(
+        "git.receive",
+        2,
+        json!({"text": "h\u{e9}llo \u{1F600}", "n": 1.5}),
+    );
+    // The legacy one-frame form: topic\0json.
+    let topic = format!("{PREFIX}.planet.post.new");
+    let legacy = body(&topic, 3, json!({"post": {"title": "x"}}));
+    bus.send_frames(&[format!("{topic}\0{legacy}").as_bytes()]);
+
+    assert!(wait_until(LONG, || all_seen.lock().unwrap().len() == 3));
+    assert!(wait_until(LONG, || builds_seen.lock().unwrap().len() == 1));
+    let all_seen = all_seen.lock().unwrap().clone();
+    assert_eq!(all_seen[0].body, sent_build);
+    assert_eq!(all_seen[1].body, sent_git);
+    assert_eq!(
+        all_seen[1].msg,
+        Some(json!({"text": "h\u{e9}llo \u{1F600}", "n": 1.5}))
+    );
+    assert_eq!(all_seen[1].i, Some(2));
+    assert_eq!(all_seen[2].topic, topic);
+    assert_eq!(
+        all_seen[2].msg_id.as_deref(),
+        Some("2026-00000000-0000-4000-8000-000000000003")
+    );
+    assert_eq!(builds_seen.lock().unwrap()[0].body, sent_build);
+
+    let stats = hub.stats();
+    assert_eq!(stats.consumer("Everything").received(), 3);
+    assert_eq!(stats.consumer("Builds").handled(), 1);
+    assert_eq!(stats.bus("test").messages(), 3);
+    hub.shutdown();
+}
+
+#[test]
+fn unmatched_messages_are_counted() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    // Strict matching: subscribe to the exact topic only, so the prefix
+    // subscription lets the longer topic through and the router must refuse it.
+    config.bus.strict_topics = true;
+    let (only, seen) = recorder("Only", Duration::ZERO);
+    config.consumers.insert(
+        "Only".into(),
+        section(&[("topics", json!(format!("{PREFIX}.a")))]),
+    );
+    let hub = HubBuilder::new(config).consumer(only).start().unwrap();
+    bus.wait_subscribed();
+    bus.send("a.b", 1, json!({}));
+    bus.send("a", 2, json!({}));
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == 1));
+    assert!(wait_until(LONG, || hub.stats().unrouted() == 1));
+    hub.shutdown();
+}
+
+#[test]
+fn backlog_is_counted_exactly_and_drains() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[("enabled", json!(true)), ("sleep_ms", json!(5))]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    for i in 0..200 {
+        bus.send("x", i, json!({"seq": i}));
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    // Everything sent is either handled or in the backlog, never anywhere else.
+    assert!(wait_until(LONG, || null.received() == 200));
+    let mut samples = 0;
+    while null.handled() < 200 {
+        let handled = null.handled() as i64;
+        let backlog = null.backlog();
+        let handled_after = null.handled() as i64;
+        // backlog = received - handled, read between two reads of handled
+        assert!(
+            backlog <= 200 - handled && backlog >= 200 - handled_after - 1,
+            "backlog {backlog}, handled {handled}..{handled_after}"
+        );
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(samples > 5, "the slow consumer was observed while draining");
+    assert!(null.peak_backlog() > 100, "peak {}", null.peak_backlog());
+    assert!(wait_until(LONG, || null.backlog() == 0));
+    assert_eq!(null.dropped(), 0);
+    hub.shutdown();
+}
+
+#[test]
+fn shed_policy_drops_and_counts_when_the_mailbox_is_full() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[
+            ("enabled", json!(true)),
+            ("sleep_ms", json!(20)),
+            ("capacity_messages", json!(5)),
+            ("when_full", json!("shed")),
+        ]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    for i in 0..100 {
+        bus.send("x", i, json!({}));
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.received() + null.dropped() == 100));
+    assert!(null.dropped() > 50, "dropped {}", null.dropped());
+    assert!(wait_until(LONG, || null.handled() == null.received()));
+    assert_eq!(null.backlog(), 0);
+    let (_, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
+    assert!(metrics.contains(&format!(
+        "fedhub_consumer_dropped_total{{consumer=\"NullConsumer\",reason=\"mailbox_full\"}} {}",
+        null.dropped()
+    )));
+    hub.shutdown();
+}
+
+#[test]
+fn block_policy_loses_nothing_with_a_tiny_mailbox() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[
+            ("enabled", json!(true)),
+            ("sleep_ms", json!(0.5)),
+            ("capacity_messages", json!(3)),
+        ]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    for i in 0..500 {
+        bus.send("x", i, json!({}));
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.handled() == 500));
+    assert_eq!(null.dropped(), 0);
+    assert!(
+        null.peak_backlog() <= 5,
+        "peak {} with capacity 3",
+        null.peak_backlog()
+    );
+    hub.shutdown();
+}
+
+#[test]
+fn errors_and_panics_are_counted_and_the_consumer_goes_on() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[
+            ("enabled", json!(true)),
+            ("fail_every", json!(5)),
+            ("panic_every", json!(7)),
+        ]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    for i in 1..=70 {
+        bus.send("x", i, json!({}));
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.handled() == 70));
+    // Messages 7, 14, ... 70 panic (10); 5, 10, ... except those also divisible by 7 fail (14 - 2 = 12).
+    assert_eq!(null.panics(), 10);
+    assert_eq!(null.exceptions(), 22);
+    assert!(null.initialized());
+    hub.shutdown();
+}
+
+struct FatalOnce {
+    starts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: bool,
+}
+
+impl fedhub::Consumer for FatalOnce {
+    fn start(&mut self, _ctx: &mut fedhub::Context) -> Result<(), fedhub::ConsumerError> {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    fn consume(
+        &mut self,
+        _envelope: &fedhub::Envelope,
+        _ctx: &mut fedhub::Context,
+    ) -> Result<(), fedhub::ConsumerError> {
+        if !self.failed {
+            self.failed = true;
+            return Err(fedhub::ConsumerError::fatal("lost the database connection"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn fatal_errors_restart_the_consumer_and_retries_apply() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    config.consumers.insert(
+        "Fatal".into(),
+        section(&[("retries", json!(1)), ("dead_letter_file", json!(dead))]),
+    );
+    let starts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = starts.clone();
+    let factory = fedhub::ConsumerFactory::new("Fatal", move |_| {
+        Ok(Box::new(FatalOnce {
+            starts: counter.clone(),
+            failed: false,
+        }))
+    })
+    .enabled_by_default();
+    let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
+    bus.wait_subscribed();
+    bus.send("x", 1, json!({}));
+    bus.send("x", 2, json!({}));
+    let stats = hub.stats().consumer("Fatal");
+    assert!(wait_until(LONG, || stats.handled() == 2));
+    assert_eq!(stats.restarts(), 1);
+    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The first message failed once, then succeeded on its retry.
+    assert_eq!(stats.exceptions(), 0);
+    assert!(!dead.exists());
+    hub.shutdown();
+}
+
+#[test]
+fn messages_that_keep_failing_go_to_the_dead_letter_file() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[
+            ("enabled", json!(true)),
+            ("fail_every", json!(1)),
+            ("retries", json!(2)),
+            ("dead_letter_file", json!(dead)),
+        ]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    let sent = bus.send("x", 1, json!({"keep": "me"}));
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.handled() == 1));
+    assert_eq!(null.exceptions(), 1);
+    let line = std::fs::read_to_string(&dead).unwrap();
+    let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(record["body"], sent);
+    assert_eq!(record["consumer"], "NullConsumer");
+    assert!(record["error"]
+        .as_str()
+        .unwrap()
+        .contains("fails message 3"));
+    hub.shutdown();
+}
+
+#[test]
+fn bad_input_is_rejected_counted_and_loses_nothing_else() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.bus.max_message_bytes = 1024 * 1024;
+    let (all, seen) = recorder("Everything", Duration::ZERO);
+    let hub = HubBuilder::new(config).consumer(all).start().unwrap();
+    bus.wait_subscribed();
+    let topic = format!("{PREFIX}.x");
+    let t = topic.as_bytes();
+    let huge = format!(
+        r#"{{"topic":"{topic}","msg":{{"blob":"{}"}}}}"#,
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let cases: Vec<(Vec<&[u8]>, &str)> = vec![
+        (vec![t, b"{}", b"extra"], "frame_count"),
+        (
+            vec![b"org.fedoraproject.dev.test.no-separator"],
+            "missing_separator",
+        ),
+        (
+            vec![b"org.fedoraproject.dev.test.\xff", b"{}"],
+            "topic_not_utf8",
+        ),
+        (vec![t, b"\xff\xfe"], "not_json"),
+        (vec![t, b"this is not json"], "not_json"),
+        (vec![t, b"[1, 2, 3]"], "not_object"),
+        (vec![t, br#"{"msg": {}}"#], "missing_topic"),
+        (vec![t, br#"{"topic": 42}"#], "wrong_type"),
+        (
+            vec![t, br#"{"topic": "org.fedoraproject.dev.test.other"}"#],
+            "topic_mismatch",
+        ),
+        (vec![t, huge.as_bytes()], "too_large"),
+    ];
+    let mut expected_valid = Vec::new();
+    for (i, (frames, _)) in cases.iter().enumerate() {
+        bus.send_frames(frames);
+        // A valid message after each bad one must still arrive.
+        expected_valid.push(bus.send("x", i as u64, json!({"after": i})));
+    }
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == cases.len()));
+    let bodies: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body.clone())
+        .collect();
+    assert_eq!(bodies, expected_valid);
+    let test_bus = hub.stats().bus("test");
+    for reason in [
+        "frame_count",
+        "missing_separator",
+        "topic_not_utf8",
+        "not_object",
+        "missing_topic",
+        "wrong_type",
+        "topic_mismatch",
+        "too_large",
+    ] {
+        assert_eq!(test_bus.malformed(reason), 1, "{reason}");
+    }
+    assert_eq!(test_bus.malformed("not_json"), 2);
+    assert_eq!(test_bus.malformed_total(), cases.len() as u64);
+    let (status, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("fedhub_bus_malformed_total{bus=\"test\",reason=\"too_large\"} 1"));
+    hub.shutdown();
+}
+
+#[test]
+fn shutdown_drains_the_mailboxes_first() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[("enabled", json!(true)), ("sleep_ms", json!(10))]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    for i in 0..100 {
+        bus.send("x", i, json!({}));
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.received() == 100));
+    assert!(null.backlog() > 0);
+    let report = hub.shutdown();
+    assert!(report.undrained.is_empty(), "{:?}", report.undrained);
+    assert_eq!(null.handled(), 100);
+}
+
+#[test]
+fn shutdown_grace_is_bounded_and_reports_what_was_left() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.hub.shutdown_grace_secs = 0;
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[("enabled", json!(true)), ("sleep_ms", json!(50))]),
+    );
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    for i in 0..200 {
+        bus.send("x", i, json!({}));
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.received() == 200));
+    let began = std::time::Instant::now();
+    let report = hub.shutdown();
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert_eq!(report.undrained.len(), 1);
+    assert!(report.undrained[0].1 > 0);
+}
+
+#[test]
+fn http_surface_reports_health_state_and_metrics() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config
+        .consumers
+        .insert("NullConsumer".into(), section(&[("enabled", json!(true))]));
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    bus.send("x", 1, json!({}));
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.handled() == 1));
+    let addr = hub.http_addr().unwrap();
+    let (status, live) = http_get(addr, "/health/livez");
+    assert_eq!((status, live.as_str()), (200, r#"{"live":true}"#));
+    let (status, ready) = http_get(addr, "/health/readyz");
+    assert_eq!(status, 200, "{ready}");
+    let (status, state) = http_get(addr, "/state");
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["consumers"][0]["name"], "NullConsumer");
+    assert_eq!(state["consumers"][0]["handled_total"], 1);
+    assert_eq!(state["buses"][0]["messages_total"], 1);
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("fedhub_consumer_backlog{consumer=\"NullConsumer\"} 0"));
+    assert!(metrics.contains("fedhub_consumer_handled_total{consumer=\"NullConsumer\"} 1"));
+    assert!(metrics.contains("process_resident_memory_bytes"));
+    let (status, _) = http_get(addr, "/no/such/page");
+    assert_eq!(status, 404);
+    hub.shutdown();
+}
+
+#[test]
+fn consumers_publish_fedmsg_envelopes() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.publish.bind = vec!["tcp://127.0.0.1:*".into()];
+    config.hub.environment = "stg".into();
+    let hub = HubBuilder::new(config).start().unwrap();
+    let endpoint = hub.publish_endpoints()[0].clone();
+    let context = zmq::Context::new();
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvtimeo(200).unwrap();
+    sub.connect(&endpoint).unwrap();
+    // Publish until the subscription has arrived (slow joiner), then check one.
+    let mut received = None;
+    for _ in 0..100 {
+        hub.publisher()
+            .publish(
+                "fedbadges.badge.award",
+                json!({"user": {"username": "ralph"}}),
+            )
+            .unwrap();
+        if let Ok(frames) = sub.recv_multipart(0) {
+            received = Some(frames);
+            break;
+        }
+    }
+    let frames = received.expect("a published message arrived");
+    assert_eq!(frames[0], b"org.fedoraproject.stg.fedbadges.badge.award");
+    let parts: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    let envelope = fedhub::Envelope::from_frames(&parts, usize::MAX).unwrap();
+    assert_eq!(envelope.canonical_body(), envelope.body());
+    assert_eq!(
+        envelope.msg(),
+        Some(&json!({"user": {"username": "ralph"}}))
+    );
+    assert!(envelope.i().unwrap() >= 1);
+    assert!(hub.stats().published() >= 1);
+    hub.shutdown();
+}
+
+#[test]
+fn unknown_consumer_sections_and_failed_starts_stop_the_hub_from_starting() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config
+        .consumers
+        .insert("Nomer".into(), section(&[("enabled", json!(true))]));
+    let err = HubBuilder::new(config.clone())
+        .consumer(NullConsumer::factory())
+        .start()
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("[consumers.Nomer]: no such consumer (available: NullConsumer)"),
+        "{err}"
+    );
+
+    struct Broken;
+    impl fedhub::Consumer for Broken {
+        fn start(&mut self, _: &mut fedhub::Context) -> Result<(), fedhub::ConsumerError> {
+            Err(fedhub::ConsumerError::msg(
+                "database /nonexistent is unreachable",
+            ))
+        }
+        fn consume(
+            &mut self,
+            _: &fedhub::Envelope,
+            _: &mut fedhub::Context,
+        ) -> Result<(), fedhub::ConsumerError> {
+            Ok(())
+        }
+    }
+    let mut config = common::config(&bus);
+    config.consumers.clear();
+    let err = HubBuilder::new(config)
+        .consumer(
+            fedhub::ConsumerFactory::new("Broken", |_| Ok(Box::new(Broken))).enabled_by_default(),
+        )
+        .start()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "consumer Broken failed to start: database /nonexistent is unreachable"
+    );
+}
