@@ -1,0 +1,233 @@
+//! The `fedhub` command as users run it: config errors, signals, publish and tail.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("fedhub.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_bad_config_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[bus]\nendpoints = {}\ninbund = \"tcp://127.0.0.1:1\"\n",
+            "inbund",
+        ),
+        (
+            "[consumers.NullConsumer]\nwhen_full = \"sometimes\"\n",
+            "when_full",
+        ),
+        ("[consumers.Nomer]\nenabled = true\n", "no such consumer"),
+        (
+            "[consumers.NullConsumer]\nenabled = true\nsleep_msec = 3\n",
+            "sleep_msec",
+        ),
+        ("this is [not toml", "cannot read"),
+    ];
+    for (text, needle) in cases {
+        let path = write_config(dir.path(), text);
+        let output = Command::new(fedhub_binary())
+            .args(["run", "--check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(needle), "{text:?}: {stderr}");
+    }
+    let output = Command::new(fedhub_binary())
+        .args(["run", "-c", "/nonexistent/fedhub.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/fedhub.toml"));
+}
+
+#[test]
+fn an_environment_override_reaches_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[consumers.NullConsumer]\nenabled = true\n");
+    let output = Command::new(fedhub_binary())
+        .args(["run", "--check", "-c"])
+        .arg(&path)
+        .env("FEDHUB_CONSUMERS__NULLCONSUMER__ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.trim(), "configuration is valid; consumers enabled:");
+}
+
+fn start_hub(config: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    Command::new(fedhub_binary())
+        .args(["run", "-c"])
+        .arg(config)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ready(port: u16) {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok()
+            && http_get(addr, "/health/readyz").0 == 200),
+        "hub on {port} never became ready"
+    );
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+#[test]
+fn an_idle_hub_stops_promptly_on_sigterm_and_sigint() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let path = write_config(
+            dir.path(),
+            &format!(
+                "[bus]\ninbound = \"tcp://127.0.0.1:*\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\n"
+            ),
+        );
+        let mut child = start_hub(&path, &[]);
+        wait_ready(port);
+        let began = Instant::now();
+        signal(&child, sig);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "hub ignored signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "exit {status:?}");
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            began.elapsed()
+        );
+    }
+}
+
+#[test]
+fn demo_traffic_flows_through_a_running_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[bus]\ninbound = \"tcp://127.0.0.1:*\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\n"
+        ),
+    );
+    let mut child = start_hub(&path, &["--demo", "--demo-rate", "200"]);
+    wait_ready(port);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let handled = || {
+        let (_, state) = http_get(addr, "/state");
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap_or_default();
+        state["consumers"][0]["handled_total"].as_u64().unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(20), || handled() >= 100));
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("demo traffic starting"), "{log}");
+    assert!(log.contains("hub stopped"), "{log}");
+}
+
+#[test]
+fn publish_and_tail_round_trip() {
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let mut tail = Command::new(fedhub_binary())
+        .args([
+            "tail",
+            "--endpoint",
+            &endpoint,
+            "--count",
+            "3",
+            "--idle-timeout-secs",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut publish = Command::new(fedhub_binary())
+        .args([
+            "publish",
+            "--bind",
+            "--endpoint",
+            &endpoint,
+            "--topic",
+            "logger.log",
+            "--wait-subscribers",
+            "1",
+            "--wait-secs",
+            "20",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = publish.stdin.take().unwrap();
+        writeln!(stdin, r#"{{"log": "first"}}"#).unwrap();
+        writeln!(stdin, "not json").unwrap();
+        writeln!(stdin, r#"{{"log": "h\u00e9llo"}}"#).unwrap();
+        writeln!(stdin, r#"{{"n": 1.0, "list": [1, 2]}}"#).unwrap();
+    }
+    let published = publish.wait_with_output().unwrap();
+    // One line was rejected: the exit status says so, the rest were sent.
+    assert_eq!(published.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&published.stderr);
+    assert!(stderr.contains("line 2: not valid JSON"), "{stderr}");
+    let sent: Vec<String> = String::from_utf8_lossy(&published.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(sent.len(), 3);
+
+    let stdout = BufReader::new(tail.stdout.take().unwrap());
+    let received: Vec<String> = stdout.lines().map(Result::unwrap).collect();
+    assert!(tail.wait().unwrap().success());
+    assert_eq!(received, sent);
+    let first: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
+    assert_eq!(first["topic"], "org.fedoraproject.dev.logger.log");
+    assert_eq!(first["msg"]["log"], "first");
+    assert_eq!(first["i"], 1);
+    assert!(received[1].contains(r#""h\u00e9llo""#));
+    assert!(received[2].contains(r#"{"list":[1,2],"n":1.0}"#));
+}
