@@ -21,6 +21,7 @@ use crate::bus::{BusError, Publisher, PublisherThread, SocketPlan, Subscriber, S
 use crate::config::{Config, ConfigError, ConsumerSection, Settings, WhenFull};
 use crate::consumer::{Consumer, ConsumerFactory, Context, HttpRoutes};
 use crate::http::HttpState;
+use crate::monitoring::{ConsumerInfo, DocumentBuilder, MonitoringSocket};
 use crate::router::{Route, Router};
 use crate::stats::Stats;
 use crate::topic::{subscriptions, TopicSet};
@@ -192,6 +193,14 @@ impl HubBuilder {
             .filter_map(|p| p.consumer.http_routes())
             .collect();
         let names: Vec<String> = prepared.iter().map(|p| p.name.clone()).collect();
+        let infos: Vec<ConsumerInfo> = prepared
+            .iter()
+            .map(|p| ConsumerInfo {
+                name: p.name.clone(),
+                module: p.consumer.module().to_string(),
+                topic: p.topics.to_monitoring_json(),
+            })
+            .collect();
         let mut topic_sets = Vec::new();
         let mut policies = Vec::new();
         let mut starts: Vec<(String, Receiver<Result<(), String>>)> = Vec::new();
@@ -255,6 +264,7 @@ impl HubBuilder {
                 .collect(),
             shutting_down,
             status_thread: None,
+            monitoring: None,
         };
 
         let timeout = Duration::from_secs(config.hub.start_timeout_secs.max(1));
@@ -308,6 +318,17 @@ impl HubBuilder {
             Err(e) => {
                 hub.stop_inner();
                 return Err(e.into());
+            }
+        }
+        if !config.monitoring.socket.is_empty() {
+            let builder =
+                DocumentBuilder::new(stats.clone(), infos, config.monitoring.interval_secs);
+            match MonitoringSocket::start(&zmq, &config.monitoring, builder) {
+                Ok(socket) => hub.monitoring = Some(socket),
+                Err(e) => {
+                    hub.stop_inner();
+                    return Err(e.into());
+                }
             }
         }
         hub.status_thread = start_status_log(&config, stats, hub.shutting_down.clone());
@@ -454,9 +475,15 @@ pub struct RunningHub {
     stops: Vec<(String, Recipient<StopConsumer>)>,
     shutting_down: Arc<AtomicBool>,
     status_thread: Option<JoinHandle<()>>,
+    monitoring: Option<MonitoringSocket>,
 }
 
 impl RunningHub {
+    /// The monitoring socket's actual address (port resolved), if enabled.
+    pub fn monitoring_endpoint(&self) -> Option<&str> {
+        self.monitoring.as_ref().map(|m| m.endpoint())
+    }
+
     /// The stats registry.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
@@ -565,6 +592,9 @@ impl RunningHub {
             let _ = thread.join();
         }
         self.publisher_thread.stop();
+        if let Some(mut monitoring) = self.monitoring.take() {
+            monitoring.stop();
+        }
         if let Some(thread) = self.status_thread.take() {
             let _ = thread.join();
         }

@@ -18,6 +18,7 @@
 //!   and the [`ConsumerFactory`] that registers it.
 //! - [`stats`]: the one registry of counters and gauges every exporter reads.
 //! - [`events`]: typed internal events (one place logs and counts).
+//! - [`monitoring`]: the moksha-compatible monitoring socket (per-window documents).
 //! - [`http`]: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, consumer routes.
 //! - [`config`]: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
 //! - [`hub`]: startup and shutdown of all of the above.
@@ -33,6 +34,7 @@ pub mod events;
 pub mod http;
 pub mod hub;
 pub mod message;
+pub mod monitoring;
 pub mod router;
 pub mod stats;
 pub mod tools;
@@ -45,6 +47,11 @@ pub use consumer::{
 pub use hub::{run, HubBuilder, HubError, RunningHub, ShutdownReport};
 pub use message::{DecodeError, Envelope};
 pub use stats::Stats;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// Re-exported so consumers can mount routes without a direct dependency.
 pub use actix_web;

@@ -231,3 +231,17 @@ fn publish_and_tail_round_trip() {
     assert!(received[1].contains(r#""h\u00e9llo""#));
     assert!(received[2].contains(r#"{"list":[1,2],"n":1.0}"#));
 }
+
+#[test]
+fn the_documented_example_config_is_valid() {
+    let path = format!("{}/examples/fedhub.toml", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(fedhub_binary())
+        .args(["run", "--check", "-c", &path])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
