@@ -4,14 +4,32 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# command or file that proves a package is there -> Debian package
+declare -A needs=(
+  [g++]=g++
+  [python3]=python3
+  [collectd]=collectd-core
+  [/usr/sbin/nagios4]=nagios4-core
+  [/usr/lib/nagios/plugins/check_dummy]=monitoring-plugins-basic
+  [promtool]=prometheus
+  [curl]=curl
+  [openssl]=openssl
+)
 missing=()
-command -v g++ >/dev/null || missing+=(g++)
-command -v python3 >/dev/null || missing+=(python3)
+for probe in "${!needs[@]}"; do
+  if [[ $probe == /* ]]; then [[ -e $probe ]] || missing+=("${needs[$probe]}")
+  else command -v "$probe" >/dev/null || missing+=("${needs[$probe]}"); fi
+done
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "[test] installing ${missing[*]}" >&2
+  # Packaged daemons (prometheus, collectd) must not start on install: the tests run their own.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  ((created_policy)) && rm -f "$policy"
 fi
 
 bash scripts/python-env.sh >/dev/null

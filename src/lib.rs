@@ -27,6 +27,7 @@
 pub mod actor;
 pub mod bus;
 pub mod canonical;
+pub mod collectd_exec;
 pub mod config;
 pub mod consumer;
 pub mod demo;

@@ -21,6 +21,72 @@ use crate::message::DecodeError;
 /// How many recent handling times a consumer keeps for the moksha `times` list.
 pub const RECENT_TIMES_CAPACITY: usize = 1024;
 
+/// Length of the fixed windows handling-time min/max/avg are reported over.
+pub const TIMING_WINDOW_SECS: u64 = 5;
+
+/// Handling times aggregated over one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimingSummary {
+    /// Messages handled in the window.
+    pub count: u64,
+    /// Shortest handling time, seconds.
+    pub min: f64,
+    /// Longest handling time, seconds.
+    pub max: f64,
+    /// Sum of handling times, seconds.
+    pub sum: f64,
+}
+
+impl TimingSummary {
+    fn add(&mut self, seconds: f64) {
+        if self.count == 0 || seconds < self.min {
+            self.min = seconds;
+        }
+        if seconds > self.max {
+            self.max = seconds;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// Mean handling time, seconds (0 when nothing was handled).
+    pub fn avg(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// Per-message timing state behind one lock: the moksha `times` list and the
+/// current and previous fixed windows.
+#[derive(Default)]
+struct Timing {
+    recent: VecDeque<f64>,
+    window: u64,
+    current: TimingSummary,
+    previous: TimingSummary,
+}
+
+impl Timing {
+    fn roll(&mut self, window: u64) {
+        if window != self.window {
+            self.previous = if window == self.window + 1 {
+                self.current
+            } else {
+                TimingSummary::default()
+            };
+            self.current = TimingSummary::default();
+            self.window = window;
+        }
+    }
+}
+
+fn window_index(t: SystemTime) -> u64 {
+    unix_millis(t) / 1000 / TIMING_WINDOW_SECS
+}
+
 /// Why a message was not delivered to a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -142,7 +208,7 @@ impl Stats {
             dropped_shutdown: dropped(DropReason::Shutdown),
             restarts: self.consumer_restarts.with_label_values(label),
             handling: self.consumer_handling.with_label_values(label),
-            recent_times: Mutex::new(VecDeque::with_capacity(64)),
+            timing: Mutex::new(Timing::default()),
             initialized: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
             peak_backlog: AtomicU64::new(0),
@@ -257,7 +323,7 @@ pub struct ConsumerStats {
     dropped_shutdown: IntCounter,
     restarts: IntCounter,
     handling: Histogram,
-    recent_times: Mutex<VecDeque<f64>>,
+    timing: Mutex<Timing>,
     initialized: AtomicBool,
     last_progress_ms: AtomicU64,
     peak_backlog: AtomicU64,
@@ -357,28 +423,38 @@ impl ConsumerStats {
         if panicked {
             self.panics.inc();
         }
-        if let Ok(mut times) = self.recent_times.lock() {
-            if times.len() == RECENT_TIMES_CAPACITY {
-                times.pop_front();
+        let now = SystemTime::now();
+        if let Ok(mut timing) = self.timing.lock() {
+            if timing.recent.len() == RECENT_TIMES_CAPACITY {
+                timing.recent.pop_front();
             }
-            times.push_back(seconds);
+            timing.recent.push_back(seconds);
+            timing.roll(window_index(now));
+            timing.current.add(seconds);
         }
         self.handled.inc();
         self.last_progress_ms
-            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+            .store(unix_millis(now), Ordering::Relaxed);
     }
 
     /// Takes the handling times recorded since the last call (at most 1024).
     pub fn take_recent_times(&self) -> Vec<f64> {
-        match self.recent_times.lock() {
-            Ok(mut times) => {
-                let taken: Vec<f64> = times.drain(..).collect();
-                if times.capacity() > 4096 {
-                    times.shrink_to(64);
-                }
-                taken
-            }
+        match self.timing.lock() {
+            Ok(mut timing) => timing.recent.drain(..).collect(),
             Err(_) => Vec::new(),
+        }
+    }
+
+    /// Handling times over the last complete [`TIMING_WINDOW_SECS`] window. Reading
+    /// resets nothing, so any number of exporters can read it.
+    pub fn last_window_timing(&self) -> TimingSummary {
+        let now = window_index(SystemTime::now());
+        match self.timing.lock() {
+            Ok(mut timing) => {
+                timing.roll(now);
+                timing.previous
+            }
+            Err(_) => TimingSummary::default(),
         }
     }
 
@@ -400,6 +476,7 @@ impl ConsumerStats {
     pub fn snapshot(&self) -> serde_json::Value {
         let capacity = self.capacity();
         let backlog = self.backlog();
+        let window = self.last_window_timing();
         serde_json::json!({
             "name": self.name,
             "initialized": self.initialized(),
@@ -416,6 +493,13 @@ impl ConsumerStats {
             "handling_seconds_sum": self.handling.get_sample_sum(),
             "handling_seconds_count": self.handling.get_sample_count(),
             "last_progress_ms": self.last_progress_ms(),
+            "handling_last_window": {
+                "window_secs": TIMING_WINDOW_SECS,
+                "count": window.count,
+                "min_seconds": window.min,
+                "max_seconds": window.max,
+                "avg_seconds": window.avg(),
+            },
         })
     }
 }
@@ -501,4 +585,26 @@ pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_roll_and_reading_resets_nothing() {
+        let mut timing = Timing::default();
+        timing.roll(10);
+        timing.current.add(0.5);
+        timing.current.add(0.1);
+        timing.roll(11);
+        assert_eq!(timing.previous.count, 2);
+        assert_eq!(timing.previous.min, 0.1);
+        assert_eq!(timing.previous.max, 0.5);
+        assert!((timing.previous.avg() - 0.3).abs() < 1e-12);
+        timing.roll(11);
+        assert_eq!(timing.previous.count, 2, "reading twice gives the same window");
+        timing.roll(13);
+        assert_eq!(timing.previous, TimingSummary::default(), "a quiet window is empty");
+    }
 }

@@ -1,0 +1,1 @@
+//! `fedhub collectd-exec`: PUTVAL lines for collectd's exec plugin.
