@@ -213,6 +213,16 @@ impl Handler<Deliver> for ConsumerActor {
             return;
         }
         self.ensure_started();
+        if !self.stats.initialized() {
+            // Only reachable when the hub stops while the consumer cannot start.
+            crate::events::MessageDropped {
+                consumer: &self.stats,
+                reason: DropReason::Shutdown,
+                topic: envelope.topic(),
+            }
+            .emit();
+            return;
+        }
         let began = Instant::now();
         let mut failure: Option<String> = None;
         let mut panicked = false;

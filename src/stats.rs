@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::message::DecodeError;
@@ -125,7 +125,7 @@ pub struct Stats {
     bus_bytes: IntCounterVec,
     bus_malformed: IntCounterVec,
     unrouted: IntCounter,
-    ingress_blocked_ms: IntCounter,
+    ingress_blocked: Counter,
     published: IntCounter,
     publish_errors: IntCounterVec,
     consumers: DashMap<String, Arc<ConsumerStats>>,
@@ -161,7 +161,7 @@ impl Stats {
             bus_bytes: register(r, IntCounterVec::new(Opts::new("fedhub_bus_received_bytes_total", "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
             bus_malformed: register(r, IntCounterVec::new(Opts::new("fedhub_bus_malformed_total", "Messages rejected on a bus socket, by reason."), &["bus", "reason"]).unwrap()),
             unrouted: register(r, IntCounter::new("fedhub_router_unrouted_total", "Valid messages that matched no consumer.").unwrap()),
-            ingress_blocked_ms: register(r, IntCounter::new("fedhub_ingress_blocked_milliseconds_total", "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
+            ingress_blocked: register(r, Counter::new("fedhub_ingress_blocked_seconds_total", "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
             published: register(r, IntCounter::new("fedhub_published_total", "Messages this hub published on the bus.").unwrap()),
             publish_errors: register(r, IntCounterVec::new(Opts::new("fedhub_publish_errors_total", "Messages that could not be published, by reason."), &["reason"]).unwrap()),
             consumers: DashMap::new(),
@@ -268,7 +268,7 @@ impl Stats {
 
     /// Counts time ingress spent waiting for mailbox room.
     pub fn add_ingress_blocked(&self, waited: Duration) {
-        self.ingress_blocked_ms.inc_by(waited.as_millis() as u64);
+        self.ingress_blocked.inc_by(waited.as_secs_f64());
     }
 
     /// Counts a published message.
@@ -304,7 +304,7 @@ impl Stats {
             "buses": buses,
             "unrouted_total": self.unrouted(),
             "published_total": self.published(),
-            "ingress_blocked_ms_total": self.ingress_blocked_ms.get(),
+            "ingress_blocked_seconds_total": self.ingress_blocked.get(),
         })
     }
 }
@@ -603,8 +603,15 @@ mod tests {
         assert_eq!(timing.previous.max, 0.5);
         assert!((timing.previous.avg() - 0.3).abs() < 1e-12);
         timing.roll(11);
-        assert_eq!(timing.previous.count, 2, "reading twice gives the same window");
+        assert_eq!(
+            timing.previous.count, 2,
+            "reading twice gives the same window"
+        );
         timing.roll(13);
-        assert_eq!(timing.previous, TimingSummary::default(), "a quiet window is empty");
+        assert_eq!(
+            timing.previous,
+            TimingSummary::default(),
+            "a quiet window is empty"
+        );
     }
 }
