@@ -142,3 +142,73 @@ fn readiness_fails_with_the_reason_when_a_consumer_is_down() {
     let report = hub.shutdown();
     assert_eq!(report.undrained, vec![("Flaky".to_string(), 1)]);
 }
+
+#[test]
+fn the_grafana_dashboard_queries_parse_and_name_real_metrics() {
+    let path = format!(
+        "{}/examples/grafana/fedhub-dashboard.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+                .replace("$consumer", ".*")
+        })
+        .collect();
+    assert!(exprs.len() >= 8);
+
+    // promtool parses every query (as recording rules).
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    let mut text = String::from("groups:\n- name: dashboard\n  rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        text.push_str(&format!(
+            "  - record: dashboard:query{i}\n    expr: '{}'\n",
+            expr.replace('\'', "''")
+        ));
+    }
+    std::fs::write(&rules, text).unwrap();
+    let output = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool is missing: install the Debian package `prometheus`");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // Every metric they name exists on a live hub.
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config
+        .consumers
+        .insert("NullConsumer".into(), section(&[("enabled", json!(true))]));
+    let hub = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .unwrap();
+    let (_, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("fedhub_") || word.starts_with("process_") {
+                assert!(
+                    metrics.contains(&format!("\n{word}")),
+                    "{word} (in {expr}) is not exported"
+                );
+            }
+        }
+    }
+    hub.shutdown();
+}
