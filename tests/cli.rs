@@ -149,7 +149,7 @@ fn demo_traffic_flows_through_a_running_hub() {
             "[bus]\ninbound = \"tcp://127.0.0.1:*\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\n"
         ),
     );
-    let mut child = start_hub(&path, &["--demo", "--demo-rate", "200"]);
+    let child = start_hub(&path, &["--demo", "--demo-rate", "200"]);
     wait_ready(port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let handled = || {
