@@ -1,1 +1,45 @@
-//! fedhub history store (datanommer + datagrepper).
+//! fedhub's history store: keeps every message (datanommer) and answers
+//! datagrepper's queries fast.
+//!
+//! # Layout
+//!
+//! - [`meta`]: fedmsg_meta-style extraction (users, packages, subtitle), table-driven.
+//! - [`store`]: the [`Store`] trait (the seam for a PostgreSQL backend) and [`NewMessage`].
+//! - [`sqlite`]: the embedded SQLite backend, [`SqliteStore`].
+//! - [`index`]: the in-memory bitmap index that makes counts and pages cheap.
+//! - [`filter`]: [`Filter`] (datanommer `grep` semantics, datagrepper time arguments) and [`Page`].
+//! - [`writer`]: the batch writer thread and its [`Health`].
+//! - [`consumer`]: the `Nommer` consumer and its [`factory`].
+//! - [`http`]: `/datagrepper/raw`, `/datagrepper/id`, `/datagrepper/messagecount`.
+//! - [`tools`]: JSON-lines import and the userwat-style activity view.
+//!
+//! Other consumers count matches (badge criteria) with [`Store::count`]:
+//!
+//! ```no_run
+//! use fedhub_history::{Filter, SqliteStore, Store};
+//!
+//! let store = SqliteStore::open("fedhub-history.sqlite")?;
+//! let builds = store.count(&Filter::new().user("ralph").category("buildsys"))?;
+//! # Ok::<(), fedhub_history::StoreError>(())
+//! ```
+
+pub mod consumer;
+pub mod filter;
+pub mod http;
+pub mod index;
+pub mod meta;
+pub mod sqlite;
+pub mod store;
+pub mod tools;
+pub mod writer;
+
+pub use consumer::{factory, Nommer, NommerConfig};
+pub use filter::{Filter, FilterError, Order, Page, StoredMessage};
+pub use http::{routes, ApiOptions};
+pub use meta::{packages, subtitle, usernames};
+pub use sqlite::{SqliteOptions, SqliteStore};
+pub use store::{BatchReport, NewMessage, Store, StoreError};
+pub use tools::{
+    import_jsonl, import_jsonl_file, user_activity, ImportError, ImportProgress, ImportReport,
+};
+pub use writer::{BatchWriter, Health, WriterOptions, WriterState};

@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# benches/run.sh -- fedhub's benchmarks, side by side with the physical limit (a bare ZeroMQ
+# SUB) and the real Python fedmsg-hub, in ONE run. Prints a table and a JSON summary.
+#
+#   1. Throughput with a no-op consumer, 100k burst and a big burst (BENCH_BIG, default 1M):
+#      bare SUB (count only), bare SUB + serde_json::Value, bare SUB + fedhub's envelope decode,
+#      fedhub (release, NullConsumer, loopback tcp; rate from /state handled_total polled every
+#      20 ms, first change to reaching N) and the Python hub (100k only; shared/peer kit).
+#      Every receiver is fed by the same Rust publisher (pre-encoded corpus from
+#      fedhub::demo::Generator, SNDHWM 0, XPUB waiting for the subscription); its send rate is
+#      printed beside the consumed rate.
+#   2. Loss on the 100k bursts with default settings (sent - handled).
+#   3. RSS: idle, peak during a 100k backlog behind a slow consumer (NullConsumer sleep_ms
+#      BENCH_RSS_SLEEP_MS, default 0.05), and after the backlog drained (/proc every 100 ms).
+#   4. Reported backlog vs true backlog (sent - handled at the same instant) under a 1 ms/message
+#      consumer (fedhub x REPS, Python hub once); and once with the no-op consumer and the big
+#      burst, where messages can wait inside libzmq.
+# Repetitions are interleaved (rep 1 of every receiver, then rep 2, ...), so slow phases of the
+# shared machine hit all receivers alike. A background sampler records what else was running.
+#
+# Environment:
+#   BENCH_QUICK=1          one repetition of everything (about 2 minutes)
+#   BENCH_REPS=N           repetitions (default 3; 1 with BENCH_QUICK)
+#   BENCH_BIG=N            big burst for the Rust receivers (default 1000000)
+#   BENCH_PEER=0           skip the Python hub
+#   BENCH_RSS_SLEEP_MS=X   slow consumer's sleep per message in scenario 3 (default 0.05)
+#   BENCH_BACKLOG_N=N      burst for scenario 4 (default 5000)
+#   BENCH_OUT=DIR          run directory (default target/fedhub-bench/<time>)
+#   BENCH_NO_BUILD=1       do not run cargo build
+#   BENCH_FEDHUB=PATH      the fedhub binary to measure (default target/release/fedhub)
+#   BENCH_SCENARIOS=LIST   which of tput,rss,backlog to run (default all)
+#   BENCH_RECEIVERS=LIST   which of bare,parse,envelope,fedhub,python scenario 1 runs (default all)
+#   PEER_ROOT              the Python kit's install dir (default /tmp/fedmsg-peer)
+#   PEER_KIT               the kit (default ../shared/peer next to the repository)
+# Every process this script starts is stopped by its PID on exit (also on Ctrl-C).
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then REPS=${BENCH_REPS:-1}; else REPS=${BENCH_REPS:-3}; fi
+SMALL=100000
+BIG=${BENCH_BIG:-1000000}
+PEER=${BENCH_PEER:-1}
+RSS_SLEEP_MS=${BENCH_RSS_SLEEP_MS:-0.05}
+BACKLOG_N=${BENCH_BACKLOG_N:-5000}
+OUT=${BENCH_OUT:-$ROOT/target/fedhub-bench/$(date +%Y%m%d-%H%M%S)}
+KIT=${PEER_KIT:-$(cd "$ROOT/.." && pwd)/shared/peer}
+export PEER_ROOT=${PEER_ROOT:-/tmp/fedmsg-peer}
+FEDHUB=${BENCH_FEDHUB:-$ROOT/target/release/fedhub}
+SCENARIOS=",${BENCH_SCENARIOS:-tput,rss,backlog},"
+RECEIVERS=",${BENCH_RECEIVERS:-bare,parse,envelope,fedhub,python},"
+want() { [[ "$1" == *",$2,"* ]]; }
+[ "$PEER" = 1 ] && ! want "$RECEIVERS" python && ! want "$SCENARIOS" backlog && PEER=0
+BENCH=$ROOT/target/release/fedhub-bench
+T_START=$(date +%s)
+export RUST_LIB_BACKTRACE=0   # the tools' errors are one line; no backtraces
+
+mkdir -p "$OUT" || exit 1
+say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---- process bookkeeping: everything started here is stopped by PID ----
+PIDS=()        # plain processes (tools, fedhub)
+PY_HUBS=()     # Python hubs (stopped with the kit's stop-hub.sh)
+SYSMON=""
+forget() { local p=$1 i; for i in "${!PIDS[@]}"; do [ "${PIDS[$i]}" = "$p" ] && unset 'PIDS[i]'; done; }
+stop_pid() {  # PID [grace seconds]: SIGINT, then SIGKILL
+  local p=$1 grace=${2:-15} i
+  kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; forget "$p"; return 0; }
+  kill -INT "$p" 2>/dev/null
+  for ((i = 0; i < grace * 10; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$p" 2>/dev/null; then say "pid $p did not stop on SIGINT, killing"; kill -KILL "$p" 2>/dev/null; fi
+  wait "$p" 2>/dev/null
+  forget "$p"
+}
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do stop_pid "$p" 5; done
+  PIDS=()
+  for p in "${PY_HUBS[@]}"; do bash "$KIT/stop-hub.sh" "$p" 2>/dev/null; done
+  PY_HUBS=()
+  if [ -n "$SYSMON" ]; then kill "$SYSMON" 2>/dev/null; wait "$SYSMON" 2>/dev/null; SYSMON=""; fi
+}
+trap 'say "interrupted: stopping everything this run started"; cleanup; exit 130' INT TERM
+trap cleanup EXIT
+
+# ---- phases, for the "what else was running" table ----
+PHASE="" PHASE_T0=""
+phase() {
+  [ -n "$PHASE" ] && printf '%s\t%s\t%s\n' "$PHASE" "$PHASE_T0" "$(date +%s.%N)" >> "$OUT/phases.tsv"
+  PHASE=${1:-} PHASE_T0=$(date +%s.%N)
+  [ -n "$PHASE" ] && say "== $PHASE"
+}
+
+free_ports() { "$BENCH" free-port --count "$1" | xargs; }
+
+# ---- build ----
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  say "cargo build --release -p fedhub-cli -p fedhub-bench"
+  (cd "$ROOT" && cargo build --release -p fedhub-cli -p fedhub-bench) >&2 || { say "build failed"; exit 1; }
+fi
+[ -x "$FEDHUB" ] && [ -x "$BENCH" ] || { say "missing $FEDHUB or $BENCH"; exit 1; }
+
+# ---- the record: machine, load, what else runs ----
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo "kernel: $(uname -r); cpus: $(nproc); mem: $(free -m | awk '/Mem:/{print $2" MB"}')"
+  echo "rustc: $(rustc --version 2>/dev/null)"
+  echo "fedhub binary: $FEDHUB ($(stat -c %y "$FEDHUB" 2>/dev/null | cut -d. -f1))"
+  echo "loadavg at start: $(cat /proc/loadavg)"
+  echo "busiest processes at start:"
+  ps -eo pid,pcpu,etimes,comm --sort=-pcpu | head -8
+} > "$OUT/env.txt"
+"$BENCH" sysmon --root $$ --marker "$PEER_ROOT" --out "$OUT/sysmon.csv" 2>/dev/null & SYSMON=$!
+
+cat > "$OUT/meta.json" <<EOF
+{"reps": $REPS, "quick": $([ "$QUICK" = 1 ] && echo true || echo false), "small": $SMALL, "big": $BIG,
+ "rss_sleep_ms": $RSS_SLEEP_MS, "backlog_n": $BACKLOG_N, "peer": $([ "$PEER" = 1 ] && echo true || echo false),
+ "nproc": $(nproc), "loadavg_start": "$(cut -d' ' -f1-3 /proc/loadavg)"}
+EOF
+
+# ---- corpus: encoded once (a few seconds per million), reused by every publisher run ----
+CORPUS=$ROOT/target/fedhub-bench/corpus-$BIG.bin
+mkdir -p "$(dirname "$CORPUS")" || exit 1
+if [ ! -s "$CORPUS" ] || [ "$BENCH" -nt "$CORPUS" ]; then
+  say "generating a corpus of $BIG messages -> $CORPUS"
+  "$BENCH" corpus --count "$BIG" --out "$CORPUS" >&2 || exit 1
+fi
+
+# ---- the Python hub's install (fast when already there) ----
+if [ "$PEER" = 1 ]; then
+  if [ ! -x "$KIT/run-hub.sh" ]; then say "no Python kit at $KIT (set PEER_KIT or BENCH_PEER=0)"; exit 1; fi
+  say "setting up the Python hub in $PEER_ROOT"
+  bash "$KIT/setup.sh" "$PEER_ROOT" > "$OUT/peer-setup.log" 2>&1 || { say "peer setup failed (see $OUT/peer-setup.log)"; exit 1; }
+fi
+
+# ---- fedhub ----
+HUB_PID="" HUB_HTTP="" HUB_IN=""
+start_fedhub() {  # NAME SLEEP_MS
+  local name=$1 sleep_ms=$2 in_port http_port
+  read -r in_port http_port <<< "$(free_ports 2)"
+  HUB_IN="tcp://127.0.0.1:$in_port" HUB_HTTP="127.0.0.1:$http_port"
+  cat > "$OUT/$name.toml" <<EOF
+[hub]
+status_log_interval_secs = 0
+[bus]
+inbound = "$HUB_IN"
+[http]
+listen = "$HUB_HTTP"
+[consumers.NullConsumer]
+enabled = true
+sleep_ms = $sleep_ms
+EOF
+  "$FEDHUB" run -c "$OUT/$name.toml" 2> "$OUT/$name.hub.log" & HUB_PID=$!
+  PIDS+=("$HUB_PID")
+  if ! "$BENCH" wait-http --url "$HUB_HTTP" --timeout-s 30; then
+    say "fedhub did not come up (see $OUT/$name.hub.log)"; stop_pid "$HUB_PID"; HUB_PID=""; return 1
+  fi
+}
+stop_fedhub() { [ -n "$HUB_PID" ] && stop_pid "$HUB_PID" 20; HUB_PID=""; }
+
+publish() {  # FILE N ARGS... (publisher in the foreground, killable by the trap)
+  local file=$1 n=$2; shift 2
+  "$BENCH" pub --corpus "$CORPUS" --count "$n" --out "$file" "$@" > /dev/null 2> "${file%.json}.err" & local p=$!
+  PIDS+=("$p"); wait "$p"; local rc=$?; forget "$p"; return $rc
+}
+
+run_bare() {  # MODE N REP
+  local mode=$1 n=$2 rep=$3 port variant
+  case $mode in count) variant=bare;; parse) variant=parse;; envelope) variant=envelope;; esac
+  local stem="$OUT/tput__${variant}__${n}__${rep}"
+  port=$(free_ports 1)
+  "$BENCH" sub --bind "tcp://127.0.0.1:$port" --count "$n" --mode "$mode" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & local s=$!
+  PIDS+=("$s")
+  publish "$stem.pub.json" "$n" --pub-connect "tcp://127.0.0.1:$port" --wait-sub 1
+  wait "$s"; forget "$s"
+  say "  $variant n=$n rep=$rep: $(summary_line "$stem")"
+}
+
+run_fedhub() {  # N REP
+  local n=$1 rep=$2 stem="$OUT/tput__fedhub__${1}__${2}"
+  start_fedhub "tput-fedhub-$n-$rep" 0 || return 1
+  sleep 1   # idle: the watcher's first RSS sample is the idle figure
+  "$BENCH" watch --url "$HUB_HTTP" --pid "$HUB_PID" --until "$n" --poll-ms 20 --rss-ms 100 --after-s 1 \
+    --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & local w=$!
+  PIDS+=("$w")
+  publish "$stem.pub.json" "$n" --pub-connect "$HUB_IN" --wait-sub 1
+  wait "$w"; forget "$w"
+  stop_fedhub
+  say "  fedhub n=$n rep=$rep: $(summary_line "$stem")"
+}
+
+PY_PID=""
+start_python() {  # NAME SLEEP_S -> PY_PID, PY_PUB, PY_STATS
+  local name=$1 sleep_s=$2 pub_port mon_port
+  read -r pub_port mon_port <<< "$(free_ports 2)"
+  PY_PUB="tcp://127.0.0.1:$pub_port" PY_STATS="$OUT/$name.stats.json"
+  PY_PID=$(PEER_PUB_ENDPOINT="$PY_PUB" PEER_MON_ENDPOINT="tcp://127.0.0.1:$mon_port" PEER_RELAY_OUTBOUND='' \
+    PEER_STATS="$PY_STATS" PEER_SLEEP="$sleep_s" PEER_HUB_LOG="$OUT/$name.hub.log" PEER_MON_INTERVAL=1 \
+    bash "$KIT/run-hub.sh" 2> "$OUT/$name.run-hub.err")
+  if [ -z "$PY_PID" ]; then say "the Python hub did not start (see $OUT/$name.run-hub.err)"; return 1; fi
+  PY_HUBS+=("$PY_PID")
+}
+stop_python() {
+  [ -n "$PY_PID" ] || return 0
+  bash "$KIT/stop-hub.sh" "$PY_PID" 2>> "$OUT/stop-hub.log"
+  local i; for i in "${!PY_HUBS[@]}"; do [ "${PY_HUBS[$i]}" = "$PY_PID" ] && unset 'PY_HUBS[i]'; done
+  PY_PID=""
+}
+
+run_python() {  # N REP
+  local n=$1 rep=$2 stem="$OUT/tput__python__${1}__${2}"
+  start_python "tput-python-$n-$rep" 0 || return 1
+  sleep 1
+  "$BENCH" watch --peer-stats "$PY_STATS" --pid "$PY_PID" --until "$n" --poll-ms 100 --rss-ms 100 --after-s 0.5 \
+    --stall-s 6 --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & local w=$!
+  PIDS+=("$w")
+  publish "$stem.pub.json" "$n" --pub-bind "$PY_PUB" --wait-sub 1
+  wait "$w"; forget "$w"
+  stop_python
+  say "  python n=$n rep=$rep: $(summary_line "$stem")"
+}
+
+summary_line() {  # STEM: "pub R msg/s, consumed R msg/s, got N"
+  local p r
+  p=$(grep -o '"rate":[0-9.]*' "$1.pub.json" 2>/dev/null | head -1 | cut -d: -f2)
+  r=$(grep -o '"rate":[0-9.]*' "$1.recv.json" 2>/dev/null | head -1 | cut -d: -f2)
+  local got; got=$(grep -o '"\(handled\|received\)":[0-9]*' "$1.recv.json" 2>/dev/null | head -1 | cut -d: -f2)
+  echo "publisher ${p:-?} msg/s, consumed ${r:-?} msg/s, got ${got:-?}"
+}
+
+# ---- 1 + 2: throughput and loss ----
+throughput() {  # N REP: every selected receiver once
+  want "$RECEIVERS" bare && run_bare count "$1" "$2"
+  want "$RECEIVERS" parse && run_bare parse "$1" "$2"
+  want "$RECEIVERS" envelope && run_bare envelope "$1" "$2"
+  want "$RECEIVERS" fedhub && run_fedhub "$1" "$2"
+  if [ "$1" = "$SMALL" ] && [ "$PEER" = 1 ] && want "$RECEIVERS" python; then run_python "$1" "$2"; fi
+  return 0
+}
+if want "$SCENARIOS" tput; then
+  phase "throughput-100k"
+  for ((rep = 1; rep <= REPS; rep++)); do throughput "$SMALL" "$rep"; done
+  phase "throughput-${BIG}"
+  for ((rep = 1; rep <= REPS; rep++)); do throughput "$BIG" "$rep"; done
+fi
+
+# ---- 3: memory behind a slow consumer ----
+want "$SCENARIOS" rss && phase "rss-slow-consumer"
+for ((rep = 1; rep <= REPS; rep++)); do
+  want "$SCENARIOS" rss || break
+  stem="$OUT/rss__fedhub__${SMALL}__${rep}"
+  start_fedhub "rss-$rep" "$RSS_SLEEP_MS" || continue
+  sleep 1
+  "$BENCH" watch --url "$HUB_HTTP" --pid "$HUB_PID" --until "$SMALL" --poll-ms 100 --rss-ms 100 --after-s 3 \
+    --stall-s 10 --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & w=$!
+  PIDS+=("$w")
+  publish "$stem.pub.json" "$SMALL" --pub-connect "$HUB_IN" --wait-sub 1
+  wait "$w"; forget "$w"
+  stop_fedhub
+  say "  rss rep=$rep: $(grep -o '"rss_[a-z_]*kb":[0-9]*' "$stem.recv.json" | tr '\n' ' ')"
+done
+
+# ---- 4: reported vs true backlog ----
+want "$SCENARIOS" backlog && phase "backlog-1ms"
+for ((rep = 1; rep <= REPS; rep++)); do
+  want "$SCENARIOS" backlog || break
+  stem="$OUT/backlog__fedhub__${BACKLOG_N}__${rep}"
+  start_fedhub "backlog-$rep" 1 || continue
+  sleep 0.5
+  "$BENCH" backlog --url "$HUB_HTTP" --corpus "$CORPUS" --count "$BACKLOG_N" --pub-connect "$HUB_IN" \
+    --poll-ms 50 --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & b=$!
+  PIDS+=("$b"); wait "$b"; forget "$b"
+  stop_fedhub
+  say "  backlog fedhub rep=$rep: $(grep -o '"max_abs_diff[a-z_]*":[0-9]*' "$stem.recv.json" | tr '\n' ' ')"
+done
+if [ "$PEER" = 1 ] && want "$SCENARIOS" backlog; then
+  stem="$OUT/backlog__python__${BACKLOG_N}__1"
+  if start_python "backlog-python" 0.001; then
+    sleep 1
+    "$BENCH" backlog --peer-stats "$PY_STATS" --corpus "$CORPUS" --count "$BACKLOG_N" --pub-bind "$PY_PUB" \
+      --poll-ms 100 --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & b=$!
+    PIDS+=("$b"); wait "$b"; forget "$b"
+    stop_python
+    say "  backlog python: $(grep -o '"max_abs_diff[a-z_]*":[0-9]*' "$stem.recv.json" | tr '\n' ' ')"
+  fi
+fi
+want "$SCENARIOS" backlog && phase "backlog-noop-${BIG}"
+stem="$OUT/backlog__fedhub-noop__${BIG}__1"
+if want "$SCENARIOS" backlog && start_fedhub "backlog-noop" 0; then
+  sleep 0.5
+  "$BENCH" backlog --url "$HUB_HTTP" --corpus "$CORPUS" --count "$BIG" --pub-connect "$HUB_IN" \
+    --poll-ms 50 --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & b=$!
+  PIDS+=("$b"); wait "$b"; forget "$b"
+  stop_fedhub
+  say "  backlog fedhub no-op: $(grep -o '"max_abs_diff[a-z_]*":[0-9]*' "$stem.recv.json" | tr '\n' ' ')"
+fi
+phase ""
+
+# ---- report ----
+{
+  echo "loadavg at end: $(cat /proc/loadavg)"
+  echo "busiest processes at end:"
+  ps -eo pid,pcpu,etimes,comm --sort=-pcpu | head -8
+} >> "$OUT/env.txt"
+kill "$SYSMON" 2>/dev/null; wait "$SYSMON" 2>/dev/null; SYSMON=""
+{
+  echo "fedhub benchmarks -- $OUT ($(( $(date +%s) - T_START )) s)"
+  cat "$OUT/env.txt"
+  "$BENCH" report "$OUT" --json-out "$OUT/summary.json"
+} | tee "$OUT/report.txt"
+say "done in $(( $(date +%s) - T_START )) s; files in $OUT"

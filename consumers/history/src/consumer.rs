@@ -1,0 +1,305 @@
+//! The `Nommer` consumer: stores every message it receives (datanommer) and
+//! mounts the query API on the hub's HTTP server (datagrepper).
+//!
+//! Register it with [`factory`]; its section is `[consumers.Nommer]`:
+//!
+//! ```toml
+//! [consumers.Nommer]
+//! enabled = true
+//! database = "/var/lib/fedhub/history.sqlite"   # default: fedhub-history.sqlite
+//! batch_messages = 10000                        # most messages per transaction
+//! batch_latency_ms = 250                        # longest wait before a commit
+//! queue_messages = 20000                        # accepted, not yet committed
+//! default_query_delta_secs = 0                  # /raw window without start/end/delta (0: none)
+//! busy_timeout_ms = 5000                        # wait for locks held by other processes
+//! cache_mib = 64                                # writer page cache
+//! # max_database_bytes = 10_000_000_000         # refuse to grow past this size
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedhub::{
+    ConfigError, Consumer, ConsumerError, ConsumerFactory, Context, Envelope, HttpRoutes,
+};
+use serde::Deserialize;
+
+use crate::http::{routes, ApiOptions};
+use crate::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{NewMessage, Store};
+use crate::writer::{BatchWriter, Health, WriterOptions, WriterState};
+
+/// The consumer's name: datanommer's class name, so existing Nagios and
+/// collectd definitions keep working.
+pub const NAME: &str = "Nommer";
+
+/// Default database file, relative to the working directory.
+pub const DEFAULT_DATABASE: &str = "fedhub-history.sqlite";
+
+/// `[consumers.Nommer]` settings (runtime keys such as `enabled` and `topics` aside).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NommerConfig {
+    /// SQLite database file (created if missing).
+    pub database: PathBuf,
+    /// Most messages per transaction.
+    pub batch_messages: usize,
+    /// Longest a message waits before its batch is committed, in milliseconds.
+    pub batch_latency_ms: u64,
+    /// Messages accepted but not yet committed before the consumer blocks.
+    pub queue_messages: usize,
+    /// Window of a `/raw` query without start, end or delta (datagrepper's
+    /// `DEFAULT_QUERY_DELTA`); 0 means no time restriction.
+    pub default_query_delta_secs: f64,
+    /// How long a statement waits for a lock held by another process, in milliseconds.
+    pub busy_timeout_ms: u64,
+    /// Page cache of the writer connection, in MiB.
+    pub cache_mib: u32,
+    /// Refuse to grow the database file past this many bytes.
+    pub max_database_bytes: Option<u64>,
+}
+
+impl Default for NommerConfig {
+    fn default() -> Self {
+        let writer = WriterOptions::default();
+        NommerConfig {
+            database: PathBuf::from(DEFAULT_DATABASE),
+            batch_messages: writer.batch_messages,
+            batch_latency_ms: writer.batch_latency.as_millis() as u64,
+            queue_messages: writer.queue_messages,
+            default_query_delta_secs: 0.0,
+            busy_timeout_ms: 5000,
+            cache_mib: 64,
+            max_database_bytes: None,
+        }
+    }
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+    ConfigError::Invalid(format!(
+        "[consumers.{NAME}] {key} = {value}: expected {expected}"
+    ))
+}
+
+impl NommerConfig {
+    /// Checks ranges; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.as_os_str().is_empty() {
+            return Err(invalid("database", "\"\"", "a file path"));
+        }
+        if self.batch_messages == 0 || self.batch_messages > 100_000 {
+            return Err(invalid(
+                "batch_messages",
+                self.batch_messages,
+                "1 to 100000 messages",
+            ));
+        }
+        if self.batch_latency_ms == 0 || self.batch_latency_ms > 60_000 {
+            return Err(invalid(
+                "batch_latency_ms",
+                self.batch_latency_ms,
+                "1 to 60000 milliseconds",
+            ));
+        }
+        if self.queue_messages == 0 {
+            return Err(invalid(
+                "queue_messages",
+                self.queue_messages,
+                "a positive number of messages",
+            ));
+        }
+        if !self.default_query_delta_secs.is_finite() || self.default_query_delta_secs < 0.0 {
+            return Err(invalid(
+                "default_query_delta_secs",
+                self.default_query_delta_secs,
+                "0 (no default window) or a positive number of seconds",
+            ));
+        }
+        if self.cache_mib == 0 {
+            return Err(invalid(
+                "cache_mib",
+                self.cache_mib,
+                "a positive size in MiB",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The writer options these settings describe.
+    pub fn writer_options(&self) -> WriterOptions {
+        WriterOptions {
+            batch_messages: self.batch_messages,
+            batch_latency: Duration::from_millis(self.batch_latency_ms),
+            queue_messages: self.queue_messages,
+            ..WriterOptions::default()
+        }
+    }
+
+    /// The SQLite options these settings describe.
+    pub fn sqlite_options(&self) -> SqliteOptions {
+        SqliteOptions {
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+            cache_mib: self.cache_mib,
+            max_database_bytes: self.max_database_bytes,
+            ..SqliteOptions::default()
+        }
+    }
+}
+
+/// The history consumer.
+pub struct Nommer {
+    store: Arc<SqliteStore>,
+    options: WriterOptions,
+    api: ApiOptions,
+    state: Arc<WriterState>,
+    writer: Option<BatchWriter>,
+    /// The last message handed to the writer, so a runtime retry of the same
+    /// message is not queued twice.
+    last_submitted: Option<String>,
+}
+
+impl Nommer {
+    /// A consumer writing to `store`.
+    pub fn new(store: Arc<SqliteStore>, options: WriterOptions, api: ApiOptions) -> Nommer {
+        Nommer {
+            store,
+            options,
+            api,
+            state: WriterState::new(),
+            writer: None,
+            last_submitted: None,
+        }
+    }
+
+    /// Opens the database named in `config` and builds the consumer.
+    pub fn from_config(config: &NommerConfig) -> Result<Nommer, ConfigError> {
+        config.validate()?;
+        let store =
+            SqliteStore::open_with(&config.database, config.sqlite_options()).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "[consumers.{NAME}] database = {:?}: {e}",
+                    config.database.display().to_string()
+                ))
+            })?;
+        Ok(Nommer::new(
+            Arc::new(store),
+            config.writer_options(),
+            ApiOptions {
+                default_query_delta_secs: (config.default_query_delta_secs > 0.0)
+                    .then_some(config.default_query_delta_secs),
+            },
+        ))
+    }
+
+    /// The store, for queries from other code in the same process.
+    pub fn store(&self) -> Arc<SqliteStore> {
+        self.store.clone()
+    }
+
+    /// The writer's shared state: call [`WriterState::health`] on it from
+    /// anywhere (it outlives restarts).
+    pub fn state(&self) -> Arc<WriterState> {
+        self.state.clone()
+    }
+
+    /// The writer's current health.
+    pub fn health(&self) -> Health {
+        self.state.health()
+    }
+
+    /// Waits until every accepted message is committed.
+    pub fn flush(&self, timeout: Duration) -> Result<(), ConsumerError> {
+        match &self.writer {
+            Some(w) => w.flush(timeout).map_err(ConsumerError::msg),
+            None => Ok(()),
+        }
+    }
+
+    fn ensure_writer(&mut self) -> Result<&BatchWriter, ConsumerError> {
+        if self.writer.is_none() {
+            let writer = BatchWriter::spawn(
+                self.store.clone() as Arc<dyn Store>,
+                self.options.clone(),
+                self.state.clone(),
+            )
+            .map_err(|e| ConsumerError::fatal(format!("cannot start the history writer: {e}")))?;
+            self.writer = Some(writer);
+        }
+        self.writer
+            .as_ref()
+            .ok_or_else(|| ConsumerError::fatal("history writer missing"))
+    }
+}
+
+impl Consumer for Nommer {
+    fn start(&mut self, ctx: &mut Context) -> Result<(), ConsumerError> {
+        if let Err(e) = self.state.register_metrics(ctx.metrics()) {
+            tracing::warn!(error = %e, "cannot register history metrics");
+        }
+        self.ensure_writer()?;
+        tracing::info!(
+            consumer = ctx.name(),
+            database = %self.store.path().display(),
+            "history consumer started"
+        );
+        Ok(())
+    }
+
+    fn consume(&mut self, envelope: &Envelope, _ctx: &mut Context) -> Result<(), ConsumerError> {
+        let message = NewMessage::from_envelope(envelope);
+        let msg_id = message.msg_id.clone();
+        let failing = self.state.is_failing();
+        let retry_of_last = self.last_submitted.as_deref() == Some(msg_id.as_str());
+        if !retry_of_last {
+            self.ensure_writer()?
+                .submit(message)
+                .map_err(|e| ConsumerError::fatal(e.to_string()))?;
+            self.last_submitted = Some(msg_id.clone());
+        }
+        if failing {
+            let error = self.state.last_error().unwrap_or_default();
+            return Err(ConsumerError::msg(format!(
+                "history store is failing ({error}); message {msg_id} is queued and will be \
+                 stored when the database accepts writes again"
+            )));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, ctx: &mut Context) {
+        if let Some(writer) = self.writer.take() {
+            writer.shutdown();
+        }
+        let health = self.state.health();
+        tracing::info!(
+            consumer = ctx.name(),
+            stored = health.stored,
+            duplicates = health.duplicates,
+            write_errors = health.write_errors,
+            "history consumer stopped"
+        );
+    }
+
+    fn http_routes(&self) -> Option<HttpRoutes> {
+        Some(routes(
+            self.store.clone() as Arc<dyn Store>,
+            self.state.clone(),
+            self.api.clone(),
+        ))
+    }
+
+    fn module(&self) -> &str {
+        "datanommer.consumer"
+    }
+}
+
+/// The factory the hub registers: `Nommer`, subscribed to every topic (`*`),
+/// disabled unless `[consumers.Nommer] enabled = true`.
+pub fn factory() -> ConsumerFactory {
+    ConsumerFactory::new(NAME, |settings| {
+        let config: NommerConfig = settings.parse()?;
+        Ok(Box::new(Nommer::from_config(&config)?))
+    })
+    .topics(["*"])
+}
