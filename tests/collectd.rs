@@ -900,3 +900,166 @@ fn collectd_runs_the_exec_form_as_nobody_and_graphs_the_backlog() {
     assert!(!log.contains("Cowardly refusing"), "{log}");
     hub.shutdown();
 }
+
+/// `fedhub collectd-exec`, the program an exec plugin block names, prints the
+/// same lines for a live hub's monitoring socket and stops cleanly on SIGTERM.
+#[test]
+fn the_collectd_exec_command_prints_putval_lines_and_stops_on_sigterm() {
+    let (bus, hub) = slow_hub(0, Some(0.3));
+    let socket = hub.monitoring_endpoint().unwrap().to_string();
+    for i in 0..5 {
+        bus.send("org.fedoraproject.dev.x.y", i, json!({}));
+    }
+    let mut child = Command::new(fedhub_binary())
+        .args(["collectd-exec", "--socket", &socket, "--host", HOST])
+        .args(["--service", "fedmsg-hub", "--interval-secs", "7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let identifier = format!("PUTVAL {HOST}/fedmsg-hub/queue_length-NullConsumer_backlog ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut backlog_line = None;
+    while backlog_line.is_none() && Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            // The first documents may catch a message in flight; wait for the drained state.
+            if line.starts_with(&identifier) && line.ends_with(":0") {
+                backlog_line = Some(line);
+            }
+        }
+    }
+    let line = backlog_line.expect("a drained-backlog PUTVAL line within 10 s");
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields.len(), 4, "{line}");
+    assert_eq!(fields[2], "interval=7", "{line}");
+    let (time, value) = fields[3].split_once(':').unwrap();
+    assert!(time.parse::<u64>().unwrap() > 1_600_000_000, "{line}");
+    assert_eq!(value, "0", "{line}");
+
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "collectd-exec ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    hub.shutdown();
+}
+
+/// A missing ipc socket file exits 3 with the path named, as Fedora's script;
+/// a socket address ZeroMQ rejects exits 1 naming the address.
+#[test]
+fn the_collectd_exec_command_names_a_missing_or_bad_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("monitoring-fedmsg-hub.socket");
+    let output = Command::new(fedhub_binary())
+        .args(["collectd-exec", "--socket"])
+        .arg(format!("ipc://{}", missing.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(output.stdout.is_empty());
+
+    let output = Command::new(fedhub_binary())
+        .args(["collectd-exec", "--socket", "garbage:/nowhere"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("garbage:/nowhere"), "{stderr}");
+}
+
+/// The `<Plugin ...>` block of an example config, with `Hub "..."` pointed at `hub`.
+fn example_block(file: &str, hub: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/collectd")
+        .join(file);
+    let text = fs::read_to_string(&path).unwrap();
+    let start = text.find("<Plugin ").expect("a <Plugin> block");
+    let end = text.find("</Plugin>").expect("a </Plugin> line") + "</Plugin>\n".len();
+    text[start..end]
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("Hub ") {
+                format!("  Hub \"{hub}\"")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// The shipped plugin example loads in a real collectd and reads a live hub.
+#[test]
+fn the_example_plugin_config_reads_a_live_hub() {
+    let (_bus, hub) = slow_hub(0, None);
+    let addr = hub.http_addr().unwrap().to_string();
+    let collectd = Collectd::new(&["fedhub"], &example_block("fedhub.conf", &addr));
+    let output = collectd.run_once();
+    let log = collectd.log();
+    assert!(output.status.success(), "{output:?}\n{log}");
+    assert!(
+        log.contains(&format!(
+            "reading http://{addr}/state every interval as plugin fedmsg-hub"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("[error]"), "{log}");
+    hub.shutdown();
+}
+
+/// The shipped exec example's command line is one `fedhub` accepts.
+#[test]
+fn the_example_exec_config_names_a_valid_command_line() {
+    let block = example_block("fedhub-exec.conf", "");
+    let exec = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("Exec "))
+        .expect("an Exec line");
+    let words: Vec<&str> = exec.split('"').skip(1).step_by(2).collect();
+    assert_eq!(words[1], "/usr/bin/fedhub", "{exec}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fedhub.toml");
+    let socket = dir.path().join("monitoring.socket");
+    fs::write(
+        &config,
+        format!("[monitoring]\nsocket = \"ipc://{}\"\n", socket.display()),
+    )
+    .unwrap();
+    let args: Vec<String> = words[2..]
+        .iter()
+        .map(|w| {
+            if w.ends_with(".toml") {
+                config.display().to_string()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    // The config's socket is used (and is missing: the hub is not running).
+    let output = Command::new(fedhub_binary()).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&socket.display().to_string()), "{stderr}");
+}

@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use fedhub::tools::{PublishOptions, TailOptions};
 use fedhub::{Config, ConsumerFactory, HubBuilder, NullConsumer};
 
+mod collectd;
+
 #[derive(Parser)]
 #[command(
     name = "fedhub",
@@ -85,6 +87,8 @@ enum Command {
         #[arg(long)]
         idle_timeout_secs: Option<f64>,
     },
+    /// Print the hub's monitoring values as PUTVAL lines, for collectd's exec plugin.
+    CollectdExec(collectd::CollectdExecArgs),
 }
 
 /// The consumers this binary ships.
@@ -172,6 +176,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::CollectdExec(args) => collectd::collectd_exec(args),
     }
 }
 
