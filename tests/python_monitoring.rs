@@ -3,26 +3,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fedhub::{HubBuilder, NullConsumer, RunningHub};
 use serde_json::json;
-
-/// The venv made by scripts/python-env.sh.
-fn python_env() -> PathBuf {
-    let dir = std::env::var_os("FEDHUB_PYTHON_ENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/python-env"));
-    assert!(
-        dir.join("bin/fedmsg-check").is_file(),
-        "{} has no fedmsg-check: run scripts/python-env.sh first",
-        dir.display()
-    );
-    dir
-}
 
 fn hub_with_monitoring() -> (TestBus, RunningHub) {
     let bus = TestBus::new();

@@ -193,3 +193,28 @@ pub fn fedhub_binary() -> PathBuf {
     );
     binary
 }
+
+/// The venv with the real Python fedmsg tools, made by scripts/python-env.sh
+/// (`$FEDHUB_PYTHON_ENV`, default target/python-env). Fails when it is missing.
+pub fn python_env() -> PathBuf {
+    let dir = std::env::var_os("FEDHUB_PYTHON_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/python-env"));
+    assert!(
+        dir.join("bin/fedmsg-check").is_file(),
+        "{} has no fedmsg tools: run scripts/python-env.sh first (this test does not skip)",
+        dir.display()
+    );
+    dir
+}
+
+/// Writes a fedmsg config file (a Python file defining `config`) holding `config`.
+pub fn write_fedmsg_config(path: &std::path::Path, config: &Value) {
+    let json = serde_json::to_string(config).unwrap();
+    assert!(!json.contains("'''"));
+    std::fs::write(
+        path,
+        format!("import json\nconfig = json.loads(r'''{json}''')\n"),
+    )
+    .unwrap();
+}

@@ -1,0 +1,442 @@
+//! fedhub and the real Python fedmsg 1.1.7 (PyPI, in the venv made by
+//! scripts/python-env.sh) on the same ZeroMQ sockets:
+//!
+//! - messages published by the fedmsg library (bound, as a service publishes,
+//!   signed with x509 as Fedora's are) reach fedhub consumers byte for byte;
+//! - `fedmsg-logger` (connecting to relay_inbound) reaches the hub's inbound socket;
+//! - `fedhub publish --bind` is printed by `fedmsg-tail`;
+//! - `fedhub tail` prints what the fedmsg library publishes, byte for byte.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fedhub::{Envelope, HubBuilder};
+use serde_json::{json, Value};
+
+/// How long any single step may take before the test fails.
+const STEP: Duration = Duration::from_secs(20);
+
+/// A free TCP port on 127.0.0.1 (fedmsg binds the address it is given).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The fedmsg settings every config here shares (fedmsg's repo defaults).
+fn base_config() -> serde_json::Map<String, Value> {
+    let config = json!({
+        "topic_prefix": "org.fedoraproject",
+        "environment": "dev",
+        // Non-zero makes fedmsg set the obsolete zmq.HWM option, which
+        // pyzmq 27 rejects; 0 means unlimited.
+        "high_water_mark": 0,
+        "io_threads": 1,
+        "post_init_sleep": 0.5,
+        "zmq_enabled": true,
+        "zmq_linger": 1000,
+        "endpoints": {},
+    });
+    config.as_object().unwrap().clone()
+}
+
+fn pki_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pki")
+}
+
+/// Lines of a child's stdout, read on a thread.
+fn lines_of(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, or a failure naming what was awaited and the child's stderr.
+fn next_line(lines: &Receiver<String>, what: &str, child: &mut Child) -> String {
+    match lines.recv_timeout(STEP) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            panic!("no {what} within {STEP:?}; stderr:\n{stderr}");
+        }
+    }
+}
+
+/// `tests/python/fedmsg_publish.py`: the fedmsg library publishing `messages`,
+/// after the caller confirms (with [`PythonPublisher::go`]) that it receives probes.
+struct PythonPublisher {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl PythonPublisher {
+    /// Starts the publisher bound at `endpoint` as the fedmsg service `peerpub.vm`.
+    fn start(endpoint: &str, sign: bool, messages: &[Value]) -> PythonPublisher {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = base_config();
+        config.insert("name".into(), json!("peerpub.vm"));
+        config.insert("endpoints".into(), json!({ "peerpub.vm": [endpoint] }));
+        if sign {
+            config.insert("sign_messages".into(), json!(true));
+            config.insert("crypto_backend".into(), json!("x509"));
+            config.insert("ssldir".into(), json!(pki_dir()));
+            config.insert("certnames".into(), json!({"peerpub.vm": "peerpub-vm"}));
+        }
+        let config_file = dir.path().join("fedmsg-config.py");
+        write_fedmsg_config(&config_file, &Value::Object(config));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fedmsg_publish.py");
+        let spec = json!({ "probe": true, "messages": messages });
+        let mut child = Command::new(python_env().join("bin/python"))
+            .args(["-W", "ignore"])
+            .arg(script)
+            .arg(&config_file)
+            .arg(spec.to_string())
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let lines = lines_of(&mut child);
+        let mut publisher = PythonPublisher {
+            child,
+            stdin,
+            lines,
+            _dir: dir,
+        };
+        let ready: Value = serde_json::from_str(&publisher.next("the ready line")).unwrap();
+        assert_eq!(ready["event"], "ready", "{ready}");
+        publisher
+    }
+
+    fn next(&mut self, what: &str) -> String {
+        next_line(&self.lines, what, &mut self.child)
+    }
+
+    /// Stops the probes, publishes the messages, returns the frames fedmsg sent.
+    fn go(mut self) -> Vec<(String, String)> {
+        writeln!(self.stdin.take().unwrap(), "go").unwrap();
+        let mut sent = Vec::new();
+        loop {
+            let event: Value = serde_json::from_str(&self.next("a sent line")).unwrap();
+            match event["event"].as_str() {
+                Some("sent") => sent.push((
+                    event["frames"][0].as_str().unwrap().to_string(),
+                    event["frames"][1].as_str().unwrap().to_string(),
+                )),
+                Some("done") => break,
+                _ => panic!("unexpected {event}"),
+            }
+        }
+        assert!(self.child.wait().unwrap().success());
+        sent
+    }
+}
+
+/// Bodies that exercise the encoding: non-ASCII text, floats that need Python's
+/// repr, big and negative integers, nesting, empty containers, null and bools.
+fn varied_messages() -> Vec<Value> {
+    vec![
+        json!({"modname": "git", "topic": "receive", "msg": {
+            "commit": {"repo": "rpms/kernel", "username": "jforbes", "branch": "rawhide",
+                       "message": "Linux v6.12 — «naïve» 日本語 😀", "stats": {"files": {}}},
+        }}),
+        json!({"modname": "buildsys", "topic": "build.state.change", "msg": {
+            "build_id": 2_745_813, "new": 1, "old": 0, "owner": "ralph",
+            "name": "python-fedmsg", "version": "1.1.7", "release": "3.fc42",
+            "attempt": 1, "instance": "primary", "epoch": null,
+        }}),
+        json!({"modname": "bodhi", "topic": "update.comment", "msg": {
+            "comment": {"karma": -1, "text": "tab\there, quote \" and backslash \\",
+                        "timestamp": 1_795_392_000.25, "ratio": 0.1, "tiny": 1e-7,
+                        "big": 12_345_678_901_234_567_i64, "huge": 1.5e300, "flags": [true, false, null]},
+            "agent": "bowlofeggs", "updates": [],
+        }}),
+        json!({"modname": "fedbadges", "topic": "badge.award", "msg": {
+            "user": {"username": "mattdm"}, "badge": {"name": "Crypto Badger", "id": "crypto-badger"},
+        }}),
+    ]
+}
+
+/// Starts a hub with a recording consumer connected to `endpoint`, and waits
+/// until the Python publisher's probes reach it.
+fn hub_receiving_from(
+    endpoint: &str,
+) -> (
+    fedhub::RunningHub,
+    std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+) {
+    let mut config = fedhub::Config::default();
+    config.bus.endpoints.insert(
+        "peerpub.vm".into(),
+        fedhub::config::OneOrMany::Many(vec![endpoint.to_string()]),
+    );
+    config.bus.inbound = String::new();
+    config.http.listen = "127.0.0.1:0".into();
+    config.hub.status_log_interval_secs = 0;
+    let (factory, seen) = recorder("Recorder", Duration::ZERO);
+    let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
+    let probe_seen = wait_until(STEP, || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.topic.ends_with(".probe.tick"))
+    });
+    assert!(
+        probe_seen,
+        "no probe from the Python publisher reached the hub"
+    );
+    (hub, seen)
+}
+
+#[test]
+fn python_fedmsg_messages_reach_consumers_with_every_field_intact() {
+    for sign in [false, true] {
+        let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+        let messages = varied_messages();
+        let publisher = PythonPublisher::start(&endpoint, sign, &messages);
+        let (hub, seen) = hub_receiving_from(&endpoint);
+        let sent = publisher.go();
+        assert_eq!(sent.len(), messages.len());
+
+        let received = wait_until(STEP, || {
+            let seen = seen.lock().unwrap();
+            sent.iter()
+                .all(|(_, body)| seen.iter().any(|s| &s.body == body))
+        });
+        let seen = seen.lock().unwrap().clone();
+        assert!(received, "sent {sent:#?}\nseen {seen:#?}");
+        for (topic, body) in &sent {
+            let record = seen.iter().find(|s| &s.body == body).unwrap();
+            assert_eq!(&record.topic, topic);
+            // Every field, including fedmsg's own, as Python built it.
+            let sent_json: Value = serde_json::from_str(body).unwrap();
+            let envelope =
+                Envelope::from_frames(&[topic.as_bytes(), body.as_bytes()], usize::MAX).unwrap();
+            assert_eq!(Value::Object(envelope.json().clone()), sent_json);
+            assert_eq!(record.msg.as_ref(), sent_json.get("msg"));
+            assert_eq!(record.msg_id.as_deref(), sent_json["msg_id"].as_str());
+            assert_eq!(record.i, sent_json["i"].as_i64());
+            assert_eq!(
+                envelope.username(),
+                Some(sent_json["username"].as_str().unwrap())
+            );
+            // fedhub's canonical encoding is the one fedmsg signs: byte-identical.
+            assert_eq!(&envelope.canonical_body(), body);
+            if sign {
+                assert_eq!(envelope.crypto(), Some("x509"));
+                assert!(
+                    envelope.signature().is_some_and(|s| s.len() > 300),
+                    "{body}"
+                );
+                assert!(
+                    envelope.certificate().is_some_and(|c| c.len() > 1000),
+                    "{body}"
+                );
+            } else {
+                assert_eq!(envelope.signature(), None);
+            }
+        }
+        // The publisher's `i` counter and fedmsg's topic building, as sent.
+        let topics: Vec<&str> = sent.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "org.fedoraproject.dev.git.receive",
+                "org.fedoraproject.dev.buildsys.build.state.change",
+                "org.fedoraproject.dev.bodhi.update.comment",
+                "org.fedoraproject.dev.fedbadges.badge.award",
+            ]
+        );
+        let state = hub.stats().snapshot();
+        for bus in state["buses"].as_array().unwrap() {
+            assert_eq!(bus["malformed_total"], 0, "{state}");
+        }
+        hub.shutdown();
+    }
+}
+
+#[test]
+fn fedmsg_logger_reaches_the_hub_inbound_socket() {
+    let mut config = fedhub::Config::default();
+    config.bus.inbound = "tcp://127.0.0.1:*".into();
+    config.http.listen = "127.0.0.1:0".into();
+    config.hub.status_log_interval_secs = 0;
+    let (factory, seen) = recorder("Recorder", Duration::ZERO);
+    let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
+    let inbound = hub.inbound_endpoint().unwrap().to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut fedmsg_config = base_config();
+    fedmsg_config.insert("relay_inbound".into(), json!([inbound]));
+    let config_file = dir.path().join("fedmsg-config.py");
+    write_fedmsg_config(&config_file, &Value::Object(fedmsg_config));
+    let logger = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(python_env().join("bin/fedmsg-logger"))
+            .arg("--config-filename")
+            .arg(&config_file)
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "fedmsg-logger {args:?}: {output:?}"
+        );
+    };
+    logger(&["--message", "hello from fedmsg-logger"], "");
+    logger(
+        &["--json-input", "--modname", "git", "--topic", "repo.update"],
+        "{\"a\": 1, \"nested\": {\"y\": \"\u{e9}\", \"z\": 2.5}}\n",
+    );
+    assert!(wait_until(STEP, || seen.lock().unwrap().len() >= 2));
+    let seen = seen.lock().unwrap().clone();
+    let log = seen
+        .iter()
+        .find(|s| s.topic == "org.fedoraproject.dev.logger.log")
+        .expect("the logger message");
+    assert_eq!(log.msg, Some(json!({"log": "hello from fedmsg-logger"})));
+    let body: Value = serde_json::from_str(&log.body).unwrap();
+    // fedmsg's msg_id: `<year>-<uuid4>`.
+    let msg_id = body["msg_id"].as_str().unwrap();
+    let (year, uuid) = msg_id.split_once('-').unwrap();
+    assert!(year.len() == 4 && year.parse::<u32>().is_ok(), "{msg_id}");
+    assert_eq!(uuid.len(), 36, "{msg_id}");
+    assert!(body["username"].is_string());
+    let update = seen
+        .iter()
+        .find(|s| s.topic == "org.fedoraproject.dev.git.repo.update")
+        .expect("the JSON message");
+    assert_eq!(
+        update.msg,
+        Some(json!({"a": 1, "nested": {"y": "é", "z": 2.5}}))
+    );
+    hub.shutdown();
+}
+
+#[test]
+fn fedhub_publish_is_printed_by_fedmsg_tail() {
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let body = json!({"repo": "rpms/fedhub", "agent": "ops", "note": "caf\u{e9}", "ratio": 0.1});
+    // `--bind` waits (XPUB) until fedmsg-tail has subscribed, then sends.
+    let publish = Command::new(fedhub_binary())
+        .args(["publish", "--bind", "--endpoint", &endpoint])
+        .args(["--topic", "git.repo.update", "--json", &body.to_string()])
+        .args(["--wait-secs", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config();
+    config.insert("endpoints".into(), json!({ "fedhub": [endpoint] }));
+    let config_file = dir.path().join("fedmsg-config.py");
+    write_fedmsg_config(&config_file, &Value::Object(config));
+    let mut tail = Command::new(python_env().join("bin/fedmsg-tail"))
+        .arg("--config-filename")
+        .arg(&config_file)
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tail_lines = lines_of(&mut tail);
+
+    let output = publish.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let sent: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let msg_id = sent["msg_id"].as_str().unwrap();
+
+    let deadline = Instant::now() + STEP;
+    let mut printed = None;
+    while printed.is_none() && Instant::now() < deadline {
+        if let Ok(line) = tail_lines.recv_timeout(Duration::from_millis(200)) {
+            if line.contains(msg_id) {
+                printed = Some(line);
+            }
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let line = printed.expect("fedmsg-tail printed the message");
+    // fedmsg-tail logs the decoded dict (Python's repr).
+    assert!(
+        line.contains("'topic': 'org.fedoraproject.dev.git.repo.update'"),
+        "{line}"
+    );
+    assert!(line.contains("'note': 'café'"), "{line}");
+    assert!(line.contains("'ratio': 0.1"), "{line}");
+    assert!(line.contains("'i': 1"), "{line}");
+}
+
+#[test]
+fn fedhub_tail_prints_python_fedmsg_messages_byte_for_byte() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let messages = varied_messages();
+    let publisher = PythonPublisher::start(&endpoint, true, &messages);
+    let mut tail = Command::new(fedhub_binary())
+        .args(["tail", "--endpoint", &endpoint, "--idle-timeout-secs", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut tail);
+    // Probes arrive once the subscription is in place.
+    let probe = next_line(&lines, "a probe printed by fedhub tail", &mut tail);
+    assert!(
+        probe.contains("\"topic\":\"org.fedoraproject.dev.probe.tick\""),
+        "{probe}"
+    );
+    let sent = publisher.go();
+
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + STEP;
+    while printed.len() < sent.len() && Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            if !line.contains(".probe.tick\"") {
+                printed.push(line);
+            }
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let bodies: Vec<&String> = sent.iter().map(|(_, body)| body).collect();
+    assert_eq!(printed.iter().collect::<Vec<_>>(), bodies);
+}
