@@ -439,14 +439,8 @@ fn shutdown_grace_is_bounded_and_reports_what_was_left() {
 #[test]
 fn http_surface_reports_health_state_and_metrics() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config
-        .consumers
-        .insert("NullConsumer".into(), section(&[("enabled", json!(true))]));
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let config = config(&bus);
+    let hub = start_with_null_consumer(config);
     bus.wait_subscribed();
     bus.send("x", 1, json!({}));
     let null = hub.stats().consumer("NullConsumer");

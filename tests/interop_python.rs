@@ -22,15 +22,6 @@ use serde_json::{json, Value};
 /// How long any single step may take before the test fails.
 const STEP: Duration = Duration::from_secs(20);
 
-/// A free TCP port on 127.0.0.1 (fedmsg binds the address it is given).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The fedmsg settings every config here shares (fedmsg's repo defaults).
 fn base_config() -> serde_json::Map<String, Value> {
     let config = json!({
@@ -107,16 +98,11 @@ impl PythonPublisher {
         write_fedmsg_config(&config_file, &Value::Object(config));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fedmsg_publish.py");
         let spec = json!({ "probe": true, "messages": messages });
-        let mut child = Command::new(python_env().join("bin/python"))
+        let mut child = python_tool("python", dir.path())
             .args(["-W", "ignore"])
             .arg(script)
             .arg(&config_file)
             .arg(spec.to_string())
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();
@@ -295,15 +281,10 @@ fn fedmsg_logger_reaches_the_hub_inbound_socket() {
     let config_file = dir.path().join("fedmsg-config.py");
     write_fedmsg_config(&config_file, &Value::Object(fedmsg_config));
     let logger = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(python_env().join("bin/fedmsg-logger"))
+        let mut child = python_tool("fedmsg-logger", dir.path())
             .arg("--config-filename")
             .arg(&config_file)
             .args(args)
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         child
@@ -368,13 +349,9 @@ fn fedhub_publish_is_printed_by_fedmsg_tail() {
     config.insert("endpoints".into(), json!({ "fedhub": [endpoint] }));
     let config_file = dir.path().join("fedmsg-config.py");
     write_fedmsg_config(&config_file, &Value::Object(config));
-    let mut tail = Command::new(python_env().join("bin/fedmsg-tail"))
+    let mut tail = python_tool("fedmsg-tail", dir.path())
         .arg("--config-filename")
         .arg(&config_file)
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let tail_lines = lines_of(&mut tail);

@@ -92,13 +92,7 @@ fn an_ipc_socket_gets_its_mode_and_is_removed_at_shutdown() {
     config.monitoring.socket = format!("ipc://{}", path.display());
     config.monitoring.socket_mode = "770".into();
     config.monitoring.interval_secs = 0.1;
-    config
-        .consumers
-        .insert("NullConsumer".into(), section(&[("enabled", json!(true))]));
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let hub = start_with_null_consumer(config);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o770);
     // Fedora's scripts connect with four slashes: ipc:////var/run/...

@@ -191,14 +191,8 @@ fn the_grafana_dashboard_queries_parse_and_name_real_metrics() {
 
     // Every metric they name exists on a live hub.
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config
-        .consumers
-        .insert("NullConsumer".into(), section(&[("enabled", json!(true))]));
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let config = config(&bus);
+    let hub = start_with_null_consumer(config);
     let (_, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
     for expr in &exprs {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fedhub::{HubBuilder, NullConsumer, RunningHub};
+use fedhub::RunningHub;
 use serde_json::json;
 
 fn hub_with_monitoring() -> (TestBus, RunningHub) {
@@ -15,20 +15,13 @@ fn hub_with_monitoring() -> (TestBus, RunningHub) {
     let mut config = config(&bus);
     config.monitoring.socket = "tcp://127.0.0.1:*".into();
     config.monitoring.interval_secs = 0.5;
-    config
-        .consumers
-        .insert("NullConsumer".into(), section(&[("enabled", json!(true))]));
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let hub = start_with_null_consumer(config);
     bus.wait_subscribed();
     (bus, hub)
 }
 
 /// Runs `fedmsg-check` with a fedmsg config pointing at `endpoint`.
 fn fedmsg_check(endpoint: &str, args: &[&str]) -> (i32, String, String) {
-    let env = python_env();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("fedmsg.d")).unwrap();
     std::fs::write(
@@ -36,10 +29,8 @@ fn fedmsg_check(endpoint: &str, args: &[&str]) -> (i32, String, String) {
         format!("config = {{'endpoints': {{}}, 'moksha.monitoring.socket': '{endpoint}'}}\n"),
     )
     .unwrap();
-    let output = Command::new(env.join("bin/fedmsg-check"))
+    let output = python_tool("fedmsg-check", dir.path())
         .args(args)
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
         .output()
         .unwrap();
     (
@@ -100,14 +91,6 @@ fn fedmsg_check_sees_consumers_and_producers() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn moksha_monitor_exporter_turns_fedhub_into_prometheus_metrics() {
     let (bus, hub) = hub_with_monitoring();
@@ -116,10 +99,9 @@ fn moksha_monitor_exporter_turns_fedhub_into_prometheus_metrics() {
     }
     let endpoint = hub.monitoring_endpoint().unwrap().to_string();
     let mon_port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
-    let env = python_env();
     let port = free_port();
     // The exporter is a Flask app; serve it with Flask's own server.
-    let mut exporter = Command::new(env.join("bin/python"))
+    let mut exporter = Command::new(python_env().join("bin/python"))
         .args([
             "-c",
             &format!(

@@ -100,6 +100,41 @@ pub fn section(pairs: &[(&str, Value)]) -> Map<String, Value> {
         .collect()
 }
 
+/// A free TCP port on 127.0.0.1, for programs that must be given a port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a hub on `config` with the built-in NullConsumer enabled.
+pub fn start_with_null_consumer(mut config: Config) -> fedhub::RunningHub {
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[("enabled", Value::Bool(true))]),
+    );
+    fedhub::HubBuilder::new(config)
+        .consumer(fedhub::NullConsumer::factory())
+        .start()
+        .unwrap()
+}
+
+/// A Python program of the venv ([`python_env`]) run in `dir` (also its HOME,
+/// so no user fedmsg config is read), with every stream piped.
+pub fn python_tool(program: &str, dir: &std::path::Path) -> std::process::Command {
+    use std::process::Stdio;
+    let mut command = std::process::Command::new(python_env().join("bin").join(program));
+    command
+        .current_dir(dir)
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// Polls `check` every 10 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
