@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::bus::{PublishError, Publisher};
 use crate::config::{ConfigError, Settings};
 use crate::message::Envelope;
-use crate::stats::Stats;
+use crate::stats::{ConsumerStats, Stats};
 
 /// Why handling a message failed.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +182,35 @@ impl Context {
     /// The Prometheus registry, for a consumer's own metrics.
     pub fn metrics(&self) -> &prometheus::Registry {
         self.stats.registry()
+    }
+
+    /// A handle with which the consumer, or a helper thread of its own, reports
+    /// a problem that makes `/health/readyz` fail (a database it cannot write,
+    /// say) and clears it again.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.stats.consumer(&self.name))
+    }
+}
+
+/// Reports a consumer's own problems to `/health/readyz`; cheap to clone and
+/// to call from any thread. See [`Context::readiness`].
+#[derive(Clone)]
+pub struct Readiness(Arc<ConsumerStats>);
+
+impl Readiness {
+    /// Marks the consumer not ready, with the reason readyz shows.
+    pub fn set_problem(&self, reason: impl Into<String>) {
+        self.0.set_problem(Some(reason.into()));
+    }
+
+    /// Marks the consumer's own problem resolved.
+    pub fn clear(&self) {
+        self.0.set_problem(None);
+    }
+
+    /// The problem reported, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.0.problem()
     }
 }
 

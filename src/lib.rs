@@ -43,7 +43,7 @@ pub mod topic;
 
 pub use config::{Config, ConfigError, Settings, WhenFull};
 pub use consumer::{
-    Clock, Consumer, ConsumerError, ConsumerFactory, Context, HttpRoutes, NullConsumer,
+    Clock, Consumer, ConsumerError, ConsumerFactory, Context, HttpRoutes, NullConsumer, Readiness,
 };
 pub use hub::{run, HubBuilder, HubError, RunningHub, ShutdownReport};
 pub use message::{DecodeError, Envelope};

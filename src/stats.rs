@@ -212,6 +212,7 @@ impl Stats {
             initialized: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
             peak_backlog: AtomicU64::new(0),
+            problem: Mutex::new(None),
         });
         self.consumers
             .entry(name.to_string())
@@ -327,6 +328,7 @@ pub struct ConsumerStats {
     initialized: AtomicBool,
     last_progress_ms: AtomicU64,
     peak_backlog: AtomicU64,
+    problem: Mutex<Option<String>>,
 }
 
 impl ConsumerStats {
@@ -465,6 +467,19 @@ impl ConsumerStats {
 
     pub(crate) fn set_initialized(&self, value: bool) {
         self.initialized.store(value, Ordering::Release);
+    }
+
+    /// What the consumer reported as keeping it from working (see
+    /// [`Readiness`](crate::consumer::Readiness)), if anything.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
     /// When the consumer last finished a message (epoch ms, 0 if never).

@@ -13,6 +13,7 @@ use fedhub::tools::{PublishOptions, TailOptions};
 use fedhub::{Config, ConsumerFactory, HubBuilder, NullConsumer};
 
 mod collectd;
+mod history;
 
 #[derive(Parser)]
 #[command(
@@ -89,11 +90,13 @@ enum Command {
     },
     /// Print the hub's monitoring values as PUTVAL lines, for collectd's exec plugin.
     CollectdExec(collectd::CollectdExecArgs),
+    /// The history store (the Nommer consumer's database): import, query, user activity.
+    History(history::HistoryArgs),
 }
 
 /// The consumers this binary ships.
 fn shipped_consumers() -> Vec<ConsumerFactory> {
-    vec![NullConsumer::factory()]
+    vec![NullConsumer::factory(), fedhub_history::factory()]
 }
 
 fn main() -> ExitCode {
@@ -177,6 +180,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CollectdExec(args) => collectd::collectd_exec(args),
+        Command::History(args) => history::history(args),
     }
 }
 

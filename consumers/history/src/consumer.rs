@@ -154,9 +154,6 @@ pub struct Nommer {
     api: ApiOptions,
     state: Arc<WriterState>,
     writer: Option<BatchWriter>,
-    /// The last message handed to the writer, so a runtime retry of the same
-    /// message is not queued twice.
-    last_submitted: Option<String>,
 }
 
 impl Nommer {
@@ -168,7 +165,6 @@ impl Nommer {
             api,
             state: WriterState::new(),
             writer: None,
-            last_submitted: None,
         }
     }
 
@@ -216,6 +212,27 @@ impl Nommer {
         }
     }
 
+    /// Blocks while the writer is retrying a failed commit. When nothing is
+    /// queued (a writer restarted after giving up on a batch), the next message
+    /// goes through and its commit decides whether the store has recovered.
+    fn wait_while_failing(&self, msg_id: &str) {
+        let began = std::time::Instant::now();
+        let mut warned = began;
+        while self.state.is_failing() && self.state.queued() > 0 {
+            if warned.elapsed() >= Duration::from_secs(10) {
+                warned = std::time::Instant::now();
+                tracing::warn!(
+                    msg_id,
+                    waited_ms = began.elapsed().as_millis() as u64,
+                    queued = self.state.queued(),
+                    error = self.state.last_error().unwrap_or_default(),
+                    "history store is failing; waiting before taking more messages"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn ensure_writer(&mut self) -> Result<&BatchWriter, ConsumerError> {
         if self.writer.is_none() {
             let writer = BatchWriter::spawn(
@@ -237,6 +254,7 @@ impl Consumer for Nommer {
         if let Err(e) = self.state.register_metrics(ctx.metrics()) {
             tracing::warn!(error = %e, "cannot register history metrics");
         }
+        self.state.attach_readiness(ctx.readiness());
         self.ensure_writer()?;
         tracing::info!(
             consumer = ctx.name(),
@@ -246,25 +264,17 @@ impl Consumer for Nommer {
         Ok(())
     }
 
+    /// Extracts users and packages and hands the message to the writer. While
+    /// commits fail (locked database, full disk) it waits for the writer to
+    /// recover before taking the message, so the messages not yet stored stay
+    /// in the hub's mailbox, counted as this consumer's backlog, and the failure
+    /// shows in `/health/readyz`.
     fn consume(&mut self, envelope: &Envelope, _ctx: &mut Context) -> Result<(), ConsumerError> {
         let message = NewMessage::from_envelope(envelope);
-        let msg_id = message.msg_id.clone();
-        let failing = self.state.is_failing();
-        let retry_of_last = self.last_submitted.as_deref() == Some(msg_id.as_str());
-        if !retry_of_last {
-            self.ensure_writer()?
-                .submit(message)
-                .map_err(|e| ConsumerError::fatal(e.to_string()))?;
-            self.last_submitted = Some(msg_id.clone());
-        }
-        if failing {
-            let error = self.state.last_error().unwrap_or_default();
-            return Err(ConsumerError::msg(format!(
-                "history store is failing ({error}); message {msg_id} is queued and will be \
-                 stored when the database accepts writes again"
-            )));
-        }
-        Ok(())
+        self.wait_while_failing(&message.msg_id);
+        self.ensure_writer()?
+            .submit(message)
+            .map_err(|e| ConsumerError::fatal(e.to_string()))
     }
 
     fn stop(&mut self, ctx: &mut Context) {

@@ -22,7 +22,7 @@ use fedhub::actix_web::{web, HttpRequest, HttpResponse};
 use fedhub::HttpRoutes;
 use serde_json::{json, Map, Value};
 
-use crate::filter::{now_secs, Filter, FilterError, Order, StoredMessage, MAX_ROWS_PER_PAGE};
+use crate::filter::{now_secs, Filter, FilterError, Order, Page, StoredMessage, MAX_ROWS_PER_PAGE};
 use crate::meta;
 use crate::store::Store;
 use crate::writer::WriterState;
@@ -391,7 +391,8 @@ fn respond(
     }
 }
 
-fn bad_request(e: &FilterError) -> HttpResponse {
+fn bad_request(state: &WriterState, endpoint: &str, e: &FilterError) -> HttpResponse {
+    state.bad_request(endpoint, e);
     respond(
         fedhub::actix_web::http::StatusCode::BAD_REQUEST,
         error_body(e),
@@ -430,10 +431,37 @@ pub fn message_json(message: &StoredMessage, meta_fields: &[String]) -> Value {
     out
 }
 
-async fn raw(req: HttpRequest, store: Arc<dyn Store>, options: ApiOptions) -> HttpResponse {
+/// datagrepper's `/raw` response for one page: `arguments`, `count`, `pages`,
+/// `total` and `raw_messages` (with the requested `meta`).
+pub fn raw_body(request: &RawRequest, page: &Page, window: Option<(f64, f64)>) -> Value {
+    let mut arguments = request.filter.arguments(window);
+    if let Value::Object(a) = &mut arguments {
+        a.insert("meta".into(), json!(request.meta));
+        a.insert("grouped".into(), json!(false));
+    }
+    let messages: Vec<Value> = page
+        .messages
+        .iter()
+        .map(|m| message_json(m, &request.meta))
+        .collect();
+    json!({
+        "arguments": arguments,
+        "count": messages.len(),
+        "pages": page.pages,
+        "total": page.total,
+        "raw_messages": messages,
+    })
+}
+
+async fn raw(
+    req: HttpRequest,
+    store: Arc<dyn Store>,
+    state: Arc<WriterState>,
+    options: ApiOptions,
+) -> HttpResponse {
     let request = match parse_raw(req.query_string(), &options, now_secs()) {
         Ok(r) => r,
-        Err(e) => return bad_request(&e),
+        Err(e) => return bad_request(&state, "raw", &e),
     };
     let filter = request.filter.clone();
     let result = web::block(move || {
@@ -446,23 +474,7 @@ async fn raw(req: HttpRequest, store: Arc<dyn Store>, options: ApiOptions) -> Ht
         Ok(Err(e)) => return server_error(e),
         Err(e) => return server_error(e),
     };
-    let mut arguments = request.filter.arguments(window.ok().flatten());
-    if let Value::Object(a) = &mut arguments {
-        a.insert("meta".into(), json!(request.meta));
-        a.insert("grouped".into(), json!(false));
-    }
-    let messages: Vec<Value> = page
-        .messages
-        .iter()
-        .map(|m| message_json(m, &request.meta))
-        .collect();
-    let body = json!({
-        "arguments": arguments,
-        "count": messages.len(),
-        "pages": page.pages,
-        "total": page.total,
-        "raw_messages": messages,
-    });
+    let body = raw_body(&request, &page, window.ok().flatten());
     respond(
         fedhub::actix_web::http::StatusCode::OK,
         body,
@@ -472,7 +484,7 @@ async fn raw(req: HttpRequest, store: Arc<dyn Store>, options: ApiOptions) -> Ht
 
 const ID_PARAMS: [&str; 6] = ["id", "meta", "callback", "is_raw", "size", "chrome"];
 
-async fn by_id(req: HttpRequest, store: Arc<dyn Store>) -> HttpResponse {
+async fn by_id(req: HttpRequest, store: Arc<dyn Store>, state: Arc<WriterState>) -> HttpResponse {
     let pairs = query_pairs(req.query_string());
     let parsed = (|| {
         check_known(&pairs, &ID_PARAMS)?;
@@ -485,7 +497,7 @@ async fn by_id(req: HttpRequest, store: Arc<dyn Store>) -> HttpResponse {
     })();
     let (id, meta_fields, callback) = match parsed {
         Ok(p) => p,
-        Err(e) => return bad_request(&e),
+        Err(e) => return bad_request(&state, "id", &e),
     };
     let lookup = id.clone();
     match web::block(move || store.get(&lookup)).await {
@@ -504,11 +516,15 @@ async fn by_id(req: HttpRequest, store: Arc<dyn Store>) -> HttpResponse {
     }
 }
 
-async fn message_count(req: HttpRequest, store: Arc<dyn Store>) -> HttpResponse {
+async fn message_count(
+    req: HttpRequest,
+    store: Arc<dyn Store>,
+    state: Arc<WriterState>,
+) -> HttpResponse {
     let pairs = query_pairs(req.query_string());
     let callback = match check_known(&pairs, &["callback"]).and_then(|_| parse_callback(&pairs)) {
         Ok(cb) => cb,
-        Err(e) => return bad_request(&e),
+        Err(e) => return bad_request(&state, "messagecount", &e),
     };
     match web::block(move || store.message_count()).await {
         Ok(Ok(n)) => respond(
@@ -535,21 +551,24 @@ fn health(state: &WriterState) -> HttpResponse {
 pub fn routes(store: Arc<dyn Store>, state: Arc<WriterState>, options: ApiOptions) -> HttpRoutes {
     Arc::new(move |cfg: &mut web::ServiceConfig| {
         for path in ["/datagrepper/raw", "/datagrepper/raw/"] {
-            let (store, options) = (store.clone(), options.clone());
-            cfg.service(web::resource(path).route(
-                web::get().to(move |req: HttpRequest| raw(req, store.clone(), options.clone())),
-            ));
+            let (store, state, options) = (store.clone(), state.clone(), options.clone());
+            cfg.service(
+                web::resource(path).route(web::get().to(move |req: HttpRequest| {
+                    raw(req, store.clone(), state.clone(), options.clone())
+                })),
+            );
         }
-        let id_store = store.clone();
+        let (id_store, id_state) = (store.clone(), state.clone());
+        cfg.service(web::resource("/datagrepper/id").route(
+            web::get().to(move |req: HttpRequest| by_id(req, id_store.clone(), id_state.clone())),
+        ));
+        let (count_store, count_state) = (store.clone(), state.clone());
         cfg.service(
-            web::resource("/datagrepper/id")
-                .route(web::get().to(move |req: HttpRequest| by_id(req, id_store.clone()))),
-        );
-        let count_store = store.clone();
-        cfg.service(
-            web::resource("/datagrepper/messagecount").route(
-                web::get().to(move |req: HttpRequest| message_count(req, count_store.clone())),
-            ),
+            web::resource("/datagrepper/messagecount").route(web::get().to(
+                move |req: HttpRequest| {
+                    message_count(req, count_store.clone(), count_state.clone())
+                },
+            )),
         );
         let state = state.clone();
         cfg.service(

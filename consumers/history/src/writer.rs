@@ -15,11 +15,12 @@
 //! when the database is slow or failing, `submit` blocks, the consumer stops
 //! taking messages and the hub sees the backlog grow (they stay in the mailbox).
 //! A batch that fails to commit (locked database, full disk) is kept and retried
-//! with backoff until it succeeds; meanwhile [`Health`] reports the failure and
-//! the consumer returns an error for each message it accepts, so the runtime
-//! counts exceptions. The messages it accepted while failing are still queued and
-//! are written when the database recovers. What a crash can lose is bounded by
-//! the queue plus one batch: the messages acknowledged but not yet committed.
+//! with backoff until it succeeds; meanwhile each failed attempt is counted
+//! (`fedhub_history_write_errors_total`), [`Health`] and the hub's
+//! `/health/readyz` report the failure, and the consumer takes no more messages
+//! until a commit succeeds: the rest wait in the hub's mailbox as backlog. What
+//! a crash can lose is bounded by the queue plus one batch: the messages
+//! accepted but not yet committed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,8 @@ pub struct Health {
     pub write_errors: u64,
     /// Messages the database refused for good (logged with their msg_id).
     pub rejected: u64,
+    /// Queries refused with a 400 (bad parameters).
+    pub bad_requests: u64,
     /// The last write error.
     pub last_error: Option<String>,
     /// When it happened (unix seconds).
@@ -110,9 +113,11 @@ pub struct WriterState {
     duplicates: AtomicU64,
     write_errors: AtomicU64,
     rejected: AtomicU64,
+    bad_requests: AtomicU64,
     last_error: Mutex<Option<(String, f64)>>,
     last_commit_at: Mutex<Option<f64>>,
     metrics: Mutex<Option<Metrics>>,
+    readiness: Mutex<Option<fedhub::Readiness>>,
 }
 
 /// Prometheus series for the writer.
@@ -122,6 +127,7 @@ struct Metrics {
     duplicates: prometheus::IntCounter,
     write_errors: prometheus::IntCounter,
     queued: prometheus::IntGauge,
+    bad_requests: prometheus::IntCounterVec,
 }
 
 impl WriterState {
@@ -140,6 +146,7 @@ impl WriterState {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            bad_requests: self.bad_requests.load(Ordering::Relaxed),
             last_error: last_error.as_ref().map(|e| e.0.clone()),
             last_error_at: last_error.as_ref().map(|e| e.1),
             last_commit_at: *self
@@ -186,12 +193,20 @@ impl WriterState {
                 "fedhub_history_queue_messages",
                 "Messages accepted by the history consumer and not yet committed",
             )?,
+            bad_requests: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "fedhub_history_bad_requests_total",
+                    "History API requests refused with 400 (bad parameters), by endpoint",
+                ),
+                &["endpoint"],
+            )?,
         };
         for c in [
             Box::new(metrics.stored.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.duplicates.clone()),
             Box::new(metrics.write_errors.clone()),
             Box::new(metrics.queued.clone()),
+            Box::new(metrics.bad_requests.clone()),
         ] {
             match registry.register(c) {
                 Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
@@ -207,6 +222,46 @@ impl WriterState {
             .inc_by(self.write_errors.load(Ordering::Relaxed));
         *slot = Some(metrics);
         Ok(())
+    }
+
+    /// Reports commit failures to the hub's `/health/readyz` through `readiness`
+    /// (and clears them when a commit succeeds again).
+    pub fn attach_readiness(&self, readiness: fedhub::Readiness) {
+        if self.is_failing() {
+            readiness.set_problem(self.problem_text());
+        } else {
+            readiness.clear();
+        }
+        *self.readiness.lock().unwrap_or_else(|p| p.into_inner()) = Some(readiness);
+    }
+
+    fn readiness(&self) -> Option<fedhub::Readiness> {
+        self.readiness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn problem_text(&self) -> String {
+        format!(
+            "history store cannot commit ({}); {} messages waiting to be stored, retrying",
+            self.last_error().unwrap_or_else(|| "unknown error".into()),
+            self.queued.load(Ordering::Relaxed)
+        )
+    }
+
+    /// Messages accepted and not yet committed.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// One place for "a query was refused": counter, metric, log.
+    pub fn bad_request(&self, endpoint: &str, error: &crate::filter::FilterError) {
+        self.bad_requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = self.metrics() {
+            m.bad_requests.with_label_values(&[endpoint]).inc();
+        }
+        tracing::debug!(endpoint, parameter = %error.parameter, error = %error, "history query refused");
     }
 
     fn metrics(&self) -> Option<Metrics> {
@@ -233,6 +288,9 @@ impl WriterState {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(now_secs());
         if self.failing.swap(false, Ordering::AcqRel) {
+            if let Some(r) = self.readiness() {
+                r.clear();
+            }
             tracing::info!(messages, "history store recovered");
         }
         if let Some(m) = self.metrics() {
@@ -272,6 +330,9 @@ impl WriterState {
             Some((error.to_string(), now_secs()));
         if let Some(m) = self.metrics() {
             m.write_errors.inc();
+        }
+        if let Some(r) = self.readiness() {
+            r.set_problem(self.problem_text());
         }
         tracing::error!(
             messages,

@@ -1,0 +1,369 @@
+//! `fedhub history`: import JSON lines into the history store, query it the way
+//! datagrepper's `/raw` does, and show one user's recent activity (userwat).
+//!
+//! The database is `--database`, else `[consumers.Nommer] database` from the
+//! config file (`-c`), else `fedhub-history.sqlite`.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use fedhub::config::ConsumerSection;
+use fedhub::{Config, Settings};
+use fedhub_history::http::{message_json, parse_raw, raw_body, ApiOptions};
+use fedhub_history::{
+    import_jsonl, user_activity, ImportProgress, NommerConfig, SqliteStore, Store,
+};
+
+/// Options of `fedhub history`.
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// The hub's config file: its [consumers.Nommer] section names the database.
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    /// SQLite database (overrides the config's [consumers.Nommer] database).
+    #[arg(long, global = true)]
+    database: Option<PathBuf>,
+    #[command(subcommand)]
+    command: HistoryCommand,
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Store messages from a JSON lines file (`-` for stdin): fedmsg bodies, envelopes
+    /// as `fedhub tail` prints them, or datagrepper /raw responses. Duplicates are skipped.
+    Import {
+        /// The file to read.
+        file: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Query stored messages with datagrepper's /raw arguments; prints one message
+    /// per line (JSON), or with --raw the whole /raw response.
+    Query(Box<QueryArgs>),
+    /// A user's recent activity, newest first, one line each: time, topic, summary.
+    User {
+        /// The FAS user name.
+        name: String,
+        /// Most lines to print.
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+    },
+}
+
+/// datagrepper's `/raw` arguments as flags (repeatable ones may be given again).
+#[derive(Args)]
+struct QueryArgs {
+    /// Messages about this user.
+    #[arg(long)]
+    user: Vec<String>,
+    /// Messages about this package.
+    #[arg(long)]
+    package: Vec<String>,
+    /// Messages in this category (buildsys, bodhi, …).
+    #[arg(long)]
+    category: Vec<String>,
+    /// Messages with this exact topic.
+    #[arg(long)]
+    topic: Vec<String>,
+    /// Messages whose payload contains this text (needs --topic or --category and a window).
+    #[arg(long)]
+    contains: Vec<String>,
+    /// Not about this user.
+    #[arg(long)]
+    not_user: Vec<String>,
+    /// Not about this package.
+    #[arg(long)]
+    not_package: Vec<String>,
+    /// Not in this category.
+    #[arg(long)]
+    not_category: Vec<String>,
+    /// Not with this topic.
+    #[arg(long)]
+    not_topic: Vec<String>,
+    /// Window start: unix seconds or an ISO 8601 time.
+    #[arg(long)]
+    start: Option<String>,
+    /// Window end: unix seconds or an ISO 8601 time.
+    #[arg(long)]
+    end: Option<String>,
+    /// Window length in seconds.
+    #[arg(long)]
+    delta: Option<String>,
+    /// Page number, from 1.
+    #[arg(long)]
+    page: Option<String>,
+    /// Messages per page, 1 to 100 (default 25).
+    #[arg(long)]
+    rows_per_page: Option<String>,
+    /// `desc` (newest first, the default) or `asc`.
+    #[arg(long)]
+    order: Option<String>,
+    /// Add a meta field to each message: title, subtitle, usernames or packages.
+    #[arg(long)]
+    meta: Vec<String>,
+    /// Print the whole datagrepper /raw response instead of one message per line.
+    #[arg(long)]
+    raw: bool,
+}
+
+impl QueryArgs {
+    /// The flags as a datagrepper query string, so the CLI checks its input
+    /// exactly as `/datagrepper/raw` does.
+    fn query_string(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        let lists = [
+            ("user", &self.user),
+            ("package", &self.package),
+            ("category", &self.category),
+            ("topic", &self.topic),
+            ("contains", &self.contains),
+            ("not_user", &self.not_user),
+            ("not_package", &self.not_package),
+            ("not_category", &self.not_category),
+            ("not_topic", &self.not_topic),
+            ("meta", &self.meta),
+        ];
+        for (key, values) in lists {
+            for v in values {
+                query.append_pair(key, v);
+            }
+        }
+        let singles = [
+            ("start", &self.start),
+            ("end", &self.end),
+            ("delta", &self.delta),
+            ("page", &self.page),
+            ("rows_per_page", &self.rows_per_page),
+            ("order", &self.order),
+        ];
+        for (key, value) in singles {
+            if let Some(v) = value {
+                query.append_pair(key, v);
+            }
+        }
+        query.finish()
+    }
+}
+
+/// Runs `fedhub history …`.
+pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let config = nommer_config(args.config.as_deref(), args.database)?;
+    match args.command {
+        HistoryCommand::Import { file, quiet } => import(&config, &file, quiet),
+        HistoryCommand::Query(query) => run_query(&config, &query),
+        HistoryCommand::User { name, limit } => user(&config, &name, limit),
+    }
+}
+
+/// The `[consumers.Nommer]` settings of the config file (defaults without one),
+/// with `--database` applied.
+fn nommer_config(path: Option<&Path>, database: Option<PathBuf>) -> anyhow::Result<NommerConfig> {
+    let mut nommer = match path {
+        Some(path) => {
+            let config = Config::load(Some(path))?;
+            match config.consumers.get(fedhub_history::consumer::NAME) {
+                Some(raw) => {
+                    let section = ConsumerSection::parse(fedhub_history::consumer::NAME, raw)?;
+                    Settings::new(fedhub_history::consumer::NAME, section.settings)
+                        .parse::<NommerConfig>()?
+                }
+                None => NommerConfig::default(),
+            }
+        }
+        None => NommerConfig::default(),
+    };
+    if let Some(db) = database {
+        nommer.database = db;
+    }
+    nommer.validate()?;
+    Ok(nommer)
+}
+
+/// Opens the database for reading; it must exist.
+fn open_existing(config: &NommerConfig) -> anyhow::Result<SqliteStore> {
+    if !config.database.is_file() {
+        bail!(
+            "history database {} does not exist (give --database, or -c with a [consumers.Nommer] database)",
+            config.database.display()
+        );
+    }
+    Ok(SqliteStore::open_with(
+        &config.database,
+        config.sqlite_options(),
+    )?)
+}
+
+/// A one-line progress bar on stderr, redrawn at most every 100 ms.
+struct ProgressBar {
+    total_bytes: Option<u64>,
+    began: Instant,
+    last_draw: Option<Instant>,
+    enabled: bool,
+    drawn: bool,
+}
+
+impl ProgressBar {
+    fn new(total_bytes: Option<u64>, enabled: bool) -> ProgressBar {
+        ProgressBar {
+            total_bytes,
+            began: Instant::now(),
+            last_draw: None,
+            enabled,
+            drawn: false,
+        }
+    }
+
+    fn line(&self, p: &ImportProgress) -> String {
+        let secs = self.began.elapsed().as_secs_f64().max(1e-3);
+        let rate = (p.stored + p.duplicates) as f64 / secs;
+        let counts = format!(
+            "{} lines, {} stored, {} duplicates, {} bad, {:.0} msg/s",
+            p.lines, p.stored, p.duplicates, p.bad_lines, rate
+        );
+        match self.total_bytes.filter(|t| *t > 0) {
+            Some(total) => {
+                let fraction = (p.bytes as f64 / total as f64).clamp(0.0, 1.0);
+                let width = 30;
+                let filled = (fraction * width as f64).round() as usize;
+                format!(
+                    "[{}{}] {:>3.0}% {counts}",
+                    "#".repeat(filled),
+                    "-".repeat(width - filled),
+                    fraction * 100.0
+                )
+            }
+            None => counts,
+        }
+    }
+
+    fn update(&mut self, p: &ImportProgress) {
+        if !self.enabled {
+            return;
+        }
+        let due = self
+            .last_draw
+            .is_none_or(|at| at.elapsed().as_millis() >= 100);
+        if due {
+            self.last_draw = Some(Instant::now());
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{}", self.line(p));
+            let _ = err.flush();
+            self.drawn = true;
+        }
+    }
+
+    fn finish(&mut self, p: &ImportProgress) {
+        if self.enabled {
+            let _ = writeln!(std::io::stderr().lock(), "\r{}", self.line(p));
+        } else if self.drawn {
+            let _ = writeln!(std::io::stderr().lock());
+        }
+    }
+}
+
+fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
+    let (reader, total): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(BufReader::new(std::io::stdin())), None)
+    } else {
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(BufReader::with_capacity(1 << 20, f)), size)
+    };
+    let store = SqliteStore::open_with(&config.database, config.sqlite_options())?;
+    let mut bar = ProgressBar::new(total, !quiet);
+    let began = Instant::now();
+    let report = import_jsonl(reader, &store, |p| bar.update(p))
+        .with_context(|| format!("importing {}", file.display()))?;
+    let p = report.progress;
+    bar.finish(&p);
+    for error in &report.errors {
+        eprintln!("fedhub: {}: {error}", file.display());
+    }
+    if p.bad_lines as usize > report.errors.len() {
+        eprintln!(
+            "fedhub: {}: {} more bad lines not shown",
+            file.display(),
+            p.bad_lines as usize - report.errors.len()
+        );
+    }
+    println!(
+        "imported {} messages into {} ({} duplicates skipped, {} bad lines) in {:.1} s",
+        p.stored,
+        config.database.display(),
+        p.duplicates,
+        p.bad_lines,
+        began.elapsed().as_secs_f64()
+    );
+    Ok(if p.bad_lines > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_query(config: &NommerConfig, args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    let options = ApiOptions::default();
+    let request = parse_raw(
+        &args.query_string(),
+        &options,
+        fedhub_history::filter::now_secs(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "bad query: --{}: {}",
+            e.parameter.replace('_', "-"),
+            e.problem
+        )
+    })?;
+    let store = open_existing(config)?;
+    let window = request.filter.window()?;
+    let page = store.grep(&request.filter)?;
+    let mut out = std::io::stdout().lock();
+    if args.raw {
+        writeln!(out, "{}", raw_body(&request, &page, window))?;
+    } else {
+        for m in &page.messages {
+            writeln!(out, "{}", message_json(m, &request.meta))?;
+        }
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "page {} of {}, {} messages in all",
+                request.filter.page, page.pages, page.total
+            );
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn user(config: &NommerConfig, name: &str, limit: usize) -> anyhow::Result<ExitCode> {
+    // The same check as /raw?user=…, so bad names get the same clear error.
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("user", name)
+        .finish();
+    parse_raw(&query, &ApiOptions::default(), 0.0)
+        .map_err(|e| anyhow::anyhow!("bad user name: {}", e.problem))?;
+    if limit == 0 {
+        bail!("--limit 0: expected a positive number of lines");
+    }
+    let store = open_existing(config)?;
+    let lines = user_activity(&store as &dyn Store, name, limit)?;
+    let mut out = std::io::stdout().lock();
+    for line in &lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    if lines.is_empty() {
+        eprintln!(
+            "no stored activity for user {name:?} in {}",
+            config.database.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
