@@ -262,7 +262,9 @@ impl Filter {
             if s > e {
                 return Err(FilterError::new(
                     "end",
-                    format!("end ({e}) is before start ({s})"),
+                    format!(
+                        "end ({e}) is before start ({s}); expected an end at or after the start"
+                    ),
                 ));
             }
         }
@@ -300,7 +302,9 @@ impl Filter {
             if s > e {
                 return Err(FilterError::new(
                     "start",
-                    format!("the window starts ({s}) after it ends ({e})"),
+                    format!(
+                        "the window starts ({s}) after it ends ({e}); expected start before end"
+                    ),
                 ));
             }
         }

@@ -179,7 +179,10 @@ fn whole(key: &str, value: &str, min: u32, max: u32) -> Result<u32, FilterError>
     match value.trim().parse::<i64>() {
         Ok(n) if n >= i64::from(min) && n <= i64::from(max) => Ok(n as u32),
         Ok(n) => Err(bad(key, format!("{n} is out of range; expected {range}"))),
-        Err(_) => Err(bad(key, format!("{} is not {range}", show(value)))),
+        Err(_) => Err(bad(
+            key,
+            format!("{} is not a number; expected {range}", show(value)),
+        )),
     }
 }
 
@@ -229,7 +232,10 @@ fn parse_callback(pairs: &[(String, String)]) -> Result<Option<String>, FilterEr
     if !first_ok || !rest_ok || cb.len() > 64 {
         return Err(bad(
             "callback",
-            format!("{} is not a JavaScript function name", show(cb)),
+            format!(
+                "{} is not valid; expected a JavaScript function name (letters, digits, _ $ .)",
+                show(cb)
+            ),
         ));
     }
     Ok(Some(cb.to_string()))
@@ -311,7 +317,10 @@ pub fn parse_raw(query: &str, options: &ApiOptions, now: f64) -> Result<RawReque
             _ => {
                 return Err(bad(
                     "delta",
-                    format!("{} is not a positive number of seconds", show(v)),
+                    format!(
+                        "{} is not valid; expected a positive number of seconds",
+                        show(v)
+                    ),
                 ))
             }
         }
@@ -351,7 +360,8 @@ pub fn parse_raw(query: &str, options: &ApiOptions, now: f64) -> Result<RawReque
         if filter.topics.is_empty() && filter.categories.is_empty() {
             return Err(bad(
                 "contains",
-                "needs a topic or category as well (full-text search over every message is too slow)",
+                "needs a topic or category as well: expected topic= or category= beside it \
+                 (full-text search over every message is too slow)",
             ));
         }
         match window {
@@ -359,7 +369,7 @@ pub fn parse_raw(query: &str, options: &ApiOptions, now: f64) -> Result<RawReque
             _ => {
                 return Err(bad(
                     "contains",
-                    "needs a window (start or delta) starting at most 32 weeks ago",
+                    "needs a window: expected start or delta, starting at most 32 weeks ago",
                 ))
             }
         }
