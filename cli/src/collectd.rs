@@ -96,6 +96,9 @@ pub fn collectd_exec(args: CollectdExecArgs) -> anyhow::Result<ExitCode> {
 
 /// The address to connect to for a bind address: a wildcard host becomes loopback.
 fn connectable(bind: &str) -> String {
-    bind.replacen("tcp://*:", "tcp://127.0.0.1:", 1)
-        .replacen("tcp://0.0.0.0:", "tcp://127.0.0.1:", 1)
+    bind.replacen("tcp://*:", "tcp://127.0.0.1:", 1).replacen(
+        "tcp://0.0.0.0:",
+        "tcp://127.0.0.1:",
+        1,
+    )
 }
