@@ -58,6 +58,15 @@ struct Lists<'a> {
     negative: Vec<&'a RoaringBitmap>,
 }
 
+/// The rows a filter selects: built, or two bitmaps whose intersection is
+/// counted and walked without being built (see [`MemIndex::select`]).
+pub enum Selection<'a> {
+    /// The rows.
+    Rows(RoaringBitmap),
+    /// The rows in both: the smaller bitmap first.
+    Pair(&'a RoaringBitmap, &'a RoaringBitmap),
+}
+
 /// One row as the writer adds it.
 pub struct IndexedRow<'a> {
     /// Row id.
@@ -97,6 +106,10 @@ pub struct MemIndex {
     max_package: i64,
     topic_ids: HashMap<String, i64>,
     category_topics: HashMap<String, Vec<i64>>,
+    /// Every row of a category (the union of its topics' bitmaps, kept
+    /// current so a category filter is one bitmap, not a union per query).
+    category_rows: HashMap<String, RoaringBitmap>,
+    topic_category: HashMap<i64, String>,
     user_ids: HashMap<String, i64>,
     package_ids: HashMap<String, i64>,
 }
@@ -201,6 +214,11 @@ impl MemIndex {
                 .entry(category.to_string())
                 .or_default()
                 .push(id);
+            self.topic_category.insert(id, category.to_string());
+            let rows = self.category_rows.entry(category.to_string()).or_default();
+            if let Some(known) = self.topic_rows.get(&id) {
+                *rows |= known;
+            }
         }
     }
 
@@ -258,6 +276,11 @@ impl MemIndex {
         self.ts[at] = timestamp;
         self.all.insert(row);
         self.topic_rows.entry(topic_id).or_default().insert(row);
+        if let Some(category) = self.topic_category.get(&topic_id) {
+            if let Some(rows) = self.category_rows.get_mut(category) {
+                rows.insert(row);
+            }
+        }
     }
 
     /// Adds a user link.
@@ -353,9 +376,7 @@ impl MemIndex {
         let categories = |names: &[String]| -> Vec<&'a RoaringBitmap> {
             names
                 .iter()
-                .filter_map(|c| self.category_topics.get(c))
-                .flatten()
-                .filter_map(|t| self.topic_rows.get(t))
+                .filter_map(|c| self.category_rows.get(c))
                 .collect()
         };
         let mut lists = Lists::default();
@@ -430,6 +451,55 @@ impl MemIndex {
         rows
     }
 
+    /// The rows a filter's lists select. The common case of exactly two names
+    /// ANDed (a user and a category, say) with no exclusions and no time window
+    /// is left as the pair: counting it is a popcount of the two bitmaps and
+    /// paging walks the smaller one, so the intersection is never built.
+    pub fn select(&self, filter: &Filter, window: Option<(f64, f64)>) -> Selection<'_> {
+        if window.is_none() {
+            let lists = self.lists(filter);
+            if lists.negative.is_empty()
+                && lists.positive.len() == 2
+                && lists.positive.iter().all(|sets| sets.len() == 1)
+            {
+                let (a, b) = (lists.positive[0][0], lists.positive[1][0]);
+                return if a.len() <= b.len() {
+                    Selection::Pair(a, b)
+                } else {
+                    Selection::Pair(b, a)
+                };
+            }
+        }
+        Selection::Rows(self.candidates(filter))
+    }
+
+    /// How many rows of a selection fall in the window.
+    pub fn count_selected(&self, selection: &Selection<'_>, window: Option<(f64, f64)>) -> u64 {
+        match selection {
+            Selection::Rows(rows) => self.count(rows, window),
+            Selection::Pair(small, large) if window.is_none() => small.intersection_len(large),
+            Selection::Pair(small, large) => self.count(&(*small & *large), window),
+        }
+    }
+
+    /// One page of a selection (see [`Self::page`]).
+    pub fn page_selected(
+        &self,
+        selection: &Selection<'_>,
+        window: Option<(f64, f64)>,
+        order: Order,
+        offset: u64,
+        limit: u64,
+        total: u64,
+    ) -> Vec<u32> {
+        match selection {
+            Selection::Rows(rows) => self.page_of(rows, None, window, order, offset, limit, total),
+            Selection::Pair(small, large) => {
+                self.page_of(small, Some(large), window, order, offset, limit, total)
+            }
+        }
+    }
+
     /// (min, max) timestamp of a block; (inf, -inf) when it holds no row.
     fn block_bounds(&self, b: usize) -> (f64, f64) {
         (
@@ -492,6 +562,21 @@ impl MemIndex {
         limit: u64,
         total: u64,
     ) -> Vec<u32> {
+        self.page_of(rows, None, window, order, offset, limit, total)
+    }
+
+    /// [`Self::page`] over the rows of `rows` that are also in `also` (when given).
+    #[allow(clippy::too_many_arguments)]
+    fn page_of(
+        &self,
+        rows: &RoaringBitmap,
+        also: Option<&RoaringBitmap>,
+        window: Option<(f64, f64)>,
+        order: Order,
+        offset: u64,
+        limit: u64,
+        total: u64,
+    ) -> Vec<u32> {
         if offset >= total || limit == 0 {
             return vec![];
         }
@@ -504,20 +589,21 @@ impl MemIndex {
                 Order::Asc => Order::Desc,
                 Order::Desc => Order::Asc,
             };
-            let mut ids = self.top(rows, window, reverse, from_end + take);
+            let mut ids = self.top(rows, also, window, reverse, from_end + take);
             ids.drain(..(from_end as usize).min(ids.len()));
             ids.reverse();
             return ids;
         }
-        let mut ids = self.top(rows, window, order, offset + take);
+        let mut ids = self.top(rows, also, window, order, offset + take);
         ids.drain(..(offset as usize).min(ids.len()));
         ids
     }
 
-    /// The first `k` rows in `order`.
+    /// The first `k` rows in `order` (of those in `also` too, when given).
     fn top(
         &self,
         rows: &RoaringBitmap,
+        also: Option<&RoaringBitmap>,
         window: Option<(f64, f64)>,
         order: Order,
         k: u64,
@@ -556,14 +642,15 @@ impl MemIndex {
             }
             true
         };
+        let wanted = |row: &u32| also.is_none_or(|other| other.contains(*row));
         if desc {
-            for row in rows.iter().rev() {
+            for row in rows.iter().rev().filter(wanted) {
                 if !consider(row) {
                     break;
                 }
             }
         } else {
-            for row in rows.iter() {
+            for row in rows.iter().filter(wanted) {
                 if !consider(row) {
                     break;
                 }
@@ -664,5 +751,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two names ANDed are counted and paged without building the
+    /// intersection, with the same results as the built set.
+    #[test]
+    fn pairs_count_and_page_like_built_sets() {
+        let mut idx = MemIndex::new();
+        idx.add_topic("a", "x", 1);
+        idx.add_user("u", 1);
+        let mut state = 11u64;
+        let mut expected = Vec::new();
+        for id in 1..20_000i64 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let topic = 1 + (state >> 40) as i64 % 3;
+            let users: &[i64] = if id % 3 == 0 { &[1] } else { &[] };
+            let ts = id as f64 + ((state >> 20) % 40) as f64;
+            idx.add_row(&IndexedRow {
+                id,
+                hash: id as u64,
+                topic_id: topic,
+                timestamp: ts,
+                users,
+                packages: &[],
+            });
+            if topic == 1 && id % 3 == 0 {
+                expected.push((ts, id as u32));
+            }
+        }
+        // A topic named after its rows arrived still joins its category.
+        idx.add_topic("b", "x", 2);
+        let f = Filter::new().category("x").user("u");
+        let selection = idx.select(&f, None);
+        assert!(matches!(selection, Selection::Pair(..)));
+        let built = idx.candidates(&f);
+        let total = idx.count_selected(&selection, None);
+        assert_eq!(total, idx.count(&built, None));
+        let only_a = idx.select(&Filter::new().topic("a").user("u"), None);
+        assert_eq!(idx.count_selected(&only_a, None), expected.len() as u64);
+        for order in [Order::Asc, Order::Desc] {
+            for (offset, limit) in [(0, 25), (100, 100), (total - 10, 25)] {
+                assert_eq!(
+                    idx.page_selected(&selection, None, order, offset, limit, total),
+                    idx.page(&built, None, order, offset, limit, total),
+                    "{order:?} {offset}"
+                );
+            }
+        }
+        expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let n = expected.len() as u64;
+        let newest: Vec<u32> = expected.iter().rev().take(25).map(|p| p.1).collect();
+        assert_eq!(
+            idx.page_selected(&only_a, None, Order::Desc, 0, 25, n),
+            newest
+        );
+        // With a window the rows are built; the answer is the same.
+        let window = Some((5000.0, 6000.0));
+        let windowed = idx.select(&f, window);
+        assert!(matches!(windowed, Selection::Rows(_)));
+        assert_eq!(
+            idx.count_selected(&windowed, window),
+            idx.count(&built, window)
+        );
     }
 }

@@ -924,9 +924,9 @@ impl Store for SqliteStore {
                     drop(index);
                     return self.grep_sql(filter);
                 }
-                let rows = index.candidates(filter);
-                let total = index.count(&rows, window);
-                let ids = index.page(
+                let rows = index.select(filter, window);
+                let total = index.count_selected(&rows, window);
+                let ids = index.page_selected(
                     &rows,
                     window,
                     filter.order,
@@ -946,7 +946,7 @@ impl Store for SqliteStore {
         if filter.contains.is_empty() {
             let index = self.index_for_query()?;
             if index.usable() {
-                return Ok(index.count(&index.candidates(filter), window));
+                return Ok(index.count_selected(&index.select(filter, window), window));
             }
         }
         let (clause, args) = sql_where(filter, window);
