@@ -33,7 +33,12 @@
 //!
 //! Connections: one writer (WAL, `synchronous=NORMAL`, one transaction per
 //! batch) and a pool of read-only connections for queries, so readers never
-//! wait for the writer.
+//! wait for the writer. The WAL is checkpointed every 8192 pages (32 MiB)
+//! rather than SQLite's default 1000: pages rewritten by many batches (B-tree
+//! interiors, the tail of the time index) are then copied into the database
+//! once per checkpoint instead of many times. Measured at 500k messages on two
+//! shared cores: ingest went from 56k to 73k msg/s (CPU from 24.4 to 19.1 µs
+//! per message); 32768 pages was no better.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -184,7 +189,7 @@ impl SqliteStore {
             ));
         }
         conn.execute_batch(&format!(
-            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{};
+            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{}; PRAGMA wal_autocheckpoint=8192;
              {SCHEMA}
              PRAGMA user_version={SCHEMA_VERSION};",
             u64::from(options.cache_mib) * 1024
