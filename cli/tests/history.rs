@@ -238,6 +238,18 @@ fn the_database_comes_from_the_nommer_section_and_run_knows_nommer() {
         text(&output.stdout)
     );
 
+    // The documented example's [consumers.Nommer] section is valid as written.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fedhub.toml");
+    let output = fedhub()
+        .args(["history", "-c"])
+        .arg(&example)
+        .arg("--database")
+        .arg(&database)
+        .args(["query", "--rows-per-page", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
     std::fs::write(&config, "[consumers.Nommer]\nbatch_messages = 0\n").unwrap();
     let output = fedhub()
         .args(["history", "-c"])
