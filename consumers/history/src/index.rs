@@ -63,6 +63,8 @@ struct Lists<'a> {
 pub enum Selection<'a> {
     /// The rows.
     Rows(RoaringBitmap),
+    /// The rows of one name (borrowed, not copied).
+    One(&'a RoaringBitmap),
     /// The rows in both: the smaller bitmap first.
     Pair(&'a RoaringBitmap, &'a RoaringBitmap),
 }
@@ -451,23 +453,27 @@ impl MemIndex {
         rows
     }
 
-    /// The rows a filter's lists select. The common case of exactly two names
-    /// ANDed (a user and a category, say) with no exclusions and no time window
-    /// is left as the pair: counting it is a popcount of the two bitmaps and
-    /// paging walks the smaller one, so the intersection is never built.
+    /// The rows a filter's lists select. One name alone is used in place, and
+    /// the common case of exactly two names ANDed (a user and a category, say)
+    /// with no exclusions and no time window is left as the pair: counting it is
+    /// a popcount of the two bitmaps and paging walks the smaller one, so the
+    /// intersection is never built.
     pub fn select(&self, filter: &Filter, window: Option<(f64, f64)>) -> Selection<'_> {
-        if window.is_none() {
-            let lists = self.lists(filter);
-            if lists.negative.is_empty()
-                && lists.positive.len() == 2
-                && lists.positive.iter().all(|sets| sets.len() == 1)
-            {
-                let (a, b) = (lists.positive[0][0], lists.positive[1][0]);
-                return if a.len() <= b.len() {
-                    Selection::Pair(a, b)
-                } else {
-                    Selection::Pair(b, a)
-                };
+        let lists = self.lists(filter);
+        let singles = lists.positive.iter().all(|sets| sets.len() == 1);
+        if lists.negative.is_empty() && singles {
+            match lists.positive.as_slice() {
+                [] => return Selection::One(&self.all),
+                [one] => return Selection::One(one[0]),
+                [a, b] if window.is_none() => {
+                    let (a, b) = (a[0], b[0]);
+                    return if a.len() <= b.len() {
+                        Selection::Pair(a, b)
+                    } else {
+                        Selection::Pair(b, a)
+                    };
+                }
+                _ => {}
             }
         }
         Selection::Rows(self.candidates(filter))
@@ -477,6 +483,7 @@ impl MemIndex {
     pub fn count_selected(&self, selection: &Selection<'_>, window: Option<(f64, f64)>) -> u64 {
         match selection {
             Selection::Rows(rows) => self.count(rows, window),
+            Selection::One(rows) => self.count(rows, window),
             Selection::Pair(small, large) if window.is_none() => small.intersection_len(large),
             Selection::Pair(small, large) => self.count(&(*small & *large), window),
         }
@@ -494,6 +501,7 @@ impl MemIndex {
     ) -> Vec<u32> {
         match selection {
             Selection::Rows(rows) => self.page_of(rows, None, window, order, offset, limit, total),
+            Selection::One(rows) => self.page_of(rows, None, window, order, offset, limit, total),
             Selection::Pair(small, large) => {
                 self.page_of(small, Some(large), window, order, offset, limit, total)
             }
@@ -804,6 +812,15 @@ mod tests {
         assert_eq!(
             idx.page_selected(&only_a, None, Order::Desc, 0, 25, n),
             newest
+        );
+        let single = idx.select(&Filter::new().user("u"), Some((0.0, 9000.0)));
+        assert!(matches!(single, Selection::One(_)));
+        assert_eq!(
+            idx.count_selected(&single, Some((0.0, 9000.0))),
+            idx.count(
+                &idx.candidates(&Filter::new().user("u")),
+                Some((0.0, 9000.0))
+            )
         );
         // With a window the rows are built; the answer is the same.
         let window = Some((5000.0, 6000.0));
