@@ -6,7 +6,7 @@
 //! backlog, per-interval in/out/exception counts and handling times under the
 //! names Fedora's collectd exec script used against moksha's monitoring socket
 //! (plugin `fedmsg`, instance `hub`, `queue_length-<C>_backlog`, ...), so the
-//! existing graphs keep working. See `examples/collectd.conf`.
+//! existing graphs keep working. See `examples/collectd/fedhub.conf`.
 //!
 //! - [`config`]: the `<Plugin fedhub>` block.
 //! - [`http`]: a bounded HTTP/1.0 GET on a std `TcpStream` (no runtime inside collectd).
