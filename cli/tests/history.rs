@@ -260,3 +260,36 @@ fn the_database_comes_from_the_nommer_section_and_run_knows_nommer() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("batch_messages"));
 }
+
+#[test]
+fn a_database_that_cannot_be_opened_stops_the_hub_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fedhub.toml");
+    let database = dir.path().join("no-such-directory/history.sqlite");
+    std::fs::write(
+        &config,
+        format!(
+            "[consumers.Nommer]\nenabled = true\ndatabase = \"{}\"\n",
+            database.display()
+        ),
+    )
+    .unwrap();
+    let output = fedhub()
+        .args(["run", "--check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[consumers.Nommer] database") && stderr.contains("no-such-directory"),
+        "{stderr}"
+    );
+    let output = run(&["import", "-"], &database);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("cannot open the history database"),
+        "{}",
+        text(&output.stderr)
+    );
+}
