@@ -103,7 +103,7 @@ struct QueryArgs {
     /// `desc` (newest first, the default) or `asc`.
     #[arg(long)]
     order: Option<String>,
-    /// Add a meta field to each message: title, subtitle, usernames or packages.
+    /// Add a meta field to each message: title, subtitle, link, usernames or packages.
     #[arg(long)]
     meta: Vec<String>,
     /// Print the whole datagrepper /raw response instead of one message per line.

@@ -44,7 +44,7 @@ pub struct ApiOptions {
 }
 
 /// `meta` fields this server can add to messages.
-pub const META_FIELDS: [&str; 4] = ["title", "subtitle", "usernames", "packages"];
+pub const META_FIELDS: [&str; 5] = ["title", "subtitle", "link", "usernames", "packages"];
 
 /// A parsed `/raw` request.
 #[derive(Debug, Clone, PartialEq)]
@@ -428,6 +428,7 @@ pub fn message_json(message: &StoredMessage, meta_fields: &[String]) -> Value {
             let value = match field.as_str() {
                 "title" => json!(meta::title(&message.topic)),
                 "subtitle" => json!(meta::subtitle_of(&message.topic, &message.msg)),
+                "link" => json!(meta::link_of(&message.topic, &message.msg)),
                 "usernames" => json!(meta::usernames_of(&message.topic, &message.msg)),
                 "packages" => json!(meta::packages_of(&message.topic, &message.msg)),
                 _ => continue,

@@ -31,6 +31,8 @@ pub struct Processor {
     pub packages: fn(&Message<'_>) -> Names,
     /// A one-line, human summary.
     pub subtitle: fn(&Message<'_>) -> String,
+    /// A URL about the message (`""` when there is none).
+    pub link: fn(&Message<'_>) -> String,
 }
 
 /// What the rules look at: the topic, its title and the payload.
@@ -73,48 +75,56 @@ pub const PROCESSORS: &[Processor] = &[
         usernames: buildsys_users,
         packages: buildsys_packages,
         subtitle: buildsys_subtitle,
+        link: buildsys_link,
     },
     Processor {
         name: "bodhi",
         usernames: bodhi_users,
         packages: bodhi_packages,
         subtitle: bodhi_subtitle,
+        link: bodhi_link,
     },
     Processor {
         name: "fedbadges",
         usernames: badges_users,
         packages: no_names,
         subtitle: badges_subtitle,
+        link: badges_link,
     },
     Processor {
         name: "planet",
         usernames: planet_users,
         packages: no_names,
         subtitle: planet_subtitle,
+        link: planet_link,
     },
     Processor {
         name: "git",
         usernames: git_users,
         packages: git_packages,
         subtitle: git_subtitle,
+        link: git_link,
     },
     Processor {
         name: "fas",
         usernames: fas_users,
         packages: no_names,
         subtitle: fas_subtitle,
+        link: no_link,
     },
     Processor {
         name: "pkgdb",
         usernames: pkgdb_users,
         packages: pkgdb_packages,
         subtitle: pkgdb_subtitle,
+        link: pkgdb_link,
     },
     Processor {
         name: "meetbot",
         usernames: meetbot_users,
         packages: no_names,
         subtitle: meetbot_subtitle,
+        link: meetbot_link,
     },
 ];
 
@@ -124,6 +134,7 @@ pub const FALLBACK: Processor = Processor {
     usernames: no_names,
     packages: no_names,
     subtitle: no_subtitle,
+    link: no_link,
 };
 
 /// The pkgdb namespace whose packages count (fedmsg_meta's `config['namespace']` default).
@@ -191,6 +202,11 @@ pub fn subtitle_of(topic: &str, msg: &Value) -> String {
     (processor_for(topic).subtitle)(&message(topic, msg))
 }
 
+/// A URL about a topic and payload (`msg2link`), `""` when there is none.
+pub fn link_of(topic: &str, msg: &Value) -> String {
+    (processor_for(topic).link)(&message(topic, msg))
+}
+
 /// FAS usernames a message is about (`fedmsg.meta.msg2usernames`).
 pub fn usernames(envelope: &Envelope) -> Names {
     usernames_of(envelope.topic(), envelope.msg().unwrap_or(&Value::Null))
@@ -213,6 +229,10 @@ fn no_names(_: &Message<'_>) -> Names {
 }
 
 fn no_subtitle(_: &Message<'_>) -> String {
+    String::new()
+}
+
+fn no_link(_: &Message<'_>) -> String {
     String::new()
 }
 
@@ -311,6 +331,28 @@ fn buildsys_subtitle(m: &Message<'_>) -> String {
             person(m.at(&["user"])).unwrap_or_default(),
             m.text(&["tag"])
         ),
+        _ => String::new(),
+    }
+}
+
+/// Koji's web UI for the message's instance; the staging topics use staging koji.
+fn koji_base(m: &Message<'_>) -> &'static str {
+    if m.topic.contains(".stg.") {
+        return "http://koji.stg.fedoraproject.org/koji";
+    }
+    match m.str(&["instance"]) {
+        Some("ppc") => "http://ppc.koji.fedoraproject.org/koji",
+        Some("s390") => "http://s390.koji.fedoraproject.org/koji",
+        Some("arm") => "http://arm.koji.fedoraproject.org/koji",
+        _ => "http://koji.fedoraproject.org/koji",
+    }
+}
+
+fn buildsys_link(m: &Message<'_>) -> String {
+    match (m.title, m.at(&["build_id"]).and_then(Value::as_i64)) {
+        ("buildsys.build.state.change", Some(id)) => {
+            format!("{}/buildinfo?buildID={id}", koji_base(m))
+        }
         _ => String::new(),
     }
 }
@@ -427,6 +469,19 @@ fn bodhi_subtitle(m: &Message<'_>) -> String {
     }
 }
 
+fn bodhi_link(m: &Message<'_>) -> String {
+    let alias = [m.at(&["update"]), m.at(&["comment", "update"])]
+        .into_iter()
+        .flatten()
+        .find_map(|u| u.get("alias").and_then(Value::as_str))
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
+    match alias.unwrap_or_else(|| bodhi_title(m)) {
+        id if id.is_empty() => String::new(),
+        id => format!("https://bodhi.fedoraproject.org/updates/{id}"),
+    }
+}
+
 // ----- fedbadges -----
 
 fn badges_users(m: &Message<'_>) -> Names {
@@ -458,6 +513,13 @@ fn badges_subtitle(m: &Message<'_>) -> String {
     }
 }
 
+fn badges_link(m: &Message<'_>) -> String {
+    match badges_users(m).into_iter().next() {
+        Some(user) => format!("https://badges.fedoraproject.org/user/{user}"),
+        None => String::new(),
+    }
+}
+
 // ----- planet -----
 
 fn planet_users(m: &Message<'_>) -> Names {
@@ -473,6 +535,10 @@ fn planet_subtitle(m: &Message<'_>) -> String {
         Some(user) => format!("{user} posted \"{title}\""),
         None => format!("New post: \"{title}\""),
     }
+}
+
+fn planet_link(m: &Message<'_>) -> String {
+    m.text(&["post", "link"])
 }
 
 // ----- git (dist-git) -----
@@ -523,6 +589,21 @@ fn git_subtitle(m: &Message<'_>) -> String {
         summary.push_str(" (..more)");
     }
     format!("{who} pushed to {target} ({branch}).  \"{summary}\"")
+}
+
+fn git_link(m: &Message<'_>) -> String {
+    let repo = m
+        .str(&["commit", "repo"])
+        .map(str::to_string)
+        .or_else(|| git_packages(m).into_iter().next());
+    let (Some(repo), Some(rev)) = (repo, m.str(&["commit", "rev"])) else {
+        return String::new();
+    };
+    let ns = m.str(&["commit", "namespace"]).unwrap_or("rpms");
+    format!(
+        "https://src.fedoraproject.org/{ns}/{repo}/c/{rev}?branch={}",
+        m.text(&["commit", "branch"])
+    )
 }
 
 // ----- fas -----
@@ -641,6 +722,19 @@ fn pkgdb_subtitle(m: &Message<'_>) -> String {
     format!("{agent} changed {user}'s '{acl}' permission on {ns}/{name} ({branch}) to '{status}'")
 }
 
+fn pkgdb_link(m: &Message<'_>) -> String {
+    let package = m.at(&["package_listing", "package"]);
+    let name = match package.and_then(|p| p.get("name")).and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => n,
+        _ => return String::new(),
+    };
+    let ns = package
+        .and_then(|p| p.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(PKGDB_NAMESPACE);
+    format!("https://admin.fedoraproject.org/pkgdb/package/{ns}/{name}/")
+}
+
 fn pkgdb_users_agent(m: &Message<'_>) -> String {
     match m.at(&["agent"]) {
         Some(Value::Array(items)) => items.first().and_then(|v| person(Some(v))),
@@ -677,6 +771,13 @@ fn meetbot_subtitle(m: &Message<'_>) -> String {
         ),
         "meetbot.meeting.start" => format!("{owner} started a meeting in {channel}"),
         _ => String::new(),
+    }
+}
+
+fn meetbot_link(m: &Message<'_>) -> String {
+    match m.str(&["url"]) {
+        Some(url) => format!("{}.html", url.replacen("http://", "https://", 1)),
+        None => String::new(),
     }
 }
 
@@ -954,5 +1055,76 @@ mod tests {
         assert_eq!(nvr_name("foo-1"), "foo");
         assert_eq!(nvr_name("foo"), "foo");
         assert_eq!(mentions("@a, @b_c! email@x @"), vec!["a", "b_c", "x"]);
+    }
+
+    #[test]
+    fn links_follow_fedmsg_meta() {
+        let cases = [
+            (
+                "org.fedoraproject.prod.buildsys.build.state.change",
+                json!({"build_id": 16058, "name": "eclipse-ptp", "instance": "primary", "new": 0}),
+                "http://koji.fedoraproject.org/koji/buildinfo?buildID=16058",
+            ),
+            (
+                "org.fedoraproject.prod.buildsys.build.state.change",
+                json!({"build_id": 7, "instance": "arm", "new": 1}),
+                "http://arm.koji.fedoraproject.org/koji/buildinfo?buildID=7",
+            ),
+            (
+                "org.fedoraproject.stg.buildsys.build.state.change",
+                json!({"build_id": 7, "instance": "ppc", "new": 1}),
+                "http://koji.stg.fedoraproject.org/koji/buildinfo?buildID=7",
+            ),
+            (
+                "org.fedoraproject.prod.bodhi.update.request.testing",
+                json!({"agent": "lmacken", "update": {"title": "gnome-settings-daemon-3.6.1-1.fc18"}}),
+                "https://bodhi.fedoraproject.org/updates/gnome-settings-daemon-3.6.1-1.fc18",
+            ),
+            (
+                "org.fedoraproject.prod.bodhi.update.comment",
+                json!({"comment": {"update": {"alias": "FEDORA-2017-1a2b", "title": "x-1-1"}}}),
+                "https://bodhi.fedoraproject.org/updates/FEDORA-2017-1a2b",
+            ),
+            (
+                "org.fedoraproject.prod.fedbadges.badge.award",
+                json!({"user": {"username": "ralph"}, "badge": {"name": "b"}}),
+                "https://badges.fedoraproject.org/user/ralph",
+            ),
+            (
+                "org.fedoraproject.prod.planet.post.new",
+                json!({"post": {"link": "https://example.org/post"}}),
+                "https://example.org/post",
+            ),
+            (
+                "org.fedoraproject.prod.git.receive",
+                json!({"commit": {"repo": "guake", "namespace": "rpms", "rev": "abc", "branch": "master"}}),
+                "https://src.fedoraproject.org/rpms/guake/c/abc?branch=master",
+            ),
+            (
+                "org.fedoraproject.prod.git.receive",
+                json!({"commit": {"repo": "tests-x", "namespace": "tests", "rev": "d", "branch": "f40"}}),
+                "https://src.fedoraproject.org/tests/tests-x/c/d?branch=f40",
+            ),
+            (
+                "org.fedoraproject.prod.fas.user.update",
+                json!({"agent": "ralph", "user": "ralph", "fields": []}),
+                "",
+            ),
+            (
+                "org.fedoraproject.prod.pkgdb.acl.update",
+                json!({"package_listing": {"package": {"name": "python-sh", "namespace": "rpms"}}}),
+                "https://admin.fedoraproject.org/pkgdb/package/rpms/python-sh/",
+            ),
+            (
+                "org.fedoraproject.prod.meetbot.meeting.complete",
+                json!({"url": "http://meetbot.fedoraproject.org/fedora-meeting/2013-06-24/infrastructure.2013-06-24-19.00"}),
+                "https://meetbot.fedoraproject.org/fedora-meeting/2013-06-24/infrastructure.2013-06-24-19.00.html",
+            ),
+            ("org.fedoraproject.prod.buildsys.build.state.change", json!({"new": 1}), ""),
+            ("org.fedoraproject.prod.unknown.thing", json!({"url": "http://x"}), ""),
+        ];
+        for (topic, msg, link) in cases {
+            assert_eq!(link_of(topic, &msg), link, "{topic} {msg}");
+        }
     }
 }

@@ -333,7 +333,10 @@ fn stores_bus_messages_and_answers_datagrepper_queries() {
     let badge = sent.iter().find(|m| m.category == "fedbadges").unwrap();
     let (status, r) = get_json(
         addr,
-        &format!("/datagrepper/id?id={}&meta=subtitle", badge.msg_id),
+        &format!(
+            "/datagrepper/id?id={}&meta=subtitle&meta=link",
+            badge.msg_id
+        ),
     );
     assert_eq!(status, 200);
     assert_eq!(r["msg"], badge.msg);
@@ -343,6 +346,13 @@ fn stores_bus_messages_and_answers_datagrepper_queries() {
             "{} has been awarded the \"{}\" badge",
             badge.user,
             badge.msg["badge"]["name"].as_str().unwrap()
+        ))
+    );
+    assert_eq!(
+        r["meta"]["link"],
+        json!(format!(
+            "https://badges.fedoraproject.org/user/{}",
+            badge.user
         ))
     );
     let (status, text) = http_get(addr, "/datagrepper/messagecount?callback=show");
