@@ -93,3 +93,26 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
 async fn state_json(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok().json(state.stats.snapshot())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A problem a consumer reports makes readyz fail with its reason, until cleared.
+    #[test]
+    fn consumer_problems_are_readiness_problems() {
+        let stats = Stats::new();
+        let c = stats.consumer("Nommer");
+        c.set_initialized(true);
+        let names = vec!["Nommer".to_string()];
+        let now = SystemTime::now();
+        assert!(readiness_problems(&stats, &names, now).is_empty());
+        c.set_problem(Some("database is locked".into()));
+        assert_eq!(
+            readiness_problems(&stats, &names, now),
+            vec!["consumer Nommer: database is locked".to_string()]
+        );
+        c.set_problem(None);
+        assert!(readiness_problems(&stats, &names, now).is_empty());
+    }
+}
