@@ -149,7 +149,7 @@ impl NommerConfig {
 
 /// The history consumer.
 pub struct Nommer {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     options: WriterOptions,
     api: ApiOptions,
     state: Arc<WriterState>,
@@ -157,8 +157,8 @@ pub struct Nommer {
 }
 
 impl Nommer {
-    /// A consumer writing to `store`.
-    pub fn new(store: Arc<SqliteStore>, options: WriterOptions, api: ApiOptions) -> Nommer {
+    /// A consumer writing to `store` (any backend: SQLite, or another [`Store`]).
+    pub fn new(store: Arc<dyn Store>, options: WriterOptions, api: ApiOptions) -> Nommer {
         Nommer {
             store,
             options,
@@ -189,7 +189,7 @@ impl Nommer {
     }
 
     /// The store, for queries from other code in the same process.
-    pub fn store(&self) -> Arc<SqliteStore> {
+    pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
     }
 
@@ -235,12 +235,11 @@ impl Nommer {
 
     fn ensure_writer(&mut self) -> Result<&BatchWriter, ConsumerError> {
         if self.writer.is_none() {
-            let writer = BatchWriter::spawn(
-                self.store.clone() as Arc<dyn Store>,
-                self.options.clone(),
-                self.state.clone(),
-            )
-            .map_err(|e| ConsumerError::fatal(format!("cannot start the history writer: {e}")))?;
+            let writer =
+                BatchWriter::spawn(self.store.clone(), self.options.clone(), self.state.clone())
+                    .map_err(|e| {
+                        ConsumerError::fatal(format!("cannot start the history writer: {e}"))
+                    })?;
             self.writer = Some(writer);
         }
         self.writer
@@ -258,7 +257,7 @@ impl Consumer for Nommer {
         self.ensure_writer()?;
         tracing::info!(
             consumer = ctx.name(),
-            database = %self.store.path().display(),
+            database = %self.store.location(),
             "history consumer started"
         );
         Ok(())
@@ -293,7 +292,7 @@ impl Consumer for Nommer {
 
     fn http_routes(&self) -> Option<HttpRoutes> {
         Some(routes(
-            self.store.clone() as Arc<dyn Store>,
+            self.store.clone(),
             self.state.clone(),
             self.api.clone(),
         ))

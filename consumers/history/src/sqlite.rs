@@ -999,6 +999,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
     fn message_count(&self) -> Result<u64, StoreError> {
         {
             let index = self.index_for_query()?;

@@ -246,4 +246,7 @@ pub trait Store: Send + Sync {
 
     /// How many messages are stored.
     fn message_count(&self) -> Result<u64, StoreError>;
+
+    /// Where the messages are kept (a file path, a server), for logs.
+    fn location(&self) -> String;
 }
