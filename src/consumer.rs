@@ -22,6 +22,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::actor::BacklogGuard;
 use crate::bus::{PublishError, Publisher};
 use crate::config::{ConfigError, Settings};
 use crate::message::Envelope;
@@ -189,6 +190,15 @@ impl Context {
     /// say) and clears it again.
     pub fn readiness(&self) -> Readiness {
         Readiness(self.stats.consumer(&self.name))
+    }
+
+    /// Counts one more message in this consumer's backlog until the returned
+    /// guard is dropped. For a consumer that hands messages to a thread of its
+    /// own (a batch writer, say) and returns: the message it holds stays in the
+    /// backlog that `/metrics`, `/state`, the monitoring socket, collectd and
+    /// Nagios report, until the work on it is really done.
+    pub fn hold_backlog(&self) -> BacklogGuard {
+        BacklogGuard::new(&self.stats.consumer(&self.name))
     }
 }
 

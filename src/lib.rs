@@ -41,6 +41,7 @@ pub mod stats;
 pub mod tools;
 pub mod topic;
 
+pub use actor::BacklogGuard;
 pub use config::{Config, ConfigError, Settings, WhenFull};
 pub use consumer::{
     Clock, Consumer, ConsumerError, ConsumerFactory, Context, HttpRoutes, NullConsumer, Readiness,

@@ -268,11 +268,13 @@ impl Consumer for Nommer {
     /// recover before taking the message, so the messages not yet stored stay
     /// in the hub's mailbox, counted as this consumer's backlog, and the failure
     /// shows in `/health/readyz`.
-    fn consume(&mut self, envelope: &Envelope, _ctx: &mut Context) -> Result<(), ConsumerError> {
+    fn consume(&mut self, envelope: &Envelope, ctx: &mut Context) -> Result<(), ConsumerError> {
         let message = NewMessage::from_envelope(envelope);
         self.wait_while_failing(&message.msg_id);
+        // Handed to the writer thread, the message stays in the hub's backlog
+        // until its batch is committed: the backlog ops see is what is not stored.
         self.ensure_writer()?
-            .submit(message)
+            .submit_holding(message, ctx.hold_backlog())
             .map_err(|e| ConsumerError::fatal(e.to_string()))
     }
 

@@ -18,9 +18,12 @@
 //! with backoff until it succeeds; meanwhile each failed attempt is counted
 //! (`fedhub_history_write_errors_total`), [`Health`] and the hub's
 //! `/health/readyz` report the failure, and the consumer takes no more messages
-//! until a commit succeeds: the rest wait in the hub's mailbox as backlog. What
-//! a crash can lose is bounded by the queue plus one batch: the messages
-//! accepted but not yet committed.
+//! until a commit succeeds: the rest wait in the hub's mailbox as backlog.
+//! Messages handed over with [`BatchWriter::submit_holding`] (as the consumer
+//! does) stay counted in the hub's backlog until their batch is committed, so
+//! the backlog ops see is exactly what is not stored yet. What a crash can lose
+//! is bounded by the queue plus one batch: the messages accepted but not yet
+//! committed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use serde::Serialize;
+
+use fedhub::BacklogGuard;
 
 use crate::filter::now_secs;
 use crate::store::{NewMessage, Store};
@@ -344,7 +349,8 @@ impl WriterState {
 }
 
 enum Command {
-    Store(Box<NewMessage>),
+    /// A message, and the hold that keeps it in the consumer's backlog until committed.
+    Store(Box<NewMessage>, Option<BacklogGuard>),
     Flush(Sender<()>),
 }
 
@@ -386,9 +392,27 @@ impl BatchWriter {
 
     /// Queues a message. Blocks while the queue is full (back-pressure); never drops.
     pub fn submit(&self, message: NewMessage) -> Result<(), WriterError> {
+        self.send_store(message, None)
+    }
+
+    /// Queues a message that stays counted in the consumer's backlog (`hold`,
+    /// from `Context::hold_backlog`) until its batch is committed.
+    pub fn submit_holding(
+        &self,
+        message: NewMessage,
+        hold: BacklogGuard,
+    ) -> Result<(), WriterError> {
+        self.send_store(message, Some(hold))
+    }
+
+    fn send_store(
+        &self,
+        message: NewMessage,
+        hold: Option<BacklogGuard>,
+    ) -> Result<(), WriterError> {
         let tx = self.tx.as_ref().ok_or(WriterError::Stopped)?;
         self.state.queued.fetch_add(1, Ordering::Relaxed);
-        let mut command = Command::Store(Box::new(message));
+        let mut command = Command::Store(Box::new(message), hold);
         let began = Instant::now();
         let mut warned = Instant::now();
         loop {
@@ -468,6 +492,8 @@ fn run(
     rx: Receiver<Command>,
 ) {
     let mut batch: Vec<NewMessage> = Vec::with_capacity(options.batch_messages);
+    // Released once their batch is committed (or given up at shutdown).
+    let mut holds: Vec<BacklogGuard> = Vec::with_capacity(options.batch_messages);
     let mut waiting: Vec<Sender<()>> = Vec::new();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -476,11 +502,12 @@ fn run(
             Some(at) => rx.recv_deadline(at),
         };
         let (commit_now, closing) = match received {
-            Ok(Command::Store(message)) => {
+            Ok(Command::Store(message, hold)) => {
                 if batch.is_empty() {
                     deadline = Some(Instant::now() + options.batch_latency);
                 }
                 batch.push(*message);
+                holds.extend(hold);
                 (batch.len() >= options.batch_messages, false)
             }
             Ok(Command::Flush(done)) => {
@@ -492,6 +519,7 @@ fn run(
         };
         if commit_now {
             commit(&*store, &options, &state, &mut batch, closing);
+            holds.clear();
             deadline = None;
             for done in waiting.drain(..) {
                 let _ = done.send(());
