@@ -21,6 +21,7 @@ use crate::bus::{BusError, Publisher, PublisherThread, SocketPlan, Subscriber, S
 use crate::config::{Config, ConfigError, ConsumerSection, Settings, WhenFull};
 use crate::consumer::{Consumer, ConsumerFactory, Context, HttpRoutes};
 use crate::http::HttpState;
+use crate::memory::Trimmer;
 use crate::monitoring::{ConsumerInfo, DocumentBuilder, MonitoringSocket};
 use crate::router::{Route, Router};
 use crate::stats::Stats;
@@ -331,7 +332,7 @@ impl HubBuilder {
                 }
             }
         }
-        hub.status_thread = start_status_log(&config, stats, hub.shutting_down.clone());
+        hub.status_thread = start_housekeeping(&config, stats, hub.shutting_down.clone());
         tracing::info!(
             name = %config.hub.name,
             consumers = ?names,
@@ -418,25 +419,36 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
     plans
 }
 
-fn start_status_log(
+/// The hub's housekeeping thread: the periodic status log (every
+/// `[hub] status_log_interval_secs`, 0 for none) and, once a large backlog has
+/// drained, returning the freed memory to the system (see [`crate::memory`]).
+fn start_housekeeping(
     config: &Config,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 ) -> Option<JoinHandle<()>> {
-    let every = config.hub.status_log_interval_secs;
-    if every == 0 {
-        return None;
-    }
+    let status_every = config.hub.status_log_interval_secs;
     std::thread::Builder::new()
-        .name("fedhub-status".into())
+        .name("fedhub-housekeeping".into())
         .spawn(move || {
-            let mut last = Instant::now();
+            let mut last_status = Instant::now();
+            let mut last_check = Instant::now();
+            let mut trimmer = Trimmer::new();
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(100));
-                if last.elapsed() < Duration::from_secs(every) {
+                let now = Instant::now();
+                if now.duration_since(last_check) >= Duration::from_secs(1) {
+                    last_check = now;
+                    let backlog: i64 = stats.consumers().iter().map(|c| c.backlog()).sum();
+                    if trimmer.observe(backlog, now) {
+                        let released = crate::memory::release_free_memory();
+                        tracing::debug!(backlog, released, "backlog drained: returned free memory");
+                    }
+                }
+                if status_every == 0 || last_status.elapsed() < Duration::from_secs(status_every) {
                     continue;
                 }
-                last = Instant::now();
+                last_status = Instant::now();
                 for c in stats.consumers() {
                     tracing::info!(
                         consumer = %c.name(),

@@ -22,6 +22,8 @@
 //! - [`http`]: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, consumer routes.
 //! - [`config`]: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
 //! - [`hub`]: startup and shutdown of all of the above.
+//! - [`memory`]: returning freed memory to the system after a backlog drains.
+//! - [`collectd_exec`]: `fedhub collectd-exec`, PUTVAL lines for collectd's exec plugin.
 //! - [`demo`]: synthetic Fedora traffic; [`tools`]: `fedhub publish` and `fedhub tail`.
 
 pub mod actor;
@@ -34,6 +36,7 @@ pub mod demo;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod memory;
 pub mod message;
 pub mod monitoring;
 pub mod router;
