@@ -420,8 +420,8 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
 }
 
 /// The hub's housekeeping thread: the periodic status log (every
-/// `[hub] status_log_interval_secs`, 0 for none) and, once a large backlog has
-/// drained, returning the freed memory to the system (see [`crate::memory`]).
+/// `[hub] status_log_interval_secs`, 0 for none) and, once a burst is over,
+/// returning the freed memory to the system (see [`crate::memory`]).
 fn start_housekeeping(
     config: &Config,
     stats: Arc<Stats>,
@@ -440,9 +440,10 @@ fn start_housekeeping(
                 if now.duration_since(last_check) >= Duration::from_secs(1) {
                     last_check = now;
                     let backlog: i64 = stats.consumers().iter().map(|c| c.backlog()).sum();
-                    if trimmer.observe(backlog, now) {
+                    let received: u64 = stats.buses().iter().map(|b| b.messages()).sum();
+                    if trimmer.observe(backlog, received, now) {
                         let released = crate::memory::release_free_memory();
-                        tracing::debug!(backlog, released, "backlog drained: returned free memory");
+                        tracing::debug!(backlog, released, "burst over: returned free memory");
                     }
                 }
                 if status_every == 0 || last_status.elapsed() < Duration::from_secs(status_every) {

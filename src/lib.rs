@@ -22,7 +22,7 @@
 //! - [`http`]: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, consumer routes.
 //! - [`config`]: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
 //! - [`hub`]: startup and shutdown of all of the above.
-//! - [`memory`]: returning freed memory to the system after a backlog drains.
+//! - [`memory`]: returning freed memory to the system after a burst.
 //! - [`collectd_exec`]: `fedhub collectd-exec`, PUTVAL lines for collectd's exec plugin.
 //! - [`demo`]: synthetic Fedora traffic; [`tools`]: `fedhub publish` and `fedhub tail`.
 

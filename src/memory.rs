@@ -1,54 +1,48 @@
-//! Giving memory back to the system after a backlog drains.
+//! Giving memory back to the system after a burst.
 //!
-//! A burst that fills mailboxes allocates an envelope per queued message on the
-//! ingress thread and frees it on a consumer's thread. glibc's allocator keeps
-//! such freed memory in its per-thread arenas instead of returning it, so
-//! without help the hub's resident size stays at its peak long after the
-//! backlog is gone. [`Trimmer`] watches the total backlog and, once a large one
-//! has drained, asks the allocator to return its free pages (`malloc_trim`).
+//! A burst allocates per message: ZeroMQ's buffers on its I/O thread and an
+//! envelope on the ingress thread, freed later on other threads. glibc's
+//! allocator keeps such freed memory in its per-thread arenas instead of
+//! returning it, so without help the hub's resident size stays at its peak long
+//! after the burst. [`Trimmer`] watches the message counts and, once a burst is
+//! over, asks the allocator to return its free pages (`malloc_trim`).
 
 use std::time::{Duration, Instant};
 
-/// Backlog (messages, summed over consumers) that is worth trimming after.
-pub const TRIM_AFTER_PEAK_MESSAGES: i64 = 10_000;
+/// Messages received since the last trim that make a burst worth trimming after.
+pub const TRIM_AFTER_MESSAGES: u64 = 50_000;
 
 /// Least time between two trims: a trim walks every arena and briefly holds its lock.
 pub const MIN_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Decides when to trim, from backlog observations.
-#[derive(Debug)]
+/// Decides when to trim, from periodic observations of the hub's counters.
+#[derive(Debug, Default)]
 pub struct Trimmer {
-    peak_since_trim: i64,
+    received_at_last_trim: u64,
+    last_received: u64,
     last_trim: Option<Instant>,
 }
 
-impl Default for Trimmer {
-    fn default() -> Self {
-        Trimmer::new()
-    }
-}
-
 impl Trimmer {
-    /// A trimmer that has seen no backlog yet.
+    /// A trimmer that has seen nothing yet.
     pub fn new() -> Trimmer {
-        Trimmer {
-            peak_since_trim: 0,
-            last_trim: None,
-        }
+        Trimmer::default()
     }
 
-    /// Records the current total backlog; true when memory should be trimmed now:
-    /// a backlog of at least [`TRIM_AFTER_PEAK_MESSAGES`] was seen and has
-    /// drained to under 1% of that peak, and the last trim is long enough ago.
-    pub fn observe(&mut self, backlog: i64, now: Instant) -> bool {
-        self.peak_since_trim = self.peak_since_trim.max(backlog);
-        let drained = backlog.max(0) * 100 < self.peak_since_trim;
+    /// Records the total backlog (summed over consumers) and the total of messages
+    /// received (summed over bus sockets); true when memory should be trimmed now: at least
+    /// [`TRIM_AFTER_MESSAGES`] arrived since the last trim, none since the previous
+    /// observation, every backlog is drained, and the last trim is long enough ago.
+    pub fn observe(&mut self, backlog: i64, received: u64, now: Instant) -> bool {
+        let idle = received == self.last_received;
+        self.last_received = received;
+        let burst = received.saturating_sub(self.received_at_last_trim) >= TRIM_AFTER_MESSAGES;
         let due = match self.last_trim {
             None => true,
             Some(at) => now.duration_since(at) >= MIN_TRIM_INTERVAL,
         };
-        if self.peak_since_trim >= TRIM_AFTER_PEAK_MESSAGES && drained && due {
-            self.peak_since_trim = backlog.max(0);
+        if burst && idle && backlog <= 0 && due {
+            self.received_at_last_trim = received;
             self.last_trim = Some(now);
             return true;
         }
@@ -76,24 +70,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_once_after_a_large_backlog_drains() {
+    fn trims_once_a_burst_is_over() {
         let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
         let mut trimmer = Trimmer::new();
-        assert!(!trimmer.observe(0, t0), "nothing seen yet");
-        assert!(!trimmer.observe(500, t0), "small backlogs are not worth it");
-        assert!(!trimmer.observe(0, t0));
-        assert!(!trimmer.observe(50_000, t0), "still queued");
-        assert!(!trimmer.observe(1_000, t0), "2% of the peak is left");
-        assert!(trimmer.observe(400, t0), "under 1% of the peak");
-        assert!(!trimmer.observe(0, t0), "already trimmed for that peak");
-        assert!(!trimmer.observe(20_000, t0 + Duration::from_secs(1)));
+        assert!(!trimmer.observe(0, 0, t0), "nothing arrived");
         assert!(
-            !trimmer.observe(0, t0 + Duration::from_secs(2)),
+            !trimmer.observe(0, 1_000, later(1)),
+            "a trickle is not a burst"
+        );
+        assert!(
+            !trimmer.observe(0, 1_000, later(2)),
+            "idle, but too few messages"
+        );
+        assert!(!trimmer.observe(0, 80_000, later(3)), "still arriving");
+        assert!(
+            !trimmer.observe(5, 80_000, later(4)),
+            "a consumer still has a backlog"
+        );
+        assert!(
+            trimmer.observe(0, 80_000, later(5)),
+            "idle and drained after a burst"
+        );
+        assert!(
+            !trimmer.observe(0, 80_000, later(6)),
+            "already trimmed for that burst"
+        );
+        assert!(!trimmer.observe(0, 200_000, later(7)));
+        assert!(
+            !trimmer.observe(0, 200_000, later(8)),
             "too soon after the last trim"
         );
         assert!(
-            trimmer.observe(0, t0 + MIN_TRIM_INTERVAL),
-            "the peak is remembered"
+            trimmer.observe(0, 200_000, later(15)),
+            "the burst is remembered"
         );
     }
 }

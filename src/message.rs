@@ -108,31 +108,81 @@ struct Head<'a> {
     timestamp: Option<f64>,
 }
 
+/// Where an envelope's body bytes live.
+enum Body {
+    /// A copy (envelopes decoded from borrowed frames).
+    Owned(Box<str>),
+    /// The frame as ZeroMQ received it, kept without a copy; `start` skips the
+    /// `topic\0` of a legacy one-frame message. Validated as UTF-8 by decoding.
+    Frame { frame: zmq::Message, start: usize },
+}
+
+/// A decoded string field: a range of the body when it appears there unescaped
+/// (the usual case, no allocation), else its own copy.
+#[derive(Debug, Clone)]
+enum Span {
+    InBody { start: u32, len: u32 },
+    Owned(Box<str>),
+}
+
+impl Span {
+    /// The span of `field` (borrowed from `body`, or decoded from escapes).
+    fn of(field: Cow<'_, str>, body: &str) -> Span {
+        if let Cow::Borrowed(text) = &field {
+            let offset = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+            if offset <= body.len() && offset + text.len() <= body.len() {
+                if let (Ok(start), Ok(len)) = (u32::try_from(offset), u32::try_from(text.len())) {
+                    return Span::InBody { start, len };
+                }
+            }
+        }
+        Span::Owned(field.into_owned().into_boxed_str())
+    }
+
+    fn resolve<'a>(&'a self, body: &'a str) -> &'a str {
+        match self {
+            Span::InBody { start, len } => &body[*start as usize..(*start + *len) as usize],
+            Span::Owned(text) => text,
+        }
+    }
+}
+
+/// What decoding found valid in a topic frame and a body.
+struct Checked {
+    topic: Span,
+    msg_id: Option<Span>,
+    timestamp: Option<f64>,
+}
+
 /// One fedmsg message: the topic frame, the raw JSON body and the fields decoded
 /// from it. Shared between consumers behind an `Arc`.
-#[derive(Debug)]
 pub struct Envelope {
-    topic: String,
-    body: Box<str>,
-    msg_id: Option<String>,
+    body: Body,
+    topic: Span,
+    msg_id: Option<Span>,
     timestamp: Option<f64>,
     received_at: SystemTime,
     parsed: OnceLock<Map<String, Value>>,
 }
 
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("topic", &self.topic())
+            .field("msg_id", &self.msg_id())
+            .field("timestamp", &self.timestamp)
+            .field("body", &self.body())
+            .finish()
+    }
+}
+
 impl Envelope {
-    /// Decodes a ZeroMQ message given as its frames.
+    /// Decodes a ZeroMQ message given as its frames (copying the body).
     pub fn from_frames(frames: &[&[u8]], max_body_bytes: usize) -> Result<Envelope, DecodeError> {
         match frames {
             [topic, body] => Envelope::decode(topic, body, max_body_bytes),
             [single] => {
-                let nul =
-                    single
-                        .iter()
-                        .position(|b| *b == 0)
-                        .ok_or(DecodeError::MissingSeparator {
-                            bytes: single.len(),
-                        })?;
+                let nul = separator(single)?;
                 Envelope::decode(&single[..nul], &single[nul + 1..], max_body_bytes)
             }
             _ => Err(DecodeError::FrameCount {
@@ -141,40 +191,52 @@ impl Envelope {
         }
     }
 
-    /// Decodes a topic frame and a body frame.
+    /// Decodes a ZeroMQ message as received, keeping its body frame without a
+    /// copy: on success the frames are taken out of `frames`; on error they are
+    /// left there (for the rejection's log line).
+    pub fn from_zmq(
+        frames: &mut Vec<zmq::Message>,
+        max_body_bytes: usize,
+    ) -> Result<Envelope, DecodeError> {
+        let (checked, start) = match frames.as_slice() {
+            [topic, body] => (check(topic, body, max_body_bytes)?, 0),
+            [single] => {
+                let nul = separator(single)?;
+                let checked = check(&single[..nul], &single[nul + 1..], max_body_bytes)?;
+                (checked, nul + 1)
+            }
+            _ => {
+                return Err(DecodeError::FrameCount {
+                    frames: frames.len(),
+                })
+            }
+        };
+        let frame = frames.pop().expect("one or two frames");
+        frames.clear();
+        Ok(Envelope::assemble(Body::Frame { frame, start }, checked))
+    }
+
+    /// Decodes a topic frame and a body frame (copying the body).
     pub fn decode(
         topic: &[u8],
         body: &[u8],
         max_body_bytes: usize,
     ) -> Result<Envelope, DecodeError> {
-        if body.len() > max_body_bytes {
-            return Err(DecodeError::TooLarge {
-                bytes: body.len(),
-                limit: max_body_bytes,
-            });
-        }
-        let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicNotUtf8)?;
-        if topic.is_empty() {
-            return Err(DecodeError::EmptyTopic);
-        }
-        let body = std::str::from_utf8(body)
-            .map_err(|e| DecodeError::NotJson(format!("body is not UTF-8 ({e})")))?;
-        let head = parse_head(body)?;
-        let body_topic = head.topic.ok_or(DecodeError::MissingTopic)?;
-        if body_topic != topic {
-            return Err(DecodeError::TopicMismatch {
-                frame: topic.to_string(),
-                body: body_topic.into_owned(),
-            });
-        }
-        Ok(Envelope {
-            topic: topic.to_string(),
-            msg_id: head.msg_id.map(Cow::into_owned),
-            timestamp: head.timestamp,
-            body: body.into(),
+        let checked = check(topic, body, max_body_bytes)?;
+        // `check` validated the body as UTF-8.
+        let text = String::from_utf8_lossy(body).into_owned().into_boxed_str();
+        Ok(Envelope::assemble(Body::Owned(text), checked))
+    }
+
+    fn assemble(body: Body, checked: Checked) -> Envelope {
+        Envelope {
+            body,
+            topic: checked.topic,
+            msg_id: checked.msg_id,
+            timestamp: checked.timestamp,
             received_at: SystemTime::now(),
             parsed: OnceLock::new(),
-        })
+        }
     }
 
     /// Builds an envelope from a JSON object (for tools, tests and replays).
@@ -191,17 +253,24 @@ impl Envelope {
 
     /// The topic (frame 0).
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.topic.resolve(self.body())
     }
 
     /// The body exactly as received.
     pub fn body(&self) -> &str {
-        &self.body
+        match &self.body {
+            Body::Owned(text) => text,
+            // SAFETY: decoding checked that these bytes are UTF-8 and the frame
+            // is never modified afterwards.
+            Body::Frame { frame, start } => unsafe {
+                std::str::from_utf8_unchecked(&frame[*start..])
+            },
+        }
     }
 
     /// `msg_id`, when the body has one.
     pub fn msg_id(&self) -> Option<&str> {
-        self.msg_id.as_deref()
+        self.msg_id.as_ref().map(|span| span.resolve(self.body()))
     }
 
     /// `timestamp` in epoch seconds, when the body has one.
@@ -216,14 +285,14 @@ impl Envelope {
 
     /// The category (`org.fedoraproject.prod.<category>.…`).
     pub fn category(&self) -> Option<&str> {
-        crate::topic::category(&self.topic)
+        crate::topic::category(self.topic())
     }
 
     /// The whole body as a JSON object, parsed on first use and then cached.
     pub fn json(&self) -> &Map<String, Value> {
         self.parsed.get_or_init(|| {
             // Already validated as a JSON object by `decode`.
-            match serde_json::from_str(&self.body) {
+            match serde_json::from_str(self.body()) {
                 Ok(Value::Object(map)) => map,
                 _ => Map::new(),
             }
@@ -274,9 +343,48 @@ impl Envelope {
     pub fn canonical_body(&self) -> String {
         // The body was validated as JSON; serde_json's grammar is stricter than the
         // canonicalizer's, so this cannot fail.
-        crate::canonical::canonicalize(self.body.as_bytes())
-            .unwrap_or_else(|_| self.body.to_string())
+        crate::canonical::canonicalize(self.body().as_bytes())
+            .unwrap_or_else(|_| self.body().to_string())
     }
+}
+
+/// The position of the NUL between topic and body in a one-frame message.
+fn separator(single: &[u8]) -> Result<usize, DecodeError> {
+    single
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or(DecodeError::MissingSeparator {
+            bytes: single.len(),
+        })
+}
+
+/// Validates a topic frame and a body (see the module documentation).
+fn check(topic: &[u8], body: &[u8], max_body_bytes: usize) -> Result<Checked, DecodeError> {
+    if body.len() > max_body_bytes {
+        return Err(DecodeError::TooLarge {
+            bytes: body.len(),
+            limit: max_body_bytes,
+        });
+    }
+    let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicNotUtf8)?;
+    if topic.is_empty() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    let body = std::str::from_utf8(body)
+        .map_err(|e| DecodeError::NotJson(format!("body is not UTF-8 ({e})")))?;
+    let head = parse_head(body)?;
+    let body_topic = head.topic.ok_or(DecodeError::MissingTopic)?;
+    if body_topic != topic {
+        return Err(DecodeError::TopicMismatch {
+            frame: topic.to_string(),
+            body: body_topic.into_owned(),
+        });
+    }
+    Ok(Checked {
+        topic: Span::of(body_topic, body),
+        msg_id: head.msg_id.map(|id| Span::of(id, body)),
+        timestamp: head.timestamp,
+    })
 }
 
 fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
@@ -307,6 +415,51 @@ fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zmq_frames_are_kept_without_a_copy_and_escaped_fields_decoded() {
+        let plain = zmq::Message::from(BODY.as_bytes());
+        let body_ptr = plain.as_ptr();
+        let mut frames = vec![zmq::Message::from(TOPIC.as_bytes()), plain];
+        let env = Envelope::from_zmq(&mut frames, 1 << 20).unwrap();
+        assert!(frames.is_empty(), "the frames were taken");
+        assert_eq!(
+            env.body().as_ptr(),
+            body_ptr,
+            "the body is the frame itself"
+        );
+        assert_eq!(env.topic(), TOPIC);
+        assert_eq!(
+            env.msg_id(),
+            Some("2026-4c7b5887-509a-4625-84f2-b65ca3141324")
+        );
+
+        // One legacy frame, and fields written with JSON escapes.
+        let escaped = r#"{"msg_id":"2026-\u0061b","topic":"org.fedoraproject.dev.x\u002ey"}"#;
+        let mut frames = vec![zmq::Message::from(
+            format!("org.fedoraproject.dev.x.y\0{escaped}").as_bytes(),
+        )];
+        let env = Envelope::from_zmq(&mut frames, 1 << 20).unwrap();
+        assert_eq!(env.topic(), "org.fedoraproject.dev.x.y");
+        assert_eq!(env.msg_id(), Some("2026-ab"));
+        assert_eq!(env.body(), escaped);
+
+        // A rejected message leaves its frames for the log line.
+        let mut frames = vec![
+            zmq::Message::from(&b"a.b"[..]),
+            zmq::Message::from(&b"[1]"[..]),
+        ];
+        let error = Envelope::from_zmq(&mut frames, 1 << 20).unwrap_err();
+        assert_eq!(error.reason(), "not_object");
+        assert_eq!(frames.len(), 2);
+        let mut frames: Vec<zmq::Message> = (0..3).map(|_| zmq::Message::from(&b"a"[..])).collect();
+        assert_eq!(
+            Envelope::from_zmq(&mut frames, 1 << 20)
+                .unwrap_err()
+                .reason(),
+            "frame_count"
+        );
+    }
 
     const BODY: &str = r#"{"i":1,"msg":{"seq":0},"msg_id":"2026-4c7b5887-509a-4625-84f2-b65ca3141324","timestamp":1795393482,"topic":"org.fedoraproject.dev.peer.bench.msg","username":"root"}"#;
     const TOPIC: &str = "org.fedoraproject.dev.peer.bench.msg";

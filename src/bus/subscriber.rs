@@ -190,30 +190,18 @@ fn receive_loop(
                         received += 1;
                         let bytes: usize = parts.iter().map(|p| p.len()).sum();
                         bound.stats.count_message(bytes);
-                        // fedmsg messages have one or two frames: no allocation for those.
-                        let (pair, many): ([&[u8]; 2], Vec<&[u8]>);
-                        let frames: &[&[u8]] = match parts.as_slice() {
-                            [single] => {
-                                pair = [&single[..], &[]];
-                                &pair[..1]
-                            }
-                            [topic, body] => {
-                                pair = [&topic[..], &body[..]];
-                                &pair
-                            }
-                            more => {
-                                many = more.iter().map(|p| &p[..]).collect();
-                                &many
-                            }
-                        };
-                        match Envelope::from_frames(frames, max_message_bytes) {
+                        // The body frame becomes the envelope's body, without a copy.
+                        match Envelope::from_zmq(&mut parts, max_message_bytes) {
                             Ok(envelope) => router.route(Arc::new(envelope), &stop),
-                            Err(error) => events::MessageRejected {
-                                bus: &bound.stats,
-                                error: &error,
-                                frames,
+                            Err(error) => {
+                                let frames: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                                events::MessageRejected {
+                                    bus: &bound.stats,
+                                    error: &error,
+                                    frames: &frames,
+                                }
+                                .emit()
                             }
-                            .emit(),
                         }
                     }
                     Err(e) => {
