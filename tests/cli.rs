@@ -237,3 +237,45 @@ fn the_documented_example_config_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The README's first command: `fedhub run --demo` without a config file runs on
+/// the embedded defaults (ports moved by environment overrides only), with the
+/// NullConsumer and the history store, whose SQLite file lands in the working
+/// directory and answers datagrepper queries.
+#[test]
+fn embedded_defaults_run_the_demo_with_the_history_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let inbound = free_port();
+    let child = Command::new(fedhub_binary())
+        .args(["run", "--demo", "--demo-rate", "200"])
+        .current_dir(dir.path())
+        .env("FEDHUB_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("FEDHUB_BUS__INBOUND", format!("tcp://127.0.0.1:{inbound}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stored = || {
+        let (_, body) = http_get(addr, "/datagrepper/raw?delta=3600&rows_per_page=5");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        body["total"].as_u64().unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(20), || stored() >= 50));
+    let (_, state) = http_get(addr, "/state");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let mut names: Vec<&str> = state["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Nommer", "NullConsumer"]);
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(dir.path().join("fedhub-history.sqlite").is_file());
+}

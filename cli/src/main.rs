@@ -191,6 +191,14 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
         for (name, section) in embedded.consumers {
             config.consumers.entry(name).or_insert(section);
         }
+        // The history store runs too, on its embedded SQLite file in the working
+        // directory, so /datagrepper/raw answers out of the box.
+        config
+            .consumers
+            .entry(fedhub_history::consumer::NAME.to_string())
+            .or_default()
+            .entry("enabled")
+            .or_insert(serde_json::Value::Bool(true));
     }
     if demo {
         config.hub.status_log_interval_secs = config.hub.status_log_interval_secs.min(5);
