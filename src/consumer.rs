@@ -17,7 +17,7 @@
 //! }
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -129,6 +129,8 @@ pub struct Context {
     settings: Settings,
     publisher: Publisher,
     stats: Arc<Stats>,
+    /// This consumer's series, looked up on first use.
+    own_stats: OnceLock<Arc<ConsumerStats>>,
     clock: Clock,
 }
 
@@ -140,6 +142,7 @@ impl Context {
             settings,
             publisher,
             stats,
+            own_stats: OnceLock::new(),
             clock: Clock::system(),
         }
     }
@@ -189,7 +192,7 @@ impl Context {
     /// a problem that makes `/health/readyz` fail (a database it cannot write,
     /// say) and clears it again.
     pub fn readiness(&self) -> Readiness {
-        Readiness(self.stats.consumer(&self.name))
+        Readiness(self.own_stats().clone())
     }
 
     /// Counts one more message in this consumer's backlog until the returned
@@ -198,7 +201,12 @@ impl Context {
     /// backlog that `/metrics`, `/state`, the monitoring socket, collectd and
     /// Nagios report, until the work on it is really done.
     pub fn hold_backlog(&self) -> BacklogGuard {
-        BacklogGuard::new(&self.stats.consumer(&self.name))
+        BacklogGuard::new(self.own_stats())
+    }
+
+    fn own_stats(&self) -> &Arc<ConsumerStats> {
+        self.own_stats
+            .get_or_init(|| self.stats.consumer(&self.name))
     }
 }
 
