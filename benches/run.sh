@@ -15,6 +15,10 @@
 #   4. Reported backlog vs true backlog (sent - handled at the same instant) under a 1 ms/message
 #      consumer (fedhub x REPS, Python hub once); and once with the no-op consumer and the big
 #      burst, where messages can wait inside libzmq.
+#   5. Monitoring cost (issue 3): throughput of the big burst with the monitoring socket (1 s)
+#      read by a SUB and /metrics + /state scraped every second, against the same hub without.
+#   6. /state and /metrics latency (p50/p99) while the hub absorbs a 100k burst (no-op and slow
+#      consumer), and on the idle hub.
 # Repetitions are interleaved (rep 1 of every receiver, then rep 2, ...), so slow phases of the
 # shared machine hit all receivers alike. A background sampler records what else was running.
 #
@@ -28,7 +32,9 @@
 #   BENCH_OUT=DIR          run directory (default target/fedhub-bench/<time>)
 #   BENCH_NO_BUILD=1       do not run cargo build
 #   BENCH_FEDHUB=PATH      the fedhub binary to measure (default target/release/fedhub)
-#   BENCH_SCENARIOS=LIST   which of tput,rss,backlog to run (default all)
+#   BENCH_SCENARIOS=LIST   which of tput,rss,backlog,monitoring to run (default all)
+#   BENCH_MON_REPS=N       repetitions of each variant in scenario 5 (default 5; 2 with BENCH_QUICK)
+#   BENCH_PROBE_MS=X       time between probe rounds in scenario 6, ms (default 2)
 #   BENCH_RECEIVERS=LIST   which of bare,parse,envelope,fedhub,python scenario 1 runs (default all)
 #   PEER_ROOT              the Python kit's install dir (default /tmp/fedmsg-peer)
 #   PEER_KIT               the kit (default ../shared/peer next to the repository)
@@ -44,11 +50,13 @@ BIG=${BENCH_BIG:-1000000}
 PEER=${BENCH_PEER:-1}
 RSS_SLEEP_MS=${BENCH_RSS_SLEEP_MS:-0.05}
 BACKLOG_N=${BENCH_BACKLOG_N:-5000}
+if [ "$QUICK" = 1 ]; then MON_REPS=${BENCH_MON_REPS:-2}; else MON_REPS=${BENCH_MON_REPS:-5}; fi
+PROBE_MS=${BENCH_PROBE_MS:-2}
 OUT=${BENCH_OUT:-$ROOT/target/fedhub-bench/$(date +%Y%m%d-%H%M%S)}
 KIT=${PEER_KIT:-$(cd "$ROOT/.." && pwd)/shared/peer}
 export PEER_ROOT=${PEER_ROOT:-/tmp/fedmsg-peer}
 FEDHUB=${BENCH_FEDHUB:-$ROOT/target/release/fedhub}
-SCENARIOS=",${BENCH_SCENARIOS:-tput,rss,backlog},"
+SCENARIOS=",${BENCH_SCENARIOS:-tput,rss,backlog,monitoring},"
 RECEIVERS=",${BENCH_RECEIVERS:-bare,parse,envelope,fedhub,python},"
 want() { [[ "$1" == *",$2,"* ]]; }
 [ "$PEER" = 1 ] && ! want "$RECEIVERS" python && ! want "$SCENARIOS" backlog && PEER=0
@@ -128,6 +136,12 @@ if [ ! -s "$CORPUS" ] || [ "$BENCH" -nt "$CORPUS" ]; then
   "$BENCH" corpus --count "$BIG" --out "$CORPUS" >&2 || exit 1
 fi
 
+# A 100k corpus for the latency runs, so the publisher's start-up (loading the file) is short.
+CORPUS_SMALL=$ROOT/target/fedhub-bench/corpus-$SMALL.bin
+if want "$SCENARIOS" monitoring && { [ ! -s "$CORPUS_SMALL" ] || [ "$BENCH" -nt "$CORPUS_SMALL" ]; }; then
+  "$BENCH" corpus --count "$SMALL" --out "$CORPUS_SMALL" >&2 || exit 1
+fi
+
 # ---- the Python hub's install (fast when already there) ----
 if [ "$PEER" = 1 ]; then
   if [ ! -x "$KIT/run-hub.sh" ]; then say "no Python kit at $KIT (set PEER_KIT or BENCH_PEER=0)"; exit 1; fi
@@ -137,10 +151,12 @@ fi
 
 # ---- fedhub ----
 HUB_PID="" HUB_HTTP="" HUB_IN=""
-start_fedhub() {  # NAME SLEEP_MS
-  local name=$1 sleep_ms=$2 in_port http_port
-  read -r in_port http_port <<< "$(free_ports 2)"
-  HUB_IN="tcp://127.0.0.1:$in_port" HUB_HTTP="127.0.0.1:$http_port"
+HUB_MON=""
+start_fedhub() {  # NAME SLEEP_MS [monitoring: 1 = socket on, every 1 s]
+  local name=$1 sleep_ms=$2 monitoring=${3:-0} in_port http_port mon_port
+  read -r in_port http_port mon_port <<< "$(free_ports 3)"
+  HUB_IN="tcp://127.0.0.1:$in_port" HUB_HTTP="127.0.0.1:$http_port" HUB_MON=""
+  [ "$monitoring" = 1 ] && HUB_MON="tcp://127.0.0.1:$mon_port"
   cat > "$OUT/$name.toml" <<EOF
 [hub]
 status_log_interval_secs = 0
@@ -148,6 +164,7 @@ status_log_interval_secs = 0
 inbound = "$HUB_IN"
 [http]
 listen = "$HUB_HTTP"
+$([ -n "$HUB_MON" ] && printf '[monitoring]\nsocket = "%s"\ninterval_secs = 1\n' "$HUB_MON")
 [consumers.NullConsumer]
 enabled = true
 sleep_ms = $sleep_ms
@@ -160,9 +177,10 @@ EOF
 }
 stop_fedhub() { [ -n "$HUB_PID" ] && stop_pid "$HUB_PID" 20; HUB_PID=""; }
 
-publish() {  # FILE N ARGS... (publisher in the foreground, killable by the trap)
-  local file=$1 n=$2; shift 2
-  "$BENCH" pub --corpus "$CORPUS" --count "$n" --out "$file" "$@" > /dev/null 2> "${file%.json}.err" & local p=$!
+publish() { publish_corpus "$CORPUS" "$@"; }
+publish_corpus() {  # CORPUS FILE N ARGS... (publisher in the foreground, killable by the trap)
+  local corpus=$1 file=$2 n=$3; shift 3
+  "$BENCH" pub --corpus "$corpus" --count "$n" --out "$file" "$@" > /dev/null 2> "${file%.json}.err" & local p=$!
   PIDS+=("$p"); wait "$p"; local rc=$?; forget "$p"; return $rc
 }
 
@@ -295,6 +313,62 @@ if want "$SCENARIOS" backlog && start_fedhub "backlog-noop" 0; then
   PIDS+=("$b"); wait "$b"; forget "$b"
   stop_fedhub
   say "  backlog fedhub no-op: $(grep -o '"max_abs_diff[a-z_]*":[0-9]*' "$stem.recv.json" | tr '\n' ' ')"
+fi
+# ---- 5 + 6: what monitoring costs (issue 3) ----
+# 5. Throughput of the BIG burst with the monitoring socket on (every 1 s, read by a SUB) and
+#    /metrics + /state scraped every second, against the same hub without either; the two
+#    variants alternate (which one goes first flips every repetition). Both are followed by the
+#    same watcher polling /state every 100 ms; the rate is the watcher's rate_inside (exact
+#    counts and times of the samples strictly inside the burst).
+# 6. Latency of /state and /metrics (GET every PROBE_MS, new connection each, as a scraper) while
+#    the hub absorbs a 100k burst: no-op consumer, and a slow consumer (backlog up to 100k);
+#    also 1 s of the idle hub before each burst for comparison.
+run_mon_tput() {  # VARIANT(plain|monitored) REP
+  local variant=$1 rep=$2 stem="$OUT/mon__${1}__${BIG}__${2}" s=""
+  start_fedhub "mon-$variant-$rep" 0 "$([ "$variant" = monitored ] && echo 1 || echo 0)" || return 1
+  sleep 1
+  "$BENCH" watch --url "$HUB_HTTP" --pid "$HUB_PID" --until "$BIG" --poll-ms 100 --rss-ms 100 --after-s 0 \
+    --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & local w=$!
+  PIDS+=("$w")
+  if [ "$variant" = monitored ]; then
+    "$BENCH" scrape --url "$HUB_HTTP" --paths /metrics,/state --interval-ms 1000 --monitor "$HUB_MON" \
+      --out "$stem.scrape.json" > /dev/null 2> "$stem.scrape.err" & s=$!
+    PIDS+=("$s")
+  fi
+  publish "$stem.pub.json" "$BIG" --pub-connect "$HUB_IN" --wait-sub 1
+  wait "$w"; forget "$w"
+  [ -n "$s" ] && stop_pid "$s" 5
+  stop_fedhub
+  say "  $variant rep=$rep: $(grep -o '"rate_inside":[0-9.]*' "$stem.recv.json") $([ -n "$s" ] && grep -o '"monitor_documents":[0-9]*' "$stem.scrape.json")"
+}
+run_latency() {  # VARIANT(noop|slow) REP
+  local variant=$1 rep=$2 sleep_ms=0 s
+  [ "$variant" = slow ] && sleep_ms=$RSS_SLEEP_MS
+  local stem="$OUT/lat__${variant}-burst__${SMALL}__${rep}" idle="$OUT/lat__${variant}-idle__${SMALL}__${rep}"
+  start_fedhub "lat-$variant-$rep" "$sleep_ms" 1 || return 1
+  sleep 1
+  "$BENCH" scrape --url "$HUB_HTTP" --paths /state,/metrics --interval-ms "$PROBE_MS" --max-s 1 --series "$idle.scrape.csv" \
+    --out "$idle.scrape.json" > /dev/null 2> "$idle.scrape.err"
+  "$BENCH" watch --url "$HUB_HTTP" --pid "$HUB_PID" --until "$SMALL" --poll-ms 100 --rss-ms 100 --after-s 0 \
+    --stall-s 10 --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & local w=$!
+  PIDS+=("$w")
+  "$BENCH" scrape --url "$HUB_HTTP" --paths /state,/metrics --interval-ms "$PROBE_MS" --monitor "$HUB_MON" \
+    --series "$stem.scrape.csv" --out "$stem.scrape.json" > /dev/null 2> "$stem.scrape.err" & s=$!
+  PIDS+=("$s")
+  publish_corpus "$CORPUS_SMALL" "$stem.pub.json" "$SMALL" --pub-connect "$HUB_IN" --wait-sub 1
+  wait "$w"; forget "$w"
+  stop_pid "$s" 5
+  stop_fedhub
+  say "  latency $variant rep=$rep: $(grep -o '"p99_ms":[0-9.]*' "$stem.scrape.json" | tr '\n' ' ')"
+}
+if want "$SCENARIOS" monitoring; then
+  phase "monitoring-throughput-${BIG}"
+  for ((rep = 1; rep <= MON_REPS; rep++)); do
+    if ((rep % 2)); then run_mon_tput plain "$rep"; run_mon_tput monitored "$rep"
+    else run_mon_tput monitored "$rep"; run_mon_tput plain "$rep"; fi
+  done
+  phase "probe-latency-${SMALL}"
+  for ((rep = 1; rep <= REPS; rep++)); do run_latency noop "$rep"; run_latency slow "$rep"; done
 fi
 phase ""
 

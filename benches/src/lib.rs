@@ -13,7 +13,10 @@
 //!   consumer stats file) and its `/proc` entry: consumed rate, loss, RSS, CPU.
 //! - [`backlog`]: publishes a burst while sampling the reported backlog, and
 //!   sets it beside the true backlog (sent minus handled at the same instant).
+//! - [`scrape`]: what monitoring does to a hub (HTTP scrapes, a SUB on the
+//!   monitoring socket), with the latency of every request.
 //! - [`cost`]: CPU per message of the ingress steps, in one thread, no sockets.
+//! - [`monreport`]: the report's monitoring-cost and probe-latency sections.
 //! - [`report`]: the results table and a JSON summary with medians.
 //! - [`sysmon`]: what else is running, once a second, for the record.
 //! - [`probe`]: the small readers the others share (`/proc`, a plain HTTP GET).
@@ -22,9 +25,11 @@ pub mod backlog;
 pub mod bare;
 pub mod corpus;
 pub mod cost;
+pub mod monreport;
 pub mod probe;
 pub mod publisher;
 pub mod report;
+pub mod scrape;
 pub mod sysmon;
 pub mod watch;
 

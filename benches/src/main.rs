@@ -11,6 +11,7 @@ use fedhub_bench::backlog::{self, BacklogOptions};
 use fedhub_bench::bare::{self, BareOptions, Mode};
 use fedhub_bench::corpus::Corpus;
 use fedhub_bench::publisher::{self, PublishOptions};
+use fedhub_bench::scrape::{self, ScrapeOptions};
 use fedhub_bench::watch::{self, Source, WatchOptions};
 use fedhub_bench::{probe, report, sysmon};
 use serde_json::Value;
@@ -133,6 +134,34 @@ enum Command {
         /// Messages to time per step.
         #[arg(long, default_value_t = 200_000)]
         count: usize,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Scrape a hub's HTTP paths every tick (and read its monitoring socket) until
+    /// SIGINT/SIGTERM; print the latency of each path.
+    Scrape {
+        /// fedhub's HTTP address (host:port or http://host:port).
+        #[arg(long)]
+        url: String,
+        /// Paths fetched at every tick, in order (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "/metrics,/state")]
+        paths: Vec<String>,
+        /// Time between the starts of two ticks, ms.
+        #[arg(long, default_value_t = 1000.0)]
+        interval_ms: f64,
+        /// A moksha monitoring socket to read with a SUB (e.g. tcp://127.0.0.1:PORT).
+        #[arg(long)]
+        monitor: Option<String>,
+        /// Timeout of one request, s.
+        #[arg(long, default_value_t = 5.0)]
+        timeout_s: f64,
+        /// Stop after this long even without a signal, s.
+        #[arg(long, default_value_t = 600.0)]
+        max_s: f64,
+        /// Write every request here (CSV).
+        #[arg(long)]
+        series: Option<PathBuf>,
         /// Also write the JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -365,6 +394,27 @@ fn main() -> anyhow::Result<()> {
         Command::Cost { corpus, count, out } => {
             let corpus = Corpus::load(&corpus)?;
             emit(&fedhub_bench::cost::run(&corpus, count), out.as_ref())
+        }
+        Command::Scrape {
+            url,
+            paths,
+            interval_ms,
+            monitor,
+            timeout_s,
+            max_s,
+            series,
+            out,
+        } => {
+            let result = scrape::run(&ScrapeOptions {
+                addr: probe::host_port(&url).to_string(),
+                paths,
+                interval: Duration::from_secs_f64(interval_ms.max(0.0) / 1000.0),
+                monitor,
+                timeout: Duration::from_secs_f64(timeout_s),
+                max: Duration::from_secs_f64(max_s),
+                series,
+            })?;
+            emit(&result, out.as_ref())
         }
         Command::Report { dir, json_out } => {
             let mut text = String::new();

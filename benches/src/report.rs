@@ -257,6 +257,7 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
             ("fedhub", "parse", "fedhub/bare+parse"),
             ("fedhub", "envelope", "fedhub/bare+envelope"),
             ("parse", "bare", "bare+parse/bare"),
+            ("bare", "python", "bare/python (the ceiling)"),
         ] {
             let (Some(a), Some(b)) = (
                 medians.get(&(*n, num_v.to_string())),
@@ -513,6 +514,10 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     }
     summary.insert("backlog".into(), Value::Object(backlog.clone()));
 
+    // 5 and 6: what monitoring costs (issue 3).
+    let (monitoring, monitoring_targets) = crate::monreport::report(dir, &runs, out)?;
+    summary.insert("monitoring".into(), monitoring);
+
     // What else was running.
     let others = others_summary(dir)?;
     writeln!(
@@ -617,6 +622,13 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     ));
     for (name, value, verdict) in lines {
         writeln!(out, "  {verdict:<7} {name:<66} {value}")?;
+    }
+    if !monitoring_targets.is_empty() {
+        writeln!(out, "\n== Targets (issue 3) ==")?;
+        for (name, value, verdict) in monitoring_targets {
+            writeln!(out, "  {verdict:<7} {name:<66} {value}")?;
+            targets.push(json!({"target": name, "value": value, "verdict": verdict}));
+        }
     }
     summary.insert("targets".into(), Value::Array(targets));
     Ok(Value::Object(summary))
