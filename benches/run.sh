@@ -133,13 +133,14 @@ CORPUS=$ROOT/target/fedhub-bench/corpus-$BIG.bin
 mkdir -p "$(dirname "$CORPUS")" || exit 1
 if [ ! -s "$CORPUS" ] || [ "$BENCH" -nt "$CORPUS" ]; then
   say "generating a corpus of $BIG messages -> $CORPUS"
-  "$BENCH" corpus --count "$BIG" --out "$CORPUS" >&2 || exit 1
+  # Written aside and renamed: a concurrent run reading the old file never sees half a file.
+  "$BENCH" corpus --count "$BIG" --out "$CORPUS.tmp.$$" >&2 && mv -f "$CORPUS.tmp.$$" "$CORPUS" || exit 1
 fi
 
 # A 100k corpus for the latency runs, so the publisher's start-up (loading the file) is short.
 CORPUS_SMALL=$ROOT/target/fedhub-bench/corpus-$SMALL.bin
 if want "$SCENARIOS" monitoring && { [ ! -s "$CORPUS_SMALL" ] || [ "$BENCH" -nt "$CORPUS_SMALL" ]; }; then
-  "$BENCH" corpus --count "$SMALL" --out "$CORPUS_SMALL" >&2 || exit 1
+  "$BENCH" corpus --count "$SMALL" --out "$CORPUS_SMALL.tmp.$$" >&2 && mv -f "$CORPUS_SMALL.tmp.$$" "$CORPUS_SMALL" || exit 1
 fi
 
 # ---- the Python hub's install (fast when already there) ----
