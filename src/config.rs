@@ -58,6 +58,10 @@ pub struct HubConfig {
     pub status_log_interval_secs: u64,
     /// How long to wait for each consumer's `start` at startup.
     pub start_timeout_secs: u64,
+    /// Nice value added to the data-path threads (ingress, consumers), 0 to 19,
+    /// so that when the CPU is saturated the HTTP probes and the monitoring
+    /// socket are served first. 0 leaves them at the process's priority.
+    pub data_threads_nice: i32,
 }
 
 impl Default for HubConfig {
@@ -69,6 +73,7 @@ impl Default for HubConfig {
             shutdown_grace_secs: 10,
             status_log_interval_secs: 60,
             start_timeout_secs: 60,
+            data_threads_nice: 5,
         }
     }
 }
@@ -447,6 +452,12 @@ impl Config {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if self.hub.name.trim().is_empty() {
             return invalid("[hub] name must not be empty".into());
+        }
+        if !(0..=19).contains(&self.hub.data_threads_nice) {
+            return invalid(format!(
+                "[hub] data_threads_nice = {}: expected a nice increment from 0 to 19",
+                self.hub.data_threads_nice
+            ));
         }
         if !(self.monitoring.interval_secs > 0.0 && self.monitoring.interval_secs <= 3600.0) {
             return invalid(format!(

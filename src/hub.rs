@@ -228,6 +228,7 @@ impl HubBuilder {
 
         let (ready_tx, ready_rx) = channel::<Result<SystemReady, HubError>>();
         let listen = config.http.listen.clone();
+        let nice = config.hub.data_threads_nice;
         let http_state = HttpState {
             stats: stats.clone(),
             consumers: Arc::new(names.clone()),
@@ -237,7 +238,8 @@ impl HubBuilder {
             .spawn(move || {
                 let system = actix::System::new();
                 system.block_on(async move {
-                    let ready = start_actors_and_http(actors, listen, http_state, http_routes);
+                    let ready =
+                        start_actors_and_http(actors, listen, http_state, http_routes, nice);
                     let _ = ready_tx.send(ready);
                 });
                 let _ = system.run();
@@ -313,6 +315,7 @@ impl HubBuilder {
                 config.bus.tcp_keepalive_intvl_secs,
             )),
             max_message_bytes: config.bus.max_message_bytes,
+            thread_nice: config.hub.data_threads_nice,
         };
         match Subscriber::start(&zmq, &plans, &options, router, stats.clone()) {
             Ok(subscriber) => hub.subscriber = Some(subscriber),
@@ -348,12 +351,15 @@ fn start_actors_and_http(
     listen: String,
     http_state: HttpState,
     http_routes: Vec<HttpRoutes>,
+    nice: i32,
 ) -> Result<SystemReady, HubError> {
     let mut arbiters = Vec::new();
     let mut routes = Vec::new();
     for (name, consumer, ctx, setup) in actors {
         let arbiter = actix::Arbiter::new();
+        // The closure runs on the consumer's own thread.
         let addr = ConsumerActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            crate::priority::lower_current_thread(nice);
             ConsumerActor::new(consumer, ctx, setup)
         });
         routes.push((name, addr.clone().recipient(), addr.recipient()));

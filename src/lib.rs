@@ -23,6 +23,7 @@
 //! - [`config`]: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
 //! - [`hub`]: startup and shutdown of all of the above.
 //! - [`memory`]: returning freed memory to the system after a burst.
+//! - [`priority`]: data-path threads yield the CPU to probes.
 //! - [`collectd_exec`]: `fedhub collectd-exec`, PUTVAL lines for collectd's exec plugin.
 //! - [`demo`]: synthetic Fedora traffic; [`tools`]: `fedhub publish` and `fedhub tail`.
 
@@ -39,6 +40,7 @@ pub mod hub;
 pub mod memory;
 pub mod message;
 pub mod monitoring;
+pub mod priority;
 pub mod router;
 pub mod stats;
 pub mod tools;

@@ -36,6 +36,8 @@ pub struct SubscriberOptions {
     pub tcp_keepalive: Option<(i32, i32, i32)>,
     /// Bodies above this size are rejected.
     pub max_message_bytes: usize,
+    /// Nice increment for the ingress thread (`[hub] data_threads_nice`).
+    pub thread_nice: i32,
 }
 
 /// Messages taken from one socket before looking at the next (fairness).
@@ -98,9 +100,13 @@ impl Subscriber {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let max = options.max_message_bytes;
+        let nice = options.thread_nice;
         let handle = std::thread::Builder::new()
             .name("fedhub-ingress".into())
-            .spawn(move || receive_loop(sockets, router, thread_stop, max))
+            .spawn(move || {
+                crate::priority::lower_current_thread(nice);
+                receive_loop(sockets, router, thread_stop, max)
+            })
             .expect("spawning the ingress thread");
         Ok(Subscriber {
             handle: Some(handle),
