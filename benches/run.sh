@@ -32,6 +32,7 @@
 #   BENCH_OUT=DIR          run directory (default target/fedhub-bench/<time>)
 #   BENCH_NO_BUILD=1       do not run cargo build
 #   BENCH_FEDHUB=PATH      the fedhub binary to measure (default target/release/fedhub)
+#   BENCH_DATA_NICE=N      [hub] data_threads_nice for every fedhub started (default: the hub's)
 #   BENCH_SCENARIOS=LIST   which of tput,rss,backlog,monitoring to run (default all)
 #   BENCH_MON_REPS=N       repetitions of each variant in scenario 5 (default 5; 2 with BENCH_QUICK)
 #   BENCH_PROBE_MS=X       time between probe rounds in scenario 6, ms (default 2)
@@ -161,6 +162,7 @@ start_fedhub() {  # NAME SLEEP_MS [monitoring: 1 = socket on, every 1 s]
   cat > "$OUT/$name.toml" <<EOF
 [hub]
 status_log_interval_secs = 0
+$([ -n "${BENCH_DATA_NICE:-}" ] && echo "data_threads_nice = $BENCH_DATA_NICE")
 [bus]
 inbound = "$HUB_IN"
 [http]
