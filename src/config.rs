@@ -58,9 +58,10 @@ pub struct HubConfig {
     pub status_log_interval_secs: u64,
     /// How long to wait for each consumer's `start` at startup.
     pub start_timeout_secs: u64,
-    /// Nice value added to the data-path threads (ingress, consumers), 0 to 19,
-    /// so that when the CPU is saturated the HTTP probes and the monitoring
-    /// socket are served first. 0 leaves them at the process's priority.
+    /// Nice value added to the data-path threads (ingress, consumers), 0 to 19:
+    /// on a host whose CPU is saturated by the hub itself, probes and the
+    /// monitoring socket are then served first. 0 (the default) leaves every
+    /// thread at the process's priority.
     pub data_threads_nice: i32,
 }
 
@@ -73,7 +74,7 @@ impl Default for HubConfig {
             shutdown_grace_secs: 10,
             status_log_interval_secs: 60,
             start_timeout_secs: 60,
-            data_threads_nice: 5,
+            data_threads_nice: 0,
         }
     }
 }

@@ -4,8 +4,9 @@
 //! keep every core busy. Requests to `/metrics`, `/health/*` and `/state` need
 //! microseconds of CPU, but at equal priority they wait for a time slice behind
 //! the data threads. Raising the nice value of the data threads
-//! (`[hub] data_threads_nice`) lets the scheduler run the probes first; it needs
-//! no privileges, and costs the data path nothing while the CPU has room.
+//! (`[hub] data_threads_nice`, off by default) lets the scheduler run the probes
+//! first; it needs no privileges, and costs the data path nothing while the CPU
+//! has room, but the data path then also yields to other processes.
 
 /// Adds `nice` to the calling thread's nice value (Linux: per thread). Logs and
 /// carries on when the system refuses; 0 does nothing.

@@ -16,8 +16,6 @@ use fedhub_bench::watch::{self, Source, WatchOptions};
 use fedhub_bench::{probe, report, sysmon};
 use serde_json::Value;
 
-mod probe_latency;
-
 #[derive(Parser)]
 #[command(
     name = "fedhub-bench",
@@ -191,16 +189,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// GET paths every period and time each request; splits out those during a burst.
-    ProbeLatency(ProbeLatencyArgs),
-    /// Throughput and latency summary of a `benches/monitoring.sh` run directory.
-    MonitoringReport {
-        /// The run directory.
-        dir: PathBuf,
-        /// Also write the JSON summary here.
-        #[arg(long)]
-        json_out: Option<PathBuf>,
-    },
     /// Print free TCP ports on 127.0.0.1, one per line.
     FreePort {
         /// How many.
@@ -216,46 +204,6 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         timeout_s: f64,
     },
-}
-
-#[derive(Args, Clone)]
-struct ProbeLatencyArgs {
-    /// fedhub's HTTP address (host:port or http://host:port).
-    #[arg(long)]
-    url: String,
-    /// Path to GET each period (repeatable; default /metrics and /state).
-    #[arg(long = "path")]
-    paths: Vec<String>,
-    /// Period between rounds of requests, ms.
-    #[arg(long, default_value_t = 1000)]
-    every_ms: u64,
-    /// Timeout of one request, ms.
-    #[arg(long, default_value_t = 2000)]
-    timeout_ms: u64,
-    /// The moksha monitoring socket to subscribe to (counts its documents).
-    #[arg(long)]
-    monitor: Option<String>,
-    /// The consumer whose handled count in /state marks the burst.
-    #[arg(long, default_value = "NullConsumer")]
-    consumer: String,
-    /// Stop once /state shows this handled count (plus --after-s).
-    #[arg(long)]
-    until_handled: Option<u64>,
-    /// Keep scraping this long after the target, s.
-    #[arg(long, default_value_t = 0.0)]
-    after_s: f64,
-    /// Stop as soon as this file exists.
-    #[arg(long)]
-    stop_file: Option<PathBuf>,
-    /// Stop after this long in any case, s.
-    #[arg(long, default_value_t = 600.0)]
-    max_s: f64,
-    /// Write every request here (CSV).
-    #[arg(long)]
-    series: Option<PathBuf>,
-    /// Also write the JSON here.
-    #[arg(long)]
-    out: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -495,44 +443,6 @@ fn main() -> anyhow::Result<()> {
             Duration::from_millis(period_ms.max(100)),
             &out,
         ),
-        Command::ProbeLatency(a) => {
-            let paths = if a.paths.is_empty() {
-                vec!["/metrics".to_string(), "/state".to_string()]
-            } else {
-                a.paths
-            };
-            let result = probe_latency::scrape(&probe_latency::ScrapeOptions {
-                addr: probe::host_port(&a.url).to_string(),
-                paths,
-                every: Duration::from_millis(a.every_ms.max(1)),
-                timeout: Duration::from_millis(a.timeout_ms.max(1)),
-                monitor: a.monitor,
-                consumer: a.consumer,
-                until_handled: a.until_handled,
-                after: Duration::from_secs_f64(a.after_s),
-                stop_file: a.stop_file,
-                max: Duration::from_secs_f64(a.max_s),
-                series: a.series,
-            })?;
-            emit(&result, a.out.as_ref())
-        }
-        Command::MonitoringReport { dir, json_out } => {
-            let mut text = String::new();
-            let summary = probe_latency::monitoring_report(&dir, &mut text)?;
-            print!("{text}");
-            if let Some(path) = json_out {
-                std::fs::write(
-                    &path,
-                    format!("{}\n", serde_json::to_string_pretty(&summary)?),
-                )
-                .with_context(|| format!("writing {}", path.display()))?;
-            }
-            println!(
-                "\n== JSON summary ==\n{}",
-                serde_json::to_string(&compact(&summary))?
-            );
-            Ok(())
-        }
         Command::FreePort { count } => {
             // Hold every listener until all are chosen, so the ports differ.
             let listeners: Vec<std::net::TcpListener> = (0..count)
