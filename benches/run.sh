@@ -15,7 +15,7 @@
 #   4. Reported backlog vs true backlog (sent - handled at the same instant) under a 1 ms/message
 #      consumer (fedhub x REPS, Python hub once); and once with the no-op consumer and the big
 #      burst, where messages can wait inside libzmq.
-#   5. Monitoring cost (issue 3): throughput of the big burst with the monitoring socket (1 s)
+#   5. Monitoring cost: throughput of the big burst with the monitoring socket (1 s)
 #      read by a SUB and /metrics + /state scraped every second, against the same hub without.
 #   6. /state and /metrics latency (p50/p99) while the hub absorbs a 100k burst (no-op and slow
 #      consumer), and on the idle hub.
@@ -317,7 +317,7 @@ if want "$SCENARIOS" backlog && start_fedhub "backlog-noop" 0; then
   stop_fedhub
   say "  backlog fedhub no-op: $(grep -o '"max_abs_diff[a-z_]*":[0-9]*' "$stem.recv.json" | tr '\n' ' ')"
 fi
-# ---- 5 + 6: what monitoring costs (issue 3) ----
+# ---- 5 + 6: what monitoring costs ----
 # 5. Throughput of the BIG burst with the monitoring socket on (every 1 s, read by a SUB) and
 #    /metrics + /state scraped every second, against the same hub without either; the two
 #    variants alternate (which one goes first flips every repetition). Both are followed by the

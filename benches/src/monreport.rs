@@ -1,4 +1,4 @@
-//! Sections 5 and 6 of the report (issue 3): what monitoring costs the hub.
+//! Sections 5 and 6 of the report: what monitoring costs the hub.
 //!
 //! Files in the run directory: `mon__<plain|monitored>__<n>__<rep>.{pub,recv}.json`
 //! (publisher and watcher) and `.scrape.json` for the monitored runs;

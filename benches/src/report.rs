@@ -514,7 +514,7 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     }
     summary.insert("backlog".into(), Value::Object(backlog.clone()));
 
-    // 5 and 6: what monitoring costs (issue 3).
+    // 5 and 6: what monitoring costs.
     let (monitoring, monitoring_targets) = crate::monreport::report(dir, &runs, out)?;
     summary.insert("monitoring".into(), monitoring);
 
@@ -549,7 +549,7 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     summary.insert("others".into(), others);
 
     // Targets.
-    writeln!(out, "\n== Targets (issue 2) ==")?;
+    writeln!(out, "\n== Targets: runtime core ==")?;
     let mut targets = Vec::new();
     let mut check = |name: &str, value: String, ok: Option<bool>| {
         let verdict = match ok {
@@ -624,7 +624,7 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
         writeln!(out, "  {verdict:<7} {name:<66} {value}")?;
     }
     if !monitoring_targets.is_empty() {
-        writeln!(out, "\n== Targets (issue 3) ==")?;
+        writeln!(out, "\n== Targets: monitoring ==")?;
         for (name, value, verdict) in monitoring_targets {
             writeln!(out, "  {verdict:<7} {name:<66} {value}")?;
             targets.push(json!({"target": name, "value": value, "verdict": verdict}));
