@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fedhub::collectd_exec::{self, ExecOptions};
-use fedhub::{HubBuilder, NullConsumer, RunningHub};
+use fedhub::RunningHub;
 use serde_json::json;
 
 const INSTALL: &str = "install it: apt-get install collectd-core (this test does not skip)";
@@ -305,14 +305,7 @@ fn slow_hub(sleep_ms: u64, monitoring_secs: Option<f64>) -> (TestBus, RunningHub
         config.monitoring.socket = "tcp://127.0.0.1:*".into();
         config.monitoring.interval_secs = interval;
     }
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[("enabled", json!(true)), ("sleep_ms", json!(sleep_ms))]),
-    );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .expect("the hub starts");
+    let hub = start_with_null_consumer(config, &[("sleep_ms", json!(sleep_ms))]);
     bus.wait_subscribed();
     (bus, hub)
 }

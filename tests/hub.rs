@@ -90,15 +90,8 @@ fn unmatched_messages_are_counted() {
 #[test]
 fn backlog_is_counted_exactly_and_drains() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[("enabled", json!(true)), ("sleep_ms", json!(5))]),
-    );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let config = config(&bus);
+    let hub = start_with_null_consumer(config, &[("sleep_ms", json!(5))]);
     bus.wait_subscribed();
     for i in 0..200 {
         bus.send("x", i, json!({"seq": i}));
@@ -129,20 +122,15 @@ fn backlog_is_counted_exactly_and_drains() {
 #[test]
 fn shed_policy_drops_and_counts_when_the_mailbox_is_full() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[
-            ("enabled", json!(true)),
+    let config = config(&bus);
+    let hub = start_with_null_consumer(
+        config,
+        &[
             ("sleep_ms", json!(20)),
             ("capacity_messages", json!(5)),
             ("when_full", json!("shed")),
-        ]),
+        ],
     );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
     bus.wait_subscribed();
     for i in 0..100 {
         bus.send("x", i, json!({}));
@@ -163,19 +151,11 @@ fn shed_policy_drops_and_counts_when_the_mailbox_is_full() {
 #[test]
 fn block_policy_loses_nothing_with_a_tiny_mailbox() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[
-            ("enabled", json!(true)),
-            ("sleep_ms", json!(0.5)),
-            ("capacity_messages", json!(3)),
-        ]),
+    let config = config(&bus);
+    let hub = start_with_null_consumer(
+        config,
+        &[("sleep_ms", json!(0.5)), ("capacity_messages", json!(3))],
     );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
     bus.wait_subscribed();
     for i in 0..500 {
         bus.send("x", i, json!({}));
@@ -194,19 +174,11 @@ fn block_policy_loses_nothing_with_a_tiny_mailbox() {
 #[test]
 fn errors_and_panics_are_counted_and_the_consumer_goes_on() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[
-            ("enabled", json!(true)),
-            ("fail_every", json!(5)),
-            ("panic_every", json!(7)),
-        ]),
+    let config = config(&bus);
+    let hub = start_with_null_consumer(
+        config,
+        &[("fail_every", json!(5)), ("panic_every", json!(7))],
     );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
     bus.wait_subscribed();
     for i in 1..=70 {
         bus.send("x", i, json!({}));
@@ -280,22 +252,17 @@ fn fatal_errors_restart_the_consumer_and_retries_apply() {
 #[test]
 fn messages_that_keep_failing_go_to_the_dead_letter_file() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
+    let config = config(&bus);
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join("dead.jsonl");
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[
-            ("enabled", json!(true)),
+    let hub = start_with_null_consumer(
+        config,
+        &[
             ("fail_every", json!(1)),
             ("retries", json!(2)),
             ("dead_letter_file", json!(dead)),
-        ]),
+        ],
     );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
     bus.wait_subscribed();
     let sent = bus.send("x", 1, json!({"keep": "me"}));
     let null = hub.stats().consumer("NullConsumer");
@@ -385,15 +352,8 @@ fn bad_input_is_rejected_counted_and_loses_nothing_else() {
 #[test]
 fn shutdown_drains_the_mailboxes_first() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[("enabled", json!(true)), ("sleep_ms", json!(10))]),
-    );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let config = config(&bus);
+    let hub = start_with_null_consumer(config, &[("sleep_ms", json!(10))]);
     bus.wait_subscribed();
     for i in 0..100 {
         bus.send("x", i, json!({}));
@@ -411,14 +371,7 @@ fn shutdown_grace_is_bounded_and_reports_what_was_left() {
     let bus = TestBus::new();
     let mut config = config(&bus);
     config.hub.shutdown_grace_secs = 0;
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[("enabled", json!(true)), ("sleep_ms", json!(50))]),
-    );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
+    let hub = start_with_null_consumer(config, &[("sleep_ms", json!(50))]);
     bus.wait_subscribed();
     for i in 0..200 {
         bus.send("x", i, json!({}));
@@ -440,7 +393,7 @@ fn shutdown_grace_is_bounded_and_reports_what_was_left() {
 fn http_surface_reports_health_state_and_metrics() {
     let bus = TestBus::new();
     let config = config(&bus);
-    let hub = start_with_null_consumer(config);
+    let hub = start_with_null_consumer(config, &[]);
     bus.wait_subscribed();
     bus.send("x", 1, json!({}));
     let null = hub.stats().consumer("NullConsumer");

@@ -23,25 +23,18 @@ fn per_window_documents_add_up_to_the_totals() {
     let mut config = config(&bus);
     config.monitoring.socket = "tcp://127.0.0.1:*".into();
     config.monitoring.interval_secs = 0.2;
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[
-            ("enabled", json!(true)),
+    let topics = json!([
+        "org.fedoraproject.dev.test.*",
+        "org.fedoraproject.dev.other"
+    ]);
+    let hub = start_with_null_consumer(
+        config,
+        &[
             ("sleep_ms", json!(2)),
             ("fail_every", json!(10)),
-            (
-                "topics",
-                json!([
-                    "org.fedoraproject.dev.test.*",
-                    "org.fedoraproject.dev.other"
-                ]),
-            ),
-        ]),
+            ("topics", topics),
+        ],
     );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
     let (_context, sub) = subscribe(hub.monitoring_endpoint().unwrap());
     // The first document proves the subscription is in place before counting.
     let first: Value = serde_json::from_slice(&sub.recv_bytes(0).unwrap()).unwrap();
@@ -92,7 +85,7 @@ fn an_ipc_socket_gets_its_mode_and_is_removed_at_shutdown() {
     config.monitoring.socket = format!("ipc://{}", path.display());
     config.monitoring.socket_mode = "770".into();
     config.monitoring.interval_secs = 0.1;
-    let hub = start_with_null_consumer(config);
+    let hub = start_with_null_consumer(config, &[]);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o770);
     // Fedora's scripts connect with four slashes: ipc:////var/run/...

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use fedhub::{HubBuilder, NullConsumer};
+use fedhub::HubBuilder;
 use serde_json::json;
 
 fn promtool_check(text: &str) -> (bool, String) {
@@ -36,21 +36,16 @@ fn promtool_check(text: &str) -> (bool, String) {
 #[test]
 fn metrics_pass_promtool_with_traffic_errors_and_drops() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[
-            ("enabled", json!(true)),
+    let config = config(&bus);
+    let hub = start_with_null_consumer(
+        config,
+        &[
             ("fail_every", json!(3)),
             ("capacity_messages", json!(2)),
             ("when_full", json!("shed")),
             ("sleep_ms", json!(1)),
-        ]),
+        ],
     );
-    let hub = HubBuilder::new(config)
-        .consumer(NullConsumer::factory())
-        .start()
-        .unwrap();
     bus.wait_subscribed();
     for i in 0..50 {
         bus.send("x", i, json!({}));
@@ -192,7 +187,7 @@ fn the_grafana_dashboard_queries_parse_and_name_real_metrics() {
     // Every metric they name exists on a live hub.
     let bus = TestBus::new();
     let config = config(&bus);
-    let hub = start_with_null_consumer(config);
+    let hub = start_with_null_consumer(config, &[]);
     let (_, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
     for expr in &exprs {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

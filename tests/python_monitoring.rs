@@ -15,7 +15,7 @@ fn hub_with_monitoring() -> (TestBus, RunningHub) {
     let mut config = config(&bus);
     config.monitoring.socket = "tcp://127.0.0.1:*".into();
     config.monitoring.interval_secs = 0.5;
-    let hub = start_with_null_consumer(config);
+    let hub = start_with_null_consumer(config, &[]);
     bus.wait_subscribed();
     (bus, hub)
 }

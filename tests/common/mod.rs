@@ -109,12 +109,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a hub on `config` with the built-in NullConsumer enabled.
-pub fn start_with_null_consumer(mut config: Config) -> fedhub::RunningHub {
-    config.consumers.insert(
-        "NullConsumer".into(),
-        section(&[("enabled", Value::Bool(true))]),
-    );
+/// Starts a hub on `config` with the built-in NullConsumer enabled, plus the
+/// other `settings` of its section (`sleep_ms`, `capacity_messages`, ...).
+pub fn start_with_null_consumer(
+    mut config: Config,
+    settings: &[(&str, Value)],
+) -> fedhub::RunningHub {
+    let mut section = section(settings);
+    section.insert("enabled".into(), Value::Bool(true));
+    config.consumers.insert("NullConsumer".into(), section);
     fedhub::HubBuilder::new(config)
         .consumer(fedhub::NullConsumer::factory())
         .start()
