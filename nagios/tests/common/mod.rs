@@ -98,57 +98,18 @@ pub fn check_with(command: &mut Command) -> Run {
     }
 }
 
-/// An XPUB the hub's SUB connects to; it tells us when the subscription is in,
-/// so no message is lost to the slow-joiner problem.
-pub struct Bus {
-    _context: zmq::Context,
-    socket: zmq::Socket,
-    /// The bound address.
-    pub endpoint: String,
-}
+/// The hub tests' helpers: the bus publisher (an XPUB that reports when the
+/// hub has subscribed) and polling with a timeout.
+#[path = "../../../tests/common/mod.rs"]
+mod hub_common;
+
+pub use hub_common::{wait_until, TestBus as Bus};
 
 impl Bus {
-    /// Binds on a free 127.0.0.1 port.
-    pub fn new() -> Bus {
-        let context = zmq::Context::new();
-        let socket = context.socket(zmq::XPUB).unwrap();
-        socket.set_sndhwm(0).unwrap();
-        socket.set_linger(1000).unwrap();
-        socket.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = socket.get_last_endpoint().unwrap().unwrap();
-        Bus {
-            _context: context,
-            socket,
-            endpoint,
-        }
-    }
-
-    /// Waits (at most 10 s) until the hub has subscribed.
-    pub fn wait_subscribed(&self) {
-        self.socket.set_rcvtimeo(10_000).unwrap();
-        let frame = self
-            .socket
-            .recv_bytes(0)
-            .expect("the hub subscribed within 10 s");
-        assert_eq!(frame.first(), Some(&1), "a subscription frame");
-    }
-
     /// Sends `count` valid fedmsg messages.
     pub fn burst(&self, count: u64) {
         for i in 1..=count {
-            let topic = "org.fedoraproject.dev.nagios.test";
-            let body = json!({
-                "topic": topic,
-                "msg": {"n": i},
-                "i": i,
-                "msg_id": format!("2026-00000000-0000-4000-8000-{i:012}"),
-                "timestamp": 1_795_392_000u64 + i,
-                "username": "tester",
-            })
-            .to_string();
-            self.socket
-                .send_multipart([topic.as_bytes(), body.as_bytes()], 0)
-                .unwrap();
+            self.send("nagios", i, json!({ "n": i }));
         }
     }
 }
@@ -203,18 +164,6 @@ pub fn second_consumer(name: &str) -> ConsumerFactory {
 /// `host:port` of the hub's HTTP server.
 pub fn http(hub: &RunningHub) -> String {
     hub.http_addr().expect("HTTP enabled").to_string()
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    check()
 }
 
 /// A free TCP port with nothing listening (bound, then closed).
