@@ -720,6 +720,28 @@ struct BatchNames<'a> {
     created_packages: Vec<(&'a str, i64)>,
 }
 
+/// Files each of `names` under `known` (with the id `lookup` finds) or `missing`.
+fn sort_names<'a>(
+    names: &'a [String],
+    known: &mut HashMap<&'a str, i64>,
+    missing: &mut BTreeSet<&'a str>,
+    lookup: impl Fn(&str) -> Option<i64>,
+) {
+    for name in names {
+        if known.contains_key(name.as_str()) {
+            continue;
+        }
+        match lookup(name) {
+            Some(id) => {
+                known.insert(name, id);
+            }
+            None => {
+                missing.insert(name);
+            }
+        }
+    }
+}
+
 impl SqliteStore {
     /// Resolves a batch's topics, users and packages: known ones from the index,
     /// the others created in the caller's transaction (they reach the index only
@@ -753,32 +775,15 @@ impl SqliteStore {
                         }
                     }
                 }
-                for name in &m.users {
-                    if names.users.contains_key(name.as_str()) {
-                        continue;
-                    }
-                    match index.user_id(name) {
-                        Some(id) => {
-                            names.users.insert(name, id);
-                        }
-                        None => {
-                            missing_users.insert(name);
-                        }
-                    }
-                }
-                for name in &m.packages {
-                    if names.packages.contains_key(name.as_str()) {
-                        continue;
-                    }
-                    match index.package_id(name) {
-                        Some(id) => {
-                            names.packages.insert(name, id);
-                        }
-                        None => {
-                            missing_packages.insert(name);
-                        }
-                    }
-                }
+                sort_names(&m.users, &mut names.users, &mut missing_users, |n| {
+                    index.user_id(n)
+                });
+                sort_names(
+                    &m.packages,
+                    &mut names.packages,
+                    &mut missing_packages,
+                    |n| index.package_id(n),
+                );
             }
         }
         let mut create = tx.prepare_cached(
