@@ -13,6 +13,9 @@
 //! off its mailbox), the stored rate (first message sent to last one committed),
 //! the peak backlog and the process CPU per message. Then the medians.
 
+mod common;
+
+use common::{bench_dir, cpu_secs, env_or};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,25 +23,6 @@ use std::time::{Duration, Instant};
 use fedhub::demo::Generator;
 use fedhub::{Config, HubBuilder};
 use serde_json::{json, Map, Value};
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) of this process so far.
-fn cpu_secs() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = text.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>()
-        / 100.0
-}
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -109,7 +93,7 @@ fn run_once(dir: &std::path::Path, frames: &[(String, String)], k: usize) -> Run
 
     let registry = hub.stats().registry().clone();
     let nommer = hub.stats().consumer("Nommer");
-    let cpu_began = cpu_secs();
+    let cpu_began = cpu_secs("self");
     let began = Instant::now();
     let sending = Arc::new(AtomicBool::new(true));
     let publisher = {
@@ -146,7 +130,7 @@ fn run_once(dir: &std::path::Path, frames: &[(String, String)], k: usize) -> Run
         std::thread::sleep(Duration::from_millis(5));
     }
     let stored_secs = began.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu_began;
+    let cpu = cpu_secs("self") - cpu_began;
     let (_socket, _context, sent_secs) = publisher.join().expect("publisher");
     let handled_secs = handled_at.unwrap_or(stored_secs);
     let peak_backlog = nommer.peak_backlog();
@@ -179,17 +163,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     let n: usize = env_or("INGEST_BENCH_MESSAGES", 1_000_000);
     let runs: usize = env_or("INGEST_BENCH_RUNS", 3).max(1);
-    let temp;
-    let dir = match std::env::var("INGEST_BENCH_DIR") {
-        Ok(d) => {
-            std::fs::create_dir_all(&d).expect("bench dir");
-            std::path::PathBuf::from(d)
-        }
-        Err(_) => {
-            temp = tempfile::tempdir().expect("temp dir");
-            temp.path().to_path_buf()
-        }
-    };
+    let (dir, _temp) = bench_dir("INGEST_BENCH_DIR");
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);

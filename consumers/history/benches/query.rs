@@ -15,6 +15,9 @@
 //! number of messages at both sizes and the queries without a time window cover
 //! the whole archive.
 
+mod common;
+
+use common::{bench_dir, cpu_secs, env_or};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,27 +31,6 @@ const SPACING_SECS: u64 = 4;
 const START_TS: u64 = 1_700_000_000;
 const CHUNK: usize = 100_000;
 const DAY: f64 = 86_400.0;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) used so far, from `/proc/<file>/stat`
-/// (`self` for the process, `thread-self` for the calling thread).
-fn cpu_secs(of: &str) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{of}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = text.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
-}
 
 /// The writer's batch size (`HISTORY_BENCH_BATCH`, default: the consumer's default).
 fn batch_messages() -> usize {
@@ -308,17 +290,7 @@ fn main() {
         .collect();
     let runs: usize = env_or("HISTORY_BENCH_RUNS", 30);
     let sql_runs: usize = env_or("HISTORY_BENCH_SQL_RUNS", 5);
-    let temp;
-    let dir = match std::env::var("HISTORY_BENCH_DIR") {
-        Ok(d) => {
-            std::fs::create_dir_all(&d).expect("bench dir");
-            std::path::PathBuf::from(d)
-        }
-        Err(_) => {
-            temp = tempfile::tempdir().expect("temp dir");
-            temp.path().to_path_buf()
-        }
-    };
+    let (dir, _temp) = bench_dir("HISTORY_BENCH_DIR");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
