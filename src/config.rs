@@ -591,6 +591,8 @@ database = "/tmp/x.sqlite"
             ("[monitoring]\ninterval_secs = 0\n", "interval_secs"),
             ("[monitoring]\nsocket_mode = \"rwx\"\n", "socket_mode"),
             ("[http]\nlisten = \"nowhere\"\n", "listen"),
+            ("[hub]\ndata_threads_nice = 25\n", "data_threads_nice"),
+            ("[hub]\ndata_threads_nice = -5\n", "data_threads_nice"),
             ("[hub\nname=", "cannot read"),
         ];
         for (text, needle) in cases {

@@ -957,7 +957,8 @@ fn the_collectd_exec_command_prints_putval_lines_and_stops_on_sigterm() {
 }
 
 /// A missing ipc socket file exits 3 with the path named, as Fedora's script;
-/// a socket address ZeroMQ rejects exits 1 naming the address.
+/// a socket address ZeroMQ rejects exits 1 naming the address; a negative or
+/// non-numeric interval or timeout exits 2 naming the option.
 #[test]
 fn the_collectd_exec_command_names_a_missing_or_bad_socket() {
     let dir = tempfile::tempdir().unwrap();
@@ -971,6 +972,18 @@ fn the_collectd_exec_command_names_a_missing_or_bad_socket() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
     assert!(output.stdout.is_empty());
+
+    for (flag, value) in [("--interval-secs", "-1"), ("--timeout-secs", "nan")] {
+        let output = Command::new(fedhub_binary())
+            .args(["collectd-exec", "--socket", "tcp://127.0.0.1:1"])
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
 
     let output = Command::new(fedhub_binary())
         .args(["collectd-exec", "--socket", "garbage:/nowhere"])
