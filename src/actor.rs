@@ -1,11 +1,15 @@
 //! The actor that runs one consumer: bounded mailbox, exact backlog, panics
 //! caught, handling time recorded, restarts after fatal errors.
 //!
-//! actix has no public mailbox length, so the backlog is counted: a
-//! [`BacklogGuard`] travels inside every [`Deliver`] message, incrementing the
-//! consumer's backlog when created and decrementing it when dropped. That is after
-//! handling, or when actix discards the message because the actor is gone, so the
-//! count stays exact either way.
+//! The router hands messages over in batches ([`Deliver`]): everything that
+//! arrived for a consumer in one drain of the bus, so a burst costs one mailbox
+//! send and one wake-up of the consumer's thread per batch, not per message.
+//!
+//! actix has no public mailbox length, and a batch holds many messages, so the
+//! backlog is counted: each message is counted when the router admits it, and a
+//! [`BatchBacklog`] travels inside every batch, releasing one message as each is
+//! handled and the rest when dropped (also when actix discards the batch because
+//! the actor is gone), so the count stays exact either way.
 
 use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,12 +43,50 @@ impl Drop for BacklogGuard {
     }
 }
 
-/// A message for a consumer, with its backlog guard.
+/// The messages of one batch still counted in a consumer's backlog: each
+/// [`release_one`](Self::release_one) uncounts one, dropping uncounts the rest.
+pub struct BatchBacklog {
+    stats: Arc<ConsumerStats>,
+    held: usize,
+}
+
+impl BatchBacklog {
+    /// Takes over `held` messages already counted in `stats`' backlog.
+    pub(crate) fn adopt(stats: &Arc<ConsumerStats>, held: usize) -> BatchBacklog {
+        BatchBacklog {
+            stats: stats.clone(),
+            held,
+        }
+    }
+
+    /// Uncounts one message (its handling ended).
+    pub fn release_one(&mut self) {
+        if self.held > 0 {
+            self.held -= 1;
+            self.stats.backlog_dec();
+        }
+    }
+
+    /// Messages still counted.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
+impl Drop for BatchBacklog {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.stats.backlog_sub(self.held);
+        }
+    }
+}
+
+/// A batch of messages for a consumer, in arrival order, with their backlog count.
 pub struct Deliver {
-    /// The message, shared with the other consumers.
-    pub envelope: Arc<Envelope>,
-    /// Released when handling ends.
-    pub guard: BacklogGuard,
+    /// The messages, each shared with the other consumers it matched.
+    pub envelopes: Vec<Arc<Envelope>>,
+    /// Uncounts each message as its handling ends.
+    pub backlog: BatchBacklog,
 }
 
 impl Message for Deliver {
@@ -198,11 +240,10 @@ impl Actor for ConsumerActor {
     }
 }
 
-impl Handler<Deliver> for ConsumerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
-        let Deliver { envelope, guard } = msg;
+impl ConsumerActor {
+    /// Handles one message: retries, panics caught, failures dead-lettered,
+    /// handling time recorded.
+    fn handle_one(&mut self, envelope: &Envelope) {
         if self.stopped {
             crate::events::MessageDropped {
                 consumer: &self.stats,
@@ -228,7 +269,7 @@ impl Handler<Deliver> for ConsumerActor {
         let mut panicked = false;
         for attempt in 1..=self.retries.saturating_add(1) {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                self.consumer.consume(&envelope, &mut self.ctx)
+                self.consumer.consume(envelope, &mut self.ctx)
             }));
             let (error, is_panic, fatal) = match outcome {
                 Ok(Ok(())) => {
@@ -256,9 +297,26 @@ impl Handler<Deliver> for ConsumerActor {
         self.stats
             .record_handled(began.elapsed(), failure.is_some(), panicked);
         if let Some(error) = failure {
-            self.dead_letter(&envelope, &error);
+            self.dead_letter(envelope, &error);
         }
-        drop(guard);
+    }
+}
+
+impl Handler<Deliver> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        let Deliver {
+            envelopes,
+            mut backlog,
+        } = msg;
+        for envelope in envelopes {
+            self.handle_one(&envelope);
+            // The envelope goes before its count: a drained backlog means the
+            // consumer holds no message any more.
+            drop(envelope);
+            backlog.release_one();
+        }
     }
 }
 

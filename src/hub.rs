@@ -18,7 +18,7 @@ use actix::{Actor, Recipient};
 
 use crate::actor::{ActorSetup, ConsumerActor, Deliver, StopConsumer};
 use crate::bus::{BusError, Publisher, PublisherThread, SocketPlan, Subscriber, SubscriberOptions};
-use crate::config::{Config, ConfigError, ConsumerSection, Settings, WhenFull};
+use crate::config::{Config, ConfigError, ConsumerSection, Settings};
 use crate::consumer::{Consumer, ConsumerFactory, Context, HttpRoutes};
 use crate::http::HttpState;
 use crate::memory::Trimmer;
@@ -221,7 +221,7 @@ impl HubBuilder {
                 shutting_down: shutting_down.clone(),
             };
             topic_sets.push(p.topics);
-            policies.push(p.section.when_full);
+            policies.push((p.section.when_full, p.section.capacity_messages));
             starts.push((p.name.clone(), started_rx));
             actors.push((p.name, p.consumer, ctx, setup));
         }
@@ -292,17 +292,18 @@ impl HubBuilder {
             .into_iter()
             .zip(topic_sets)
             .zip(policies)
-            .map(
-                |(((name, mailbox, _), topics), when_full): (_, WhenFull)| Route {
-                    stats: stats.consumer(&name),
-                    name,
+            .map(|(((name, mailbox, _), topics), (when_full, capacity))| {
+                Route::new(
+                    name.clone(),
                     topics,
                     mailbox,
+                    stats.consumer(&name),
                     when_full,
-                },
-            )
+                    capacity,
+                )
+            })
             .collect();
-        let router = Arc::new(Router::new(routes, stats.clone()));
+        let router = Router::new(routes, stats.clone());
         let plans = socket_plans(&config);
         let options = SubscriberOptions {
             subscriptions: subscriptions(router.topic_sets()),

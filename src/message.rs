@@ -102,10 +102,33 @@ impl DecodeError {
 #[derive(Deserialize)]
 struct Head<'a> {
     #[serde(borrow)]
-    topic: Option<Cow<'a, str>>,
+    topic: Option<Text<'a>>,
     #[serde(borrow)]
-    msg_id: Option<Cow<'a, str>>,
+    msg_id: Option<Text<'a>>,
     timestamp: Option<f64>,
+}
+
+/// A JSON string borrowed from the body when it has no escapes, decoded into its
+/// own copy only when it has. (serde's own `Option<Cow<str>>` always copies.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// Where an envelope's body bytes live.
@@ -373,7 +396,7 @@ fn check(topic: &[u8], body: &[u8], max_body_bytes: usize) -> Result<Checked, De
     let body = std::str::from_utf8(body)
         .map_err(|e| DecodeError::NotJson(format!("body is not UTF-8 ({e})")))?;
     let head = parse_head(body)?;
-    let body_topic = head.topic.ok_or(DecodeError::MissingTopic)?;
+    let body_topic = head.topic.ok_or(DecodeError::MissingTopic)?.0;
     if body_topic != topic {
         return Err(DecodeError::TopicMismatch {
             frame: topic.to_string(),
@@ -382,7 +405,7 @@ fn check(topic: &[u8], body: &[u8], max_body_bytes: usize) -> Result<Checked, De
     }
     Ok(Checked {
         topic: Span::of(body_topic, body),
-        msg_id: head.msg_id.map(|id| Span::of(id, body)),
+        msg_id: head.msg_id.map(|id| Span::of(id.0, body)),
         timestamp: head.timestamp,
     })
 }
@@ -433,6 +456,9 @@ mod tests {
             env.msg_id(),
             Some("2026-4c7b5887-509a-4625-84f2-b65ca3141324")
         );
+        // Unescaped fields are ranges of the body, not copies.
+        assert!(matches!(env.topic, Span::InBody { .. }));
+        assert!(matches!(env.msg_id, Some(Span::InBody { .. })));
 
         // One legacy frame, and fields written with JSON escapes.
         let escaped = r#"{"msg_id":"2026-\u0061b","topic":"org.fedoraproject.dev.x\u002ey"}"#;
@@ -442,6 +468,7 @@ mod tests {
         let env = Envelope::from_zmq(&mut frames, 1 << 20).unwrap();
         assert_eq!(env.topic(), "org.fedoraproject.dev.x.y");
         assert_eq!(env.msg_id(), Some("2026-ab"));
+        assert!(matches!(env.topic, Span::Owned(_)));
         assert_eq!(env.body(), escaped);
 
         // A rejected message leaves its frames for the log line.

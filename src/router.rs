@@ -1,6 +1,18 @@
-//! The routing table: topic -> every consumer whose patterns match, delivered with
-//! `try_send` and the consumer's `when_full` policy. Never `do_send`: it ignores
-//! the mailbox bound and the queue would grow without limit.
+//! The routing table: topic -> every consumer whose patterns match.
+//!
+//! Messages are admitted one at a time, each counted in the consumer's backlog at
+//! once, and handed to the consumer's mailbox in batches: the ingress thread
+//! [`flush`](Router::flush)es when the bus has nothing more for the moment, or
+//! when a batch reaches [`MAX_BATCH_MESSAGES`]. A quiet bus therefore sees each
+//! message delivered alone and at once; a burst costs one mailbox send and one
+//! wake-up of the consumer's thread per batch.
+//!
+//! The bound is `capacity_messages`, checked against the consumer's exact backlog
+//! (messages admitted and not yet handled, including any a consumer still holds,
+//! see [`Context::hold_backlog`](crate::Context::hold_backlog)), and the
+//! consumer's `when_full` policy applies when it is reached. Mailbox sends use
+//! `try_send`, never `do_send`: that ignores the bound and would let the queue grow
+//! without limit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,86 +21,156 @@ use std::time::{Duration, Instant};
 use actix::dev::SendError;
 use actix::Recipient;
 
-use crate::actor::{BacklogGuard, Deliver};
+use crate::actor::{BatchBacklog, Deliver};
 use crate::config::WhenFull;
 use crate::events::MessageDropped;
 use crate::message::Envelope;
 use crate::stats::{ConsumerStats, DropReason, Stats};
 use crate::topic::TopicSet;
 
+/// A consumer's batch is handed over once it holds this many messages, even
+/// while more keep arriving.
+pub const MAX_BATCH_MESSAGES: usize = 256;
+
 /// One consumer as the router sees it.
 pub struct Route {
-    /// The consumer's name.
-    pub name: String,
-    /// What it subscribes to.
-    pub topics: TopicSet,
-    /// Its mailbox.
-    pub mailbox: Recipient<Deliver>,
-    /// Its stats.
-    pub stats: Arc<ConsumerStats>,
-    /// What to do when its mailbox is full.
-    pub when_full: WhenFull,
+    name: String,
+    topics: TopicSet,
+    mailbox: Recipient<Deliver>,
+    stats: Arc<ConsumerStats>,
+    when_full: WhenFull,
+    capacity: i64,
+    /// Admitted, counted in the backlog, not yet in the mailbox.
+    pending: Vec<Arc<Envelope>>,
 }
 
 /// What happened to a message for one consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// In the mailbox.
+    /// Admitted: counted in the backlog, on its way to the mailbox.
     Queued,
     /// Not delivered, counted.
     Dropped(DropReason),
 }
 
 impl Route {
-    /// Puts `envelope` in this consumer's mailbox, applying `when_full`.
+    /// A consumer's route: its name, topics, mailbox, stats, `when_full` policy and
+    /// bound (`capacity_messages`, at least 1).
+    pub fn new(
+        name: String,
+        topics: TopicSet,
+        mailbox: Recipient<Deliver>,
+        stats: Arc<ConsumerStats>,
+        when_full: WhenFull,
+        capacity: usize,
+    ) -> Route {
+        Route {
+            name,
+            topics,
+            mailbox,
+            stats,
+            when_full,
+            capacity: i64::try_from(capacity.max(1)).unwrap_or(i64::MAX),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topics it subscribes to.
+    pub fn topics(&self) -> &TopicSet {
+        &self.topics
+    }
+
+    /// True when its backlog has reached its bound.
+    fn is_full(&self) -> bool {
+        self.stats.backlog() >= self.capacity
+    }
+
+    /// Admits `envelope` for this consumer, applying `when_full` when its backlog is
+    /// at the bound. The caller flushes every route before calling this on a full
+    /// one, so nothing admitted earlier waits behind a blocked ingress.
     /// `stop` ends a blocking wait when the hub shuts down.
-    pub fn deliver(&self, envelope: &Arc<Envelope>, stop: &AtomicBool, stats: &Stats) -> Delivery {
-        let mut message = Deliver {
-            envelope: envelope.clone(),
-            guard: BacklogGuard::new(&self.stats),
-        };
-        let mut blocked_since: Option<Instant> = None;
-        let mut attempts: u32 = 0;
-        let outcome = loop {
-            match self.mailbox.try_send(message) {
-                Ok(()) => {
-                    self.stats.count_received();
-                    break Delivery::Queued;
+    fn admit(&mut self, envelope: &Arc<Envelope>, stop: &AtomicBool, stats: &Stats) -> Delivery {
+        if self.is_full() {
+            match self.when_full {
+                WhenFull::Shed => return self.dropped(envelope, DropReason::MailboxFull),
+                WhenFull::Block => {
+                    let since = Instant::now();
+                    let mut attempt = 0u32;
+                    while self.is_full() && !stop.load(Ordering::Acquire) {
+                        backoff(attempt);
+                        attempt = attempt.saturating_add(1);
+                    }
+                    stats.add_ingress_blocked(since.elapsed());
+                    if self.is_full() {
+                        return self.dropped(envelope, DropReason::Shutdown);
+                    }
                 }
-                Err(SendError::Full(back)) => match self.when_full {
-                    WhenFull::Shed => {
-                        drop(back);
-                        break Delivery::Dropped(DropReason::MailboxFull);
-                    }
-                    WhenFull::Block => {
-                        if stop.load(Ordering::Acquire) {
-                            drop(back);
-                            break Delivery::Dropped(DropReason::Shutdown);
-                        }
-                        message = back;
-                        blocked_since.get_or_insert_with(Instant::now);
-                        backoff(attempts);
-                        attempts = attempts.saturating_add(1);
-                    }
-                },
+            }
+        }
+        if !self.mailbox.connected() {
+            return self.dropped(envelope, DropReason::ConsumerStopped);
+        }
+        self.stats.backlog_inc();
+        self.stats.count_received();
+        self.pending.push(envelope.clone());
+        if self.pending.len() >= MAX_BATCH_MESSAGES {
+            self.flush(stop);
+        }
+        Delivery::Queued
+    }
+
+    fn dropped(&self, envelope: &Envelope, reason: DropReason) -> Delivery {
+        MessageDropped {
+            consumer: &self.stats,
+            reason,
+            topic: envelope.topic(),
+        }
+        .emit();
+        Delivery::Dropped(reason)
+    }
+
+    /// Hands the pending batch to the mailbox.
+    fn flush(&mut self, stop: &AtomicBool) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let envelopes = std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(MAX_BATCH_MESSAGES.min(64)),
+        );
+        let held = envelopes.len();
+        let mut batch = Deliver {
+            envelopes,
+            backlog: BatchBacklog::adopt(&self.stats, held),
+        };
+        let mut attempt = 0u32;
+        loop {
+            // Every batch holds at least one message counted against the bound, and
+            // the mailbox is sized to the bound, so it is full only for a moment.
+            match self.mailbox.try_send(batch) {
+                Ok(()) => return,
+                Err(SendError::Full(back)) if !stop.load(Ordering::Acquire) => {
+                    batch = back;
+                    backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(SendError::Full(back)) => return self.drop_batch(back, DropReason::Shutdown),
                 Err(SendError::Closed(back)) => {
-                    drop(back);
-                    break Delivery::Dropped(DropReason::ConsumerStopped);
+                    return self.drop_batch(back, DropReason::ConsumerStopped)
                 }
             }
-        };
-        if let Some(since) = blocked_since {
-            stats.add_ingress_blocked(since.elapsed());
         }
-        if let Delivery::Dropped(reason) = outcome {
-            MessageDropped {
-                consumer: &self.stats,
-                reason,
-                topic: envelope.topic(),
-            }
-            .emit();
+    }
+
+    fn drop_batch(&self, batch: Deliver, reason: DropReason) {
+        for envelope in &batch.envelopes {
+            self.dropped(envelope, reason);
         }
-        outcome
     }
 }
 
@@ -103,7 +185,7 @@ fn backoff(attempt: u32) {
     }
 }
 
-/// The routing table.
+/// The routing table, owned by the ingress thread.
 pub struct Router {
     routes: Vec<Route>,
     stats: Arc<Stats>,
@@ -120,17 +202,31 @@ impl Router {
         self.routes.iter().map(|r| &r.topics)
     }
 
-    /// Delivers `envelope` to every matching consumer.
-    pub fn route(&self, envelope: Arc<Envelope>, stop: &AtomicBool) {
+    /// Admits `envelope` for every matching consumer. It reaches their mailboxes
+    /// with the next [`flush`](Self::flush), or sooner when a batch fills.
+    pub fn route(&mut self, envelope: Arc<Envelope>, stop: &AtomicBool) {
         let mut matched = false;
-        for route in &self.routes {
-            if route.topics.matches(envelope.topic()) {
-                matched = true;
-                route.deliver(&envelope, stop, &self.stats);
+        for index in 0..self.routes.len() {
+            if !self.routes[index].topics.matches(envelope.topic()) {
+                continue;
             }
+            matched = true;
+            if self.routes[index].is_full() {
+                // The consumer must see its own pending messages to make room, and
+                // the others must not wait behind a blocked ingress.
+                self.flush(stop);
+            }
+            self.routes[index].admit(&envelope, stop, &self.stats);
         }
         if !matched {
             self.stats.count_unrouted();
+        }
+    }
+
+    /// Hands every pending batch to its mailbox.
+    pub fn flush(&mut self, stop: &AtomicBool) {
+        for route in &mut self.routes {
+            route.flush(stop);
         }
     }
 }

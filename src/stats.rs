@@ -359,6 +359,10 @@ impl ConsumerStats {
         self.backlog.dec();
     }
 
+    pub(crate) fn backlog_sub(&self, messages: usize) {
+        self.backlog.sub(messages as i64);
+    }
+
     /// Records the configured mailbox capacity.
     pub fn set_capacity(&self, capacity: usize) {
         self.capacity.set(capacity as i64);

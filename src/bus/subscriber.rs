@@ -1,4 +1,5 @@
-//! The receiving thread: SUB sockets drained continuously into the router.
+//! The receiving thread: SUB sockets drained continuously into the router, which
+//! hands each drain's messages to the consumers as one batch per consumer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,7 +65,7 @@ impl Subscriber {
         context: &zmq::Context,
         plans: &[SocketPlan],
         options: &SubscriberOptions,
-        router: Arc<Router>,
+        router: Router,
         stats: Arc<Stats>,
     ) -> Result<Subscriber, BusError> {
         let mut sockets = Vec::new();
@@ -181,7 +182,7 @@ fn recv_parts(socket: &zmq::Socket, parts: &mut Vec<zmq::Message>) -> zmq::Resul
 
 fn receive_loop(
     sockets: Vec<BoundSocket>,
-    router: Arc<Router>,
+    mut router: Router,
     stop: Arc<AtomicBool>,
     max_message_bytes: usize,
 ) {
@@ -216,6 +217,9 @@ fn receive_loop(
                     }
                 }
             }
+            // This socket has nothing more for now (or had its turn): hand what
+            // arrived to the consumers before looking at the next one.
+            router.flush(&stop);
         }
         if received == 0 {
             let mut items: Vec<zmq::PollItem> = sockets
@@ -230,5 +234,6 @@ fn receive_loop(
             }
         }
     }
+    router.flush(&stop);
     tracing::debug!("ingress thread stopped");
 }
