@@ -332,3 +332,30 @@ impl Handler<StopConsumer> for ConsumerActor {
         let _ = msg.done.send(self.name.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Stats;
+
+    #[test]
+    fn a_batch_uncounts_each_handled_message_and_the_rest_when_dropped() {
+        let stats = Stats::new().consumer("c");
+        for _ in 0..5 {
+            stats.backlog_inc();
+        }
+        let mut batch = BatchBacklog::adopt(&stats, 3);
+        batch.release_one();
+        assert_eq!((batch.held(), stats.backlog()), (2, 4));
+        drop(batch);
+        assert_eq!(stats.backlog(), 2, "the two unhandled ones are uncounted");
+        let guard = BacklogGuard::new(&stats);
+        assert_eq!(stats.backlog(), 3);
+        drop(guard);
+        assert_eq!(stats.backlog(), 2);
+        // Releasing more than a batch holds never uncounts other messages.
+        let mut empty = BatchBacklog::adopt(&stats, 0);
+        empty.release_one();
+        assert_eq!(stats.backlog(), 2);
+    }
+}
