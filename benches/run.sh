@@ -66,6 +66,8 @@ T_START=$(date +%s)
 export RUST_LIB_BACKTRACE=0   # the tools' errors are one line; no backtraces
 
 mkdir -p "$OUT" || exit 1
+OUT=$(cd "$OUT" && pwd)   # absolute: the Python hub's scripts run from elsewhere
+FEDHUB=$(cd "$(dirname "$FEDHUB")" && pwd)/$(basename "$FEDHUB")
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---- process bookkeeping: everything started here is stopped by PID ----
