@@ -306,7 +306,7 @@ impl HubBuilder {
         let router = Router::new(routes, stats.clone());
         let plans = socket_plans(&config);
         let options = SubscriberOptions {
-            subscriptions: subscriptions(router.topic_sets()),
+            subscriptions: subscriptions(router.admission.topic_sets()),
             rcvhwm: config.bus.rcvhwm_messages,
             reconnect_ivl_ms: config.bus.reconnect_ivl_ms,
             reconnect_ivl_max_ms: config.bus.reconnect_ivl_max_ms,

@@ -5,13 +5,14 @@
 //!
 //! The data path, in the order a message travels:
 //!
-//! - [`bus`]: ZeroMQ SUB sockets on a plain thread, drained continuously; the PUB
-//!   side consumers publish through.
+//! - [`bus`]: ZeroMQ SUB sockets drained continuously by a receiving thread, a
+//!   decoding thread behind it; the PUB side consumers publish through.
 //! - [`message`]: the fedmsg [`Envelope`], decoded from `[topic, json]` or
 //!   `topic\0json` frames, body kept raw until a consumer asks for the tree.
 //! - [`canonical`]: fedmsg's canonical JSON, byte for byte (what signatures cover).
 //! - [`topic`]: moksha's topic matching (prefixes, `*`, lists).
-//! - [`router`]: topic -> consumer mailboxes, with `try_send` and a `when_full` policy.
+//! - [`router`]: topic -> consumers: admission (bounds, `when_full`, backlog counts)
+//!   on the receiving thread, batched `try_send` to the mailboxes on the decoding one.
 //! - [`actor`]: one actix actor per consumer on its own thread: bounded mailbox,
 //!   exact backlog, panics caught, handling time recorded.
 //! - [`consumer`]: the [`Consumer`] trait developers implement, its [`Context`],

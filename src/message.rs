@@ -131,6 +131,54 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// One ZeroMQ message's frames as the bus received them. fedmsg sends one
+/// (`topic\0json`) or two (`[topic, json]`); any further frames are counted and
+/// dropped on arrival, since such a message is rejected anyway.
+pub struct ReceivedFrames {
+    /// The first frame: the topic, or the whole legacy message.
+    pub first: zmq::Message,
+    /// The second frame: the body.
+    pub second: Option<zmq::Message>,
+    /// How many frames came after the second.
+    pub extra: usize,
+}
+
+impl ReceivedFrames {
+    /// How many frames the message had.
+    pub fn count(&self) -> usize {
+        1 + usize::from(self.second.is_some()) + self.extra
+    }
+
+    /// Total bytes in the frames kept.
+    pub fn bytes(&self) -> usize {
+        self.first.len() + self.second.as_ref().map_or(0, |f| f.len())
+    }
+
+    /// The topic as the frames give it, before any validation: the first frame
+    /// of a two-frame message, the part before the NUL of a one-frame one.
+    /// `None` when neither shape fits (decoding will say why).
+    pub fn topic(&self) -> Option<&[u8]> {
+        match (&self.second, self.extra) {
+            (Some(_), 0) => Some(&self.first[..]),
+            (None, _) => {
+                let single = &self.first[..];
+                single
+                    .iter()
+                    .position(|b| *b == 0)
+                    .map(|nul| &single[..nul])
+            }
+            _ => None,
+        }
+    }
+
+    /// The frames kept, for a log line.
+    pub fn frames(&self) -> Vec<&[u8]> {
+        let mut frames = vec![&self.first[..]];
+        frames.extend(self.second.as_deref());
+        frames
+    }
+}
+
 /// Where an envelope's body bytes live.
 enum Body {
     /// A copy (envelopes decoded from borrowed frames).
@@ -221,21 +269,50 @@ impl Envelope {
         frames: &mut Vec<zmq::Message>,
         max_body_bytes: usize,
     ) -> Result<Envelope, DecodeError> {
-        let (checked, start) = match frames.as_slice() {
-            [topic, body] => (check(topic, body, max_body_bytes)?, 0),
-            [single] => {
+        let count = frames.len();
+        if count == 0 || count > 2 {
+            return Err(DecodeError::FrameCount { frames: count });
+        }
+        let mut drain = frames.drain(..);
+        let mut received = ReceivedFrames {
+            first: drain.next().expect("one frame"),
+            second: drain.next(),
+            extra: 0,
+        };
+        drop(drain);
+        let decoded = Envelope::from_received(&mut received, max_body_bytes);
+        if decoded.is_err() {
+            frames.push(received.first);
+            frames.extend(received.second);
+        }
+        decoded
+    }
+
+    /// Decodes a message as the bus received it, keeping its body frame without a
+    /// copy: on success the body frame is taken out of `frames`; on error the
+    /// frames are left as they were (for the rejection's log line).
+    pub fn from_received(
+        frames: &mut ReceivedFrames,
+        max_body_bytes: usize,
+    ) -> Result<Envelope, DecodeError> {
+        if frames.extra > 0 {
+            return Err(DecodeError::FrameCount {
+                frames: frames.count(),
+            });
+        }
+        let (checked, start) = match &frames.second {
+            Some(body) => (check(&frames.first, body, max_body_bytes)?, 0),
+            None => {
+                let single = &frames.first;
                 let nul = separator(single)?;
                 let checked = check(&single[..nul], &single[nul + 1..], max_body_bytes)?;
                 (checked, nul + 1)
             }
-            _ => {
-                return Err(DecodeError::FrameCount {
-                    frames: frames.len(),
-                })
-            }
         };
-        let frame = frames.pop().expect("one or two frames");
-        frames.clear();
+        let frame = match frames.second.take() {
+            Some(body) => body,
+            None => std::mem::replace(&mut frames.first, zmq::Message::new()),
+        };
         Ok(Envelope::assemble(Body::Frame { frame, start }, checked))
     }
 

@@ -1,18 +1,23 @@
-//! The routing table: topic -> every consumer whose patterns match.
+//! The routing table: topic -> every consumer whose patterns match, in two halves
+//! for the two ingress threads.
 //!
-//! Messages are admitted one at a time, each counted in the consumer's backlog at
-//! once, and handed to the consumer's mailbox in batches: the ingress thread
-//! [`flush`](Router::flush)es when the bus has nothing more for the moment, or
-//! when a batch reaches [`MAX_BATCH_MESSAGES`]. A quiet bus therefore sees each
-//! message delivered alone and at once; a burst costs one mailbox send and one
-//! wake-up of the consumer's thread per batch.
+//! - [`Admission`], on the receiving thread, matches the topic frame as soon as a
+//!   message leaves ZeroMQ, applies each consumer's bound (`capacity_messages`,
+//!   against its exact backlog) and `when_full` policy, and counts the message in
+//!   the backlog of every consumer that admits it. From then on the message is
+//!   visible: nothing waits uncounted, neither inside libzmq nor between threads.
+//! - [`Dispatcher`], on the decoding thread, takes each decoded message to the
+//!   consumers that admitted it, in batches: it hands a consumer's batch to its
+//!   mailbox when the decoding thread has nothing more for the moment ([`flush`]),
+//!   or when the batch reaches [`MAX_BATCH_MESSAGES`]. A quiet bus sees each
+//!   message delivered alone and at once; a burst costs one mailbox send and one
+//!   wake-up of the consumer's thread per batch. A message that fails to decode
+//!   is uncounted from the backlogs it was admitted to.
 //!
-//! The bound is `capacity_messages`, checked against the consumer's exact backlog
-//! (messages admitted and not yet handled, including any a consumer still holds,
-//! see [`Context::hold_backlog`](crate::Context::hold_backlog)), and the
-//! consumer's `when_full` policy applies when it is reached. Mailbox sends use
-//! `try_send`, never `do_send`: that ignores the bound and would let the queue grow
-//! without limit.
+//! Mailbox sends use `try_send`, never `do_send`: that ignores the mailbox bound
+//! and would let the queue grow without limit.
+//!
+//! [`flush`]: Dispatcher::flush
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,17 +45,6 @@ pub struct Route {
     stats: Arc<ConsumerStats>,
     when_full: WhenFull,
     capacity: i64,
-    /// Admitted, counted in the backlog, not yet in the mailbox.
-    pending: Vec<Arc<Envelope>>,
-}
-
-/// What happened to a message for one consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Admitted: counted in the backlog, on its way to the mailbox.
-    Queued,
-    /// Not delivered, counted.
-    Dropped(DropReason),
 }
 
 impl Route {
@@ -71,7 +65,6 @@ impl Route {
             stats,
             when_full,
             capacity: i64::try_from(capacity.max(1)).unwrap_or(i64::MAX),
-            pending: Vec::new(),
         }
     }
 
@@ -84,65 +77,216 @@ impl Route {
     pub fn topics(&self) -> &TopicSet {
         &self.topics
     }
+}
 
-    /// True when its backlog has reached its bound.
+/// A set of consumers, by their position in the routing table (no allocation
+/// up to 64 consumers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSet {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl RouteSet {
+    /// Adds consumer `index`.
+    pub fn insert(&mut self, index: usize) {
+        if index < 64 {
+            self.low |= 1 << index;
+        } else {
+            let word = index / 64 - 1;
+            if self.high.len() <= word {
+                self.high.resize(word + 1, 0);
+            }
+            self.high[word] |= 1 << (index % 64);
+        }
+    }
+
+    /// True when no consumer is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.low == 0 && self.high.iter().all(|w| *w == 0)
+    }
+
+    /// The consumers in the set, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.low)
+            .chain(self.high.iter().copied())
+            .enumerate()
+            .flat_map(|(word, bits)| SetBits(bits).map(move |bit| word * 64 + bit))
+    }
+}
+
+/// The positions of the set bits of a word, lowest first.
+struct SetBits(u64);
+
+impl Iterator for SetBits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+/// The table split for the two ingress threads.
+pub struct Router {
+    /// The receiving thread's half.
+    pub admission: Admission,
+    /// The decoding thread's half.
+    pub dispatcher: Dispatcher,
+}
+
+impl Router {
+    /// A table over these consumers.
+    pub fn new(routes: Vec<Route>, stats: Arc<Stats>) -> Router {
+        let mut gates = Vec::with_capacity(routes.len());
+        let mut outlets = Vec::with_capacity(routes.len());
+        for route in routes {
+            gates.push(Gate {
+                topics: route.topics,
+                stats: route.stats.clone(),
+                when_full: route.when_full,
+                capacity: route.capacity,
+            });
+            outlets.push(Outlet {
+                mailbox: route.mailbox,
+                stats: route.stats,
+                pending: Vec::new(),
+            });
+        }
+        Router {
+            admission: Admission {
+                gates,
+                stats: stats.clone(),
+            },
+            dispatcher: Dispatcher { outlets, stats },
+        }
+    }
+}
+
+/// What admission decided for one message.
+#[derive(Debug, Clone, Default)]
+pub struct Admitted {
+    /// Consumers that admitted it (counted in their backlogs).
+    pub routes: RouteSet,
+    /// Consumers that matched but dropped it: full with `when_full = "shed"`.
+    pub shed: RouteSet,
+    /// Consumers that matched but dropped it: the hub stopped while waiting for room.
+    pub shut_out: RouteSet,
+    /// True when some consumer's topics matched, whether or not it admitted it.
+    pub matched: bool,
+}
+
+struct Gate {
+    topics: TopicSet,
+    stats: Arc<ConsumerStats>,
+    when_full: WhenFull,
+    capacity: i64,
+}
+
+impl Gate {
     fn is_full(&self) -> bool {
         self.stats.backlog() >= self.capacity
     }
+}
 
-    /// Admits `envelope` for this consumer, applying `when_full` when its backlog is
-    /// at the bound. The caller flushes every route before calling this on a full
-    /// one, so nothing admitted earlier waits behind a blocked ingress.
-    /// `stop` ends a blocking wait when the hub shuts down.
-    fn admit(&mut self, envelope: &Arc<Envelope>, stop: &AtomicBool, stats: &Stats) -> Delivery {
-        if self.is_full() {
-            match self.when_full {
-                WhenFull::Shed => return self.dropped(envelope, DropReason::MailboxFull),
-                WhenFull::Block => {
-                    let since = Instant::now();
-                    let mut attempt = 0u32;
-                    while self.is_full() && !stop.load(Ordering::Acquire) {
-                        backoff(attempt);
-                        attempt = attempt.saturating_add(1);
+/// The receiving thread's half of the table: matching, bounds and backlog counts.
+pub struct Admission {
+    gates: Vec<Gate>,
+    stats: Arc<Stats>,
+}
+
+impl Admission {
+    /// The consumers' topic sets (for ZeroMQ subscriptions).
+    pub fn topic_sets(&self) -> impl Iterator<Item = &TopicSet> {
+        self.gates.iter().map(|g| &g.topics)
+    }
+
+    /// Admits a message with this topic frame for every matching consumer.
+    /// When one of them is at its bound, `before_waiting` runs first (the caller
+    /// hands on what it holds, so the consumer can make room), then its
+    /// `when_full` policy applies: `shed` drops the message for it; `block` waits
+    /// for room, or until `stop` is set. Drops are counted once the message has
+    /// decoded (a malformed message is a rejection, not a drop). A missing, empty
+    /// or non-UTF-8 topic matches nothing (decoding rejects the message).
+    pub fn admit(
+        &self,
+        topic: Option<&[u8]>,
+        stop: &AtomicBool,
+        mut before_waiting: impl FnMut(),
+    ) -> Admitted {
+        let mut admitted = Admitted::default();
+        let Some(Ok(topic)) = topic.filter(|t| !t.is_empty()).map(std::str::from_utf8) else {
+            return admitted;
+        };
+        let mut handed_on = false;
+        for (index, gate) in self.gates.iter().enumerate() {
+            if !gate.topics.matches(topic) {
+                continue;
+            }
+            admitted.matched = true;
+            if gate.is_full() {
+                if !handed_on {
+                    before_waiting();
+                    handed_on = true;
+                }
+                match self.wait_for_room(gate, stop) {
+                    Ok(()) => {}
+                    Err(DropReason::MailboxFull) => {
+                        admitted.shed.insert(index);
+                        continue;
                     }
-                    stats.add_ingress_blocked(since.elapsed());
-                    if self.is_full() {
-                        return self.dropped(envelope, DropReason::Shutdown);
+                    Err(_) => {
+                        admitted.shut_out.insert(index);
+                        continue;
                     }
                 }
             }
+            gate.stats.backlog_inc();
+            admitted.routes.insert(index);
         }
-        if !self.mailbox.connected() {
-            return self.dropped(envelope, DropReason::ConsumerStopped);
-        }
-        self.stats.backlog_inc();
-        self.stats.count_received();
-        self.pending.push(envelope.clone());
-        if self.pending.len() >= MAX_BATCH_MESSAGES {
-            self.flush(stop);
-        }
-        Delivery::Queued
+        admitted
     }
 
-    fn dropped(&self, envelope: &Envelope, reason: DropReason) -> Delivery {
-        MessageDropped {
-            consumer: &self.stats,
-            reason,
-            topic: envelope.topic(),
+    /// Applies `when_full` to a full consumer: `Ok` once there is room.
+    fn wait_for_room(&self, gate: &Gate, stop: &AtomicBool) -> Result<(), DropReason> {
+        match gate.when_full {
+            WhenFull::Shed => Err(DropReason::MailboxFull),
+            WhenFull::Block => {
+                let since = Instant::now();
+                let mut attempt = 0u32;
+                while gate.is_full() && !stop.load(Ordering::Acquire) {
+                    backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                }
+                self.stats.add_ingress_blocked(since.elapsed());
+                if gate.is_full() {
+                    Err(DropReason::Shutdown)
+                } else {
+                    Ok(())
+                }
+            }
         }
-        .emit();
-        Delivery::Dropped(reason)
     }
+}
 
+struct Outlet {
+    mailbox: Recipient<Deliver>,
+    stats: Arc<ConsumerStats>,
+    /// Decoded, counted in the backlog, not yet in the mailbox.
+    pending: Vec<Arc<Envelope>>,
+}
+
+impl Outlet {
     /// Hands the pending batch to the mailbox.
     fn flush(&mut self, stop: &AtomicBool) {
         if self.pending.is_empty() {
             return;
         }
-        let envelopes = std::mem::replace(
-            &mut self.pending,
-            Vec::with_capacity(MAX_BATCH_MESSAGES.min(64)),
-        );
+        let envelopes = std::mem::take(&mut self.pending);
         let held = envelopes.len();
         let mut batch = Deliver {
             envelopes,
@@ -167,9 +311,70 @@ impl Route {
         }
     }
 
+    /// Counts every message of an undeliverable batch as dropped; dropping the
+    /// batch uncounts them from the backlog.
     fn drop_batch(&self, batch: Deliver, reason: DropReason) {
         for envelope in &batch.envelopes {
-            self.dropped(envelope, reason);
+            MessageDropped {
+                consumer: &self.stats,
+                reason,
+                topic: envelope.topic(),
+            }
+            .emit();
+        }
+    }
+}
+
+/// The decoding thread's half of the table: batches and mailboxes.
+pub struct Dispatcher {
+    outlets: Vec<Outlet>,
+    stats: Arc<Stats>,
+}
+
+impl Dispatcher {
+    /// Takes a decoded message to the consumers that admitted it. It reaches
+    /// their mailboxes with the next [`flush`](Self::flush), or sooner when a
+    /// batch fills.
+    pub fn deliver(&mut self, envelope: Arc<Envelope>, admitted: &Admitted, stop: &AtomicBool) {
+        if !admitted.matched {
+            self.stats.count_unrouted();
+            return;
+        }
+        for (set, reason) in [
+            (&admitted.shed, DropReason::MailboxFull),
+            (&admitted.shut_out, DropReason::Shutdown),
+        ] {
+            for index in set.iter() {
+                MessageDropped {
+                    consumer: &self.outlets[index].stats,
+                    reason,
+                    topic: envelope.topic(),
+                }
+                .emit();
+            }
+        }
+        for index in admitted.routes.iter() {
+            let outlet = &mut self.outlets[index];
+            outlet.stats.count_received();
+            outlet.pending.push(envelope.clone());
+            if outlet.pending.len() >= MAX_BATCH_MESSAGES {
+                outlet.flush(stop);
+            }
+        }
+    }
+
+    /// A message that failed to decode: uncounts it from the backlogs it was
+    /// admitted to.
+    pub fn discard(&mut self, admitted: &Admitted) {
+        for index in admitted.routes.iter() {
+            drop(BatchBacklog::adopt(&self.outlets[index].stats, 1));
+        }
+    }
+
+    /// Hands every pending batch to its mailbox.
+    pub fn flush(&mut self, stop: &AtomicBool) {
+        for outlet in &mut self.outlets {
+            outlet.flush(stop);
         }
     }
 }
@@ -185,48 +390,19 @@ fn backoff(attempt: u32) {
     }
 }
 
-/// The routing table, owned by the ingress thread.
-pub struct Router {
-    routes: Vec<Route>,
-    stats: Arc<Stats>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Router {
-    /// A table over these consumers.
-    pub fn new(routes: Vec<Route>, stats: Arc<Stats>) -> Router {
-        Router { routes, stats }
-    }
-
-    /// The consumers' topic sets (for ZeroMQ subscriptions).
-    pub fn topic_sets(&self) -> impl Iterator<Item = &TopicSet> {
-        self.routes.iter().map(|r| &r.topics)
-    }
-
-    /// Admits `envelope` for every matching consumer. It reaches their mailboxes
-    /// with the next [`flush`](Self::flush), or sooner when a batch fills.
-    pub fn route(&mut self, envelope: Arc<Envelope>, stop: &AtomicBool) {
-        let mut matched = false;
-        for index in 0..self.routes.len() {
-            if !self.routes[index].topics.matches(envelope.topic()) {
-                continue;
-            }
-            matched = true;
-            if self.routes[index].is_full() {
-                // The consumer must see its own pending messages to make room, and
-                // the others must not wait behind a blocked ingress.
-                self.flush(stop);
-            }
-            self.routes[index].admit(&envelope, stop, &self.stats);
+    #[test]
+    fn route_sets_hold_any_number_of_consumers_in_order() {
+        let mut set = RouteSet::default();
+        assert!(set.is_empty());
+        for index in [0, 5, 63, 64, 130] {
+            set.insert(index);
         }
-        if !matched {
-            self.stats.count_unrouted();
-        }
-    }
-
-    /// Hands every pending batch to its mailbox.
-    pub fn flush(&mut self, stop: &AtomicBool) {
-        for route in &mut self.routes {
-            route.flush(stop);
-        }
+        set.insert(5);
+        assert!(!set.is_empty());
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 5, 63, 64, 130]);
     }
 }

@@ -52,9 +52,14 @@ fn metrics_pass_promtool_with_traffic_errors_and_drops() {
     }
     bus.send_frames(&[b"garbage"]);
     let null = hub.stats().consumer("NullConsumer");
-    assert!(wait_until(Duration::from_secs(20), || null.received()
-        + null.dropped()
-        == 50));
+    assert!(
+        wait_until(Duration::from_secs(20), || null.received() + null.dropped()
+            == 50),
+        "received {} dropped {} backlog {}",
+        null.received(),
+        null.dropped(),
+        null.backlog()
+    );
     assert!(wait_until(Duration::from_secs(20), || null.backlog() == 0));
     let (status, text) = http_get(hub.http_addr().unwrap(), "/metrics");
     assert_eq!(status, 200);

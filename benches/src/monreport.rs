@@ -159,11 +159,16 @@ pub fn report(dir: &Path, runs: &Runs, out: &mut String) -> anyhow::Result<(Valu
             "  monitored runs: monitoring documents read per run {docs:?}; scrape p99 ms: {}",
             scrape_p99.join(", ")
         )?;
-        // The direct cost: CPU of the hub's threads other than the data path (ingress,
-        // the consumer's arbiter, libzmq's I/O thread), as a share of all the hub's CPU in
+        // The direct cost: CPU of the hub's threads other than the data path (receiving,
+        // decoding, the consumer's arbiter, libzmq's I/O thread), as a share of all the hub's CPU in
         // the run. /proc counts in clock ticks (10 ms); a thread under 5 ms is not listed
         // by the watcher and counts as 0 here.
-        let data_path = ["fedhub-ingress", "actix-rt|system", "fedhub#2"];
+        let data_path = [
+            "fedhub-ingress",
+            "fedhub-decode",
+            "actix-rt|system",
+            "fedhub#2",
+        ];
         let mut extra_share: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut cpu_per_msg: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for ((_, variant, _), list) in &mon {

@@ -1,14 +1,22 @@
-//! The receiving thread: SUB sockets drained continuously into the router, which
-//! hands each drain's messages to the consumers as one batch per consumer.
+//! Ingress: SUB sockets drained continuously by a receiving thread, which counts
+//! and admits each message (see [`router`](crate::router)) and hands it to a
+//! decoding thread that validates it and delivers it to the consumers in batches.
+//!
+//! Receiving does no more than take messages out of ZeroMQ and match their topic
+//! frame, so it keeps up with the bus even when decoding cannot: a burst waits in
+//! fedhub's counted queues (every consumer's backlog), not uncounted inside
+//! libzmq.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::sync::mpsc::{channel, Receiver, Sender};
+
 use super::BusError;
 use crate::events;
-use crate::message::Envelope;
-use crate::router::Router;
+use crate::message::{Envelope, ReceivedFrames};
+use crate::router::{Admission, Admitted, Dispatcher, Router};
 use crate::stats::{BusStats, Stats};
 
 /// One SUB socket: a name for metrics, and what it connects to or binds.
@@ -41,7 +49,8 @@ pub struct SubscriberOptions {
     pub thread_nice: i32,
 }
 
-/// Messages taken from one socket before looking at the next (fairness).
+/// Messages taken from one socket before looking at the next (fairness), and the
+/// most the receiving thread hands to the decoding thread at once.
 const BATCH: usize = 512;
 /// How long an idle thread sleeps in `poll` before checking the stop flag.
 const IDLE_POLL_MS: i64 = 100;
@@ -51,16 +60,26 @@ struct BoundSocket {
     stats: Arc<BusStats>,
 }
 
-/// The running receive thread.
+/// A message on its way from the receiving thread to the decoding thread.
+struct Received {
+    frames: ReceivedFrames,
+    /// Index of the socket it came from.
+    bus: usize,
+    admitted: Admitted,
+}
+
+/// The running ingress threads.
 pub struct Subscriber {
-    handle: Option<JoinHandle<()>>,
+    receiver: Option<JoinHandle<()>>,
+    decoder: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     bound: Vec<(String, String)>,
 }
 
 impl Subscriber {
-    /// Creates, configures and connects/binds every socket, then starts the thread.
-    /// Errors (a busy port, a bad address) are reported before anything runs.
+    /// Creates, configures and connects/binds every socket, then starts the
+    /// receiving and decoding threads. Errors (a busy port, a bad address) are
+    /// reported before anything runs.
     pub fn start(
         context: &zmq::Context,
         plans: &[SocketPlan],
@@ -98,19 +117,34 @@ impl Subscriber {
                 stats: stats.bus(&plan.name),
             });
         }
+        let bus_stats: Vec<Arc<BusStats>> = sockets.iter().map(|s| s.stats.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
-        let max = options.max_message_bytes;
         let nice = options.thread_nice;
-        let handle = std::thread::Builder::new()
+        let max = options.max_message_bytes;
+        let Router {
+            admission,
+            dispatcher,
+        } = router;
+        let (tx, rx) = channel::<Vec<Received>>();
+        let decoder_stop = stop.clone();
+        let decoder = std::thread::Builder::new()
+            .name("fedhub-decode".into())
+            .spawn(move || {
+                crate::priority::lower_current_thread(nice);
+                decode_loop(rx, dispatcher, bus_stats, decoder_stop, max)
+            })
+            .expect("spawning the decoding thread");
+        let receiver_stop = stop.clone();
+        let receiver = std::thread::Builder::new()
             .name("fedhub-ingress".into())
             .spawn(move || {
                 crate::priority::lower_current_thread(nice);
-                receive_loop(sockets, router, thread_stop, max)
+                receive_loop(sockets, admission, tx, receiver_stop)
             })
             .expect("spawning the ingress thread");
         Ok(Subscriber {
-            handle: Some(handle),
+            receiver: Some(receiver),
+            decoder: Some(decoder),
             stop,
             bound,
         })
@@ -121,15 +155,19 @@ impl Subscriber {
         &self.bound
     }
 
-    /// Stops receiving and waits for the thread (at most one idle poll).
+    /// Stops receiving and waits for both threads (at most one idle poll); what
+    /// was received is decoded and handed to the consumers first.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(handle) = self.handle.take() {
+        for handle in [self.receiver.take(), self.decoder.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = handle.join();
         }
     }
 
-    /// A flag that, once set, makes the thread exit (also used by blocked ingress).
+    /// A flag that, once set, makes the threads exit (also used by blocked ingress).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
@@ -159,57 +197,67 @@ fn configure(socket: &zmq::Socket, name: &str, o: &SubscriberOptions) -> Result<
     Ok(())
 }
 
-/// Receives one whole multipart message without blocking; `Ok(None)` when empty.
-fn recv_parts(socket: &zmq::Socket, parts: &mut Vec<zmq::Message>) -> zmq::Result<bool> {
-    parts.clear();
-    let mut flags = zmq::DONTWAIT;
-    loop {
-        let mut part = zmq::Message::new();
-        match socket.recv(&mut part, flags) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) if parts.is_empty() => return Ok(false),
-            Err(e) => return Err(e),
-        }
-        let more = part.get_more();
-        parts.push(part);
-        if !more {
-            return Ok(true);
-        }
-        // The rest of a multipart message is already here: ZeroMQ delivers it whole.
-        flags = 0;
+/// Receives one whole multipart message without blocking; `Ok(None)` when the
+/// socket has nothing. Frames after the second are counted and dropped.
+fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<ReceivedFrames>> {
+    let mut first = zmq::Message::new();
+    match socket.recv(&mut first, zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e),
     }
+    let mut frames = ReceivedFrames {
+        first,
+        second: None,
+        extra: 0,
+    };
+    // The rest of a multipart message is already here: ZeroMQ delivers it whole.
+    let mut more = frames.first.get_more();
+    while more {
+        let mut part = zmq::Message::new();
+        socket.recv(&mut part, 0)?;
+        more = part.get_more();
+        if frames.second.is_none() {
+            frames.second = Some(part);
+        } else {
+            frames.extra += 1;
+        }
+    }
+    Ok(Some(frames))
 }
 
+/// The receiving thread: takes every message out of ZeroMQ as soon as it
+/// arrives, counts it, admits it to the matching consumers (counting it in their
+/// backlogs) and hands it to the decoding thread, a batch per drain of a socket.
 fn receive_loop(
     sockets: Vec<BoundSocket>,
-    mut router: Router,
+    admission: Admission,
+    decoder: Sender<Vec<Received>>,
     stop: Arc<AtomicBool>,
-    max_message_bytes: usize,
 ) {
-    let mut parts: Vec<zmq::Message> = Vec::with_capacity(2);
+    let mut batch: Vec<Received> = Vec::with_capacity(BATCH);
+    let hand_on = |batch: &mut Vec<Received>| {
+        if !batch.is_empty() {
+            // The decoding thread outlives this one; a failed send means it is gone.
+            let _ = decoder.send(std::mem::replace(batch, Vec::with_capacity(BATCH)));
+        }
+    };
     while !stop.load(Ordering::Acquire) {
         let mut received = 0usize;
-        for bound in &sockets {
+        for (bus, bound) in sockets.iter().enumerate() {
             for _ in 0..BATCH {
-                match recv_parts(&bound.socket, &mut parts) {
-                    Ok(false) => break,
-                    Ok(true) => {
+                match recv_message(&bound.socket) {
+                    Ok(None) => break,
+                    Ok(Some(frames)) => {
                         received += 1;
-                        let bytes: usize = parts.iter().map(|p| p.len()).sum();
-                        bound.stats.count_message(bytes);
-                        // The body frame becomes the envelope's body, without a copy.
-                        match Envelope::from_zmq(&mut parts, max_message_bytes) {
-                            Ok(envelope) => router.route(Arc::new(envelope), &stop),
-                            Err(error) => {
-                                let frames: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-                                events::MessageRejected {
-                                    bus: &bound.stats,
-                                    error: &error,
-                                    frames: &frames,
-                                }
-                                .emit()
-                            }
-                        }
+                        bound.stats.count_message(frames.bytes());
+                        let admitted =
+                            admission.admit(frames.topic(), &stop, || hand_on(&mut batch));
+                        batch.push(Received {
+                            frames,
+                            bus,
+                            admitted,
+                        });
                     }
                     Err(e) => {
                         tracing::error!(bus = %bound.stats.name(), error = %e, "receive failed");
@@ -217,9 +265,8 @@ fn receive_loop(
                     }
                 }
             }
-            // This socket has nothing more for now (or had its turn): hand what
-            // arrived to the consumers before looking at the next one.
-            router.flush(&stop);
+            // This socket has nothing more for now (or had its turn).
+            hand_on(&mut batch);
         }
         if received == 0 {
             let mut items: Vec<zmq::PollItem> = sockets
@@ -234,6 +281,45 @@ fn receive_loop(
             }
         }
     }
-    router.flush(&stop);
+    hand_on(&mut batch);
     tracing::debug!("ingress thread stopped");
+}
+
+/// The decoding thread: validates each message, rejects (and uncounts) the
+/// malformed, and takes the rest to their consumers, handing the batches over
+/// whenever it has nothing more to decode for the moment. It ends when the
+/// receiving thread has ended and everything it sent is delivered.
+fn decode_loop(
+    batches: Receiver<Vec<Received>>,
+    mut dispatcher: Dispatcher,
+    buses: Vec<Arc<BusStats>>,
+    stop: Arc<AtomicBool>,
+    max_message_bytes: usize,
+) {
+    while let Ok(batch) = batches.recv() {
+        let mut next = Some(batch);
+        while let Some(batch) = next {
+            for mut message in batch {
+                // The body frame becomes the envelope's body, without a copy.
+                match Envelope::from_received(&mut message.frames, max_message_bytes) {
+                    Ok(envelope) => {
+                        dispatcher.deliver(Arc::new(envelope), &message.admitted, &stop)
+                    }
+                    Err(error) => {
+                        dispatcher.discard(&message.admitted);
+                        events::MessageRejected {
+                            bus: &buses[message.bus],
+                            error: &error,
+                            frames: &message.frames.frames(),
+                        }
+                        .emit()
+                    }
+                }
+            }
+            next = batches.try_recv().ok();
+        }
+        dispatcher.flush(&stop);
+    }
+    dispatcher.flush(&stop);
+    tracing::debug!("decoding thread stopped");
 }
