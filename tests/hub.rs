@@ -404,6 +404,13 @@ fn bad_input_is_rejected_counted_and_loses_nothing_else() {
     }
     assert_eq!(test_bus.malformed("not_json"), 2);
     assert_eq!(test_bus.malformed_total(), cases.len() as u64);
+    // Rejections are neither drops nor deliveries, and leave no backlog behind
+    // (several were admitted on their topic frame before decoding refused them).
+    let everything = hub.stats().consumer("Everything");
+    assert!(wait_until(LONG, || everything.backlog() == 0));
+    assert_eq!(everything.received(), cases.len() as u64);
+    assert_eq!(everything.handled(), cases.len() as u64);
+    assert_eq!(everything.dropped(), 0);
     let (status, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
     assert_eq!(status, 200);
     assert!(metrics.contains("fedhub_bus_malformed_total{bus=\"test\",reason=\"too_large\"} 1"));
