@@ -1,7 +1,8 @@
 //! Follows a running hub while a burst goes through it: its consumer counters
 //! (fedhub's `/state`, or the Python peer consumer's stats file) every ~20 ms,
 //! and its `/proc` memory and CPU every ~100 ms. The consumed rate is taken from
-//! the first change of the handled count to the moment it reaches the target.
+//! the first change of the handled count to the moment the consumer finished
+//! the last message (fedhub's stamp), or its own first/last stamps (the peer).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub struct Sample {
     pub peak_backlog: Option<u64>,
     /// First and last consume timestamps (peer only).
     pub first_last: Option<(f64, f64)>,
+    /// When the consumer last finished a message, epoch seconds (fedhub only,
+    /// millisecond resolution).
+    pub last_progress: Option<f64>,
 }
 
 impl Source {
@@ -101,6 +105,7 @@ pub fn parse_state(body: &str, consumer: &str) -> Option<Sample> {
         malformed: Some(sum("malformed_total")),
         peak_backlog: c["peak_backlog"].as_u64(),
         first_last: None,
+        last_progress: c["last_progress_ms"].as_f64().map(|ms| ms / 1000.0),
     })
 }
 
@@ -147,6 +152,7 @@ pub fn watch(o: &WatchOptions) -> anyhow::Result<Value> {
     let mut rows: Vec<Row> = Vec::new();
     let mut first_change: Option<(f64, u64)> = None;
     let mut reached: Option<(Instant, f64)> = None;
+    let mut reached_sample: Option<Sample> = None;
     let mut at_reach: Option<AtReach> = None;
     let mut drained_rss: Option<u64> = None;
     let mut last_change = Instant::now();
@@ -172,6 +178,7 @@ pub fn watch(o: &WatchOptions) -> anyhow::Result<Value> {
                 }
                 if reached.is_none() && sample.handled >= o.until {
                     reached = Some((Instant::now(), sample.t));
+                    reached_sample = Some(sample.clone());
                     at_reach = Some((
                         probe::cpu_seconds(o.pid).unwrap_or(cpu_start),
                         probe::thread_cpu(o.pid),
@@ -243,6 +250,15 @@ pub fn watch(o: &WatchOptions) -> anyhow::Result<Value> {
         }
         _ => 0.0,
     };
+    // fedhub stamps the moment its consumer finished the last message: from the
+    // first change to that stamp, with no polling-period rounding at the end.
+    let rate_stamps = match (
+        first_change,
+        reached_sample.as_ref().and_then(|s| s.last_progress),
+    ) {
+        (Some((t1, h1)), Some(t2)) if t2 > t1 => (target - h1) as f64 / (t2 - t1),
+        _ => 0.0,
+    };
     // The peer's consumer stamps its first and last message itself.
     let rate_consumer = match last.first_last {
         Some((first, last_ts)) if last_ts > first && last.handled > 1 => {
@@ -258,7 +274,7 @@ pub fn watch(o: &WatchOptions) -> anyhow::Result<Value> {
     let handled_in_run = last.handled.saturating_sub(baseline);
     let peak_sampled_backlog = rows.iter().map(|r| r.sample.backlog).max().unwrap_or(0);
     let (kind, rate) = match o.source {
-        Source::Hub { .. } => ("fedhub", rate_first_to_n),
+        Source::Hub { .. } => ("fedhub", rate_stamps),
         Source::Peer { .. } => ("python", rate_consumer),
     };
     Ok(json!({
@@ -273,6 +289,7 @@ pub fn watch(o: &WatchOptions) -> anyhow::Result<Value> {
         "malformed": last.malformed,
         "rate": round(rate, 1),
         "rate_first_to_n": round(rate_first_to_n, 1),
+        "rate_first_to_stamp": round(rate_stamps, 1),
         "rate_inside": round(rate_inside, 1),
         "rate_consumer_stamps": round(rate_consumer, 1),
         "samples": rows.len(),
