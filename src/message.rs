@@ -149,11 +149,6 @@ impl ReceivedFrames {
         1 + usize::from(self.second.is_some()) + self.extra
     }
 
-    /// Total bytes in the frames kept.
-    pub fn bytes(&self) -> usize {
-        self.first.len() + self.second.as_ref().map_or(0, |f| f.len())
-    }
-
     /// The topic as the frames give it, before any validation: the first frame
     /// of a two-frame message, the part before the NUL of a one-frame one.
     /// `None` when neither shape fits (decoding will say why).

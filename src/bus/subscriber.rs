@@ -8,10 +8,9 @@
 //! libzmq.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-use std::sync::mpsc::{channel, Receiver, Sender};
 
 use super::BusError;
 use crate::events;
@@ -197,9 +196,10 @@ fn configure(socket: &zmq::Socket, name: &str, o: &SubscriberOptions) -> Result<
     Ok(())
 }
 
-/// Receives one whole multipart message without blocking; `Ok(None)` when the
-/// socket has nothing. Frames after the second are counted and dropped.
-fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<ReceivedFrames>> {
+/// Receives one whole multipart message without blocking, with its size in
+/// bytes (all frames); `Ok(None)` when the socket has nothing. Frames after the
+/// second are counted and dropped.
+fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<(ReceivedFrames, usize)>> {
     let mut first = zmq::Message::new();
     match socket.recv(&mut first, zmq::DONTWAIT) {
         Ok(()) => {}
@@ -211,19 +211,21 @@ fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<ReceivedFrames>> {
         second: None,
         extra: 0,
     };
+    let mut bytes = frames.first.len();
     // The rest of a multipart message is already here: ZeroMQ delivers it whole.
     let mut more = frames.first.get_more();
     while more {
         let mut part = zmq::Message::new();
         socket.recv(&mut part, 0)?;
         more = part.get_more();
+        bytes += part.len();
         if frames.second.is_none() {
             frames.second = Some(part);
         } else {
             frames.extra += 1;
         }
     }
-    Ok(Some(frames))
+    Ok(Some((frames, bytes)))
 }
 
 /// The receiving thread: takes every message out of ZeroMQ as soon as it
@@ -248,9 +250,9 @@ fn receive_loop(
             for _ in 0..BATCH {
                 match recv_message(&bound.socket) {
                     Ok(None) => break,
-                    Ok(Some(frames)) => {
+                    Ok(Some((frames, bytes))) => {
                         received += 1;
-                        bound.stats.count_message(frames.bytes());
+                        bound.stats.count_message(bytes);
                         let admitted =
                             admission.admit(frames.topic(), &stop, || hand_on(&mut batch));
                         batch.push(Received {
