@@ -206,10 +206,10 @@ impl Admission {
     }
 
     /// Admits a message with this topic frame for every matching consumer.
-    /// When one of them is at its bound, `before_waiting` runs first (the caller
-    /// hands on what it holds, so the consumer can make room), then its
-    /// `when_full` policy applies: `shed` drops the message for it; `block` waits
-    /// for room, or until `stop` is set. Drops are counted once the message has
+    /// When one of them is at its bound, its `when_full` policy applies: `shed`
+    /// drops the message for it; `block` runs `before_waiting` (the caller hands
+    /// on what it holds, so the consumer can make room), then waits for room, or
+    /// until `stop` is set. Drops are counted once the message has
     /// decoded (a malformed message is a rejection, not a drop). A missing, empty
     /// or non-UTF-8 topic matches nothing (decoding rejects the message).
     pub fn admit(
@@ -229,7 +229,7 @@ impl Admission {
             }
             admitted.matched = true;
             if gate.is_full() {
-                if !handed_on {
+                if !handed_on && matches!(gate.when_full, WhenFull::Block) {
                     before_waiting();
                     handed_on = true;
                 }
