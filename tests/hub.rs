@@ -10,10 +10,13 @@ use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(20);
 
-#[test]
-fn messages_reach_matching_consumers_with_every_field() {
-    let bus = TestBus::new();
-    let mut config = config(&bus);
+/// What a recorder saw.
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
+/// A hub with two recorders on `bus`: "Everything" (all topics) and "Builds"
+/// (`PREFIX.buildsys.*`), subscribed.
+fn start_everything_and_builds(bus: &TestBus) -> (fedhub::RunningHub, Recorded, Recorded) {
+    let mut config = config(bus);
     let (all, all_seen) = recorder("Everything", Duration::ZERO);
     let (builds, builds_seen) = recorder("Builds", Duration::ZERO);
     config.consumers.insert(
@@ -26,6 +29,13 @@ fn messages_reach_matching_consumers_with_every_field() {
         .start()
         .unwrap();
     bus.wait_subscribed();
+    (hub, all_seen, builds_seen)
+}
+
+#[test]
+fn messages_reach_matching_consumers_with_every_field() {
+    let bus = TestBus::new();
+    let (hub, all_seen, builds_seen) = start_everything_and_builds(&bus);
 
     let sent_build = bus.send(
         "buildsys.build.state.change",
@@ -69,19 +79,7 @@ fn messages_reach_matching_consumers_with_every_field() {
 #[test]
 fn a_burst_reaches_each_consumer_whole_and_in_order() {
     let bus = TestBus::new();
-    let mut config = config(&bus);
-    let (all, all_seen) = recorder("Everything", Duration::ZERO);
-    let (builds, builds_seen) = recorder("Builds", Duration::ZERO);
-    config.consumers.insert(
-        "Builds".into(),
-        section(&[("topics", json!([format!("{PREFIX}.buildsys.*")]))]),
-    );
-    let hub = HubBuilder::new(config)
-        .consumer(all)
-        .consumer(builds)
-        .start()
-        .unwrap();
-    bus.wait_subscribed();
+    let (hub, all_seen, builds_seen) = start_everything_and_builds(&bus);
     // Far more than one hand-off batch, sent as fast as ZeroMQ takes them, with
     // every third message also for the second consumer.
     const N: u64 = 5_000;
