@@ -58,7 +58,7 @@ pub struct HubConfig {
     pub status_log_interval_secs: u64,
     /// How long to wait for each consumer's `start` at startup.
     pub start_timeout_secs: u64,
-    /// Nice value added to the data-path threads (ingress, consumers), 0 to 19:
+    /// Nice value added to the data-path threads (receiving, decoding, consumers), 0 to 19:
     /// on a host whose CPU is saturated by the hub itself, probes and the
     /// monitoring socket are then served first. 0 (the default) leaves every
     /// thread at the process's priority.

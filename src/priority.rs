@@ -1,12 +1,12 @@
 //! Thread priorities: the data path yields the CPU to probes.
 //!
-//! Under a burst the ingress thread, the consumers and ZeroMQ's I/O thread can
-//! keep every core busy. Requests to `/metrics`, `/health/*` and `/state` need
-//! microseconds of CPU, but at equal priority they wait for a time slice behind
-//! the data threads. Raising the nice value of the data threads
-//! (`[hub] data_threads_nice`, off by default) lets the scheduler run the probes
-//! first; it needs no privileges, and costs the data path nothing while the CPU
-//! has room, but the data path then also yields to other processes.
+//! Under a burst the ingress threads (receiving, decoding), the consumers and
+//! ZeroMQ's I/O thread can keep every core busy. Requests to `/metrics`,
+//! `/health/*` and `/state` need microseconds of CPU, but at equal priority they
+//! wait for a time slice behind the data threads. Raising the nice value of the
+//! data threads (`[hub] data_threads_nice`, off by default) lets the scheduler
+//! run the probes first; it needs no privileges, and costs the data path nothing
+//! while the CPU has room, but the data path then also yields to other processes.
 
 /// Adds `nice` to the calling thread's nice value (Linux: per thread). Logs and
 /// carries on when the system refuses; 0 does nothing.
