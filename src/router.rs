@@ -142,6 +142,7 @@ pub struct Router {
 impl Router {
     /// A table over these consumers.
     pub fn new(routes: Vec<Route>, stats: Arc<Stats>) -> Router {
+        let consumers: Arc<[Arc<ConsumerStats>]> = routes.iter().map(|r| r.stats.clone()).collect();
         let mut gates = Vec::with_capacity(routes.len());
         let mut outlets = Vec::with_capacity(routes.len());
         for route in routes {
@@ -160,9 +161,14 @@ impl Router {
         Router {
             admission: Admission {
                 gates,
+                consumers: consumers.clone(),
                 stats: stats.clone(),
             },
-            dispatcher: Dispatcher { outlets, stats },
+            dispatcher: Dispatcher {
+                outlets,
+                consumers,
+                stats,
+            },
         }
     }
 }
@@ -178,6 +184,31 @@ pub struct Admitted {
     pub shut_out: RouteSet,
     /// True when some consumer's topics matched, whether or not it admitted it.
     pub matched: bool,
+}
+
+impl Admitted {
+    /// Counts, for a message that decoded, what admission refused: a drop for
+    /// each consumer that matched but dropped it, or an unrouted message when no
+    /// consumer matched.
+    fn count_refusals(&self, envelope: &Envelope, consumers: &[Arc<ConsumerStats>], stats: &Stats) {
+        if !self.matched {
+            stats.count_unrouted();
+            return;
+        }
+        for (set, reason) in [
+            (&self.shed, DropReason::MailboxFull),
+            (&self.shut_out, DropReason::Shutdown),
+        ] {
+            for index in set.iter() {
+                MessageDropped {
+                    consumer: &consumers[index],
+                    reason,
+                    topic: envelope.topic(),
+                }
+                .emit();
+            }
+        }
+    }
 }
 
 struct Gate {
@@ -196,10 +227,17 @@ impl Gate {
 /// The receiving thread's half of the table: matching, bounds and backlog counts.
 pub struct Admission {
     gates: Vec<Gate>,
+    consumers: Arc<[Arc<ConsumerStats>]>,
     stats: Arc<Stats>,
 }
 
 impl Admission {
+    /// Counts what admission refused for a message no consumer admitted, once it
+    /// has decoded (see [`Dispatcher::deliver`] for the others).
+    pub fn settle_unadmitted(&self, envelope: &Envelope, admitted: &Admitted) {
+        admitted.count_refusals(envelope, &self.consumers, &self.stats);
+    }
+
     /// The consumers' topic sets (for ZeroMQ subscriptions).
     pub fn topic_sets(&self) -> impl Iterator<Item = &TopicSet> {
         self.gates.iter().map(|g| &g.topics)
@@ -328,6 +366,7 @@ impl Outlet {
 /// The decoding thread's half of the table: batches and mailboxes.
 pub struct Dispatcher {
     outlets: Vec<Outlet>,
+    consumers: Arc<[Arc<ConsumerStats>]>,
     stats: Arc<Stats>,
 }
 
@@ -336,23 +375,7 @@ impl Dispatcher {
     /// their mailboxes with the next [`flush`](Self::flush), or sooner when a
     /// batch fills.
     pub fn deliver(&mut self, envelope: Arc<Envelope>, admitted: &Admitted, stop: &AtomicBool) {
-        if !admitted.matched {
-            self.stats.count_unrouted();
-            return;
-        }
-        for (set, reason) in [
-            (&admitted.shed, DropReason::MailboxFull),
-            (&admitted.shut_out, DropReason::Shutdown),
-        ] {
-            for index in set.iter() {
-                MessageDropped {
-                    consumer: &self.outlets[index].stats,
-                    reason,
-                    topic: envelope.topic(),
-                }
-                .emit();
-            }
-        }
+        admitted.count_refusals(&envelope, &self.consumers, &self.stats);
         for index in admitted.routes.iter() {
             let outlet = &mut self.outlets[index];
             outlet.stats.count_received();

@@ -207,6 +207,49 @@ fn shed_policy_drops_and_counts_when_the_mailbox_is_full() {
 }
 
 #[test]
+fn a_flood_for_a_shedding_consumer_is_counted_exactly() {
+    let bus = TestBus::new();
+    let config = config(&bus);
+    let hub = start_with_null_consumer(
+        config,
+        &[
+            ("sleep_ms", json!(50)),
+            ("capacity_messages", json!(1)),
+            ("when_full", json!("shed")),
+        ],
+    );
+    bus.wait_subscribed();
+    // Nearly every message is shed: none of them is bounded by a backlog, so they
+    // must neither pile up unseen nor be miscounted, however fast they come.
+    const N: u64 = 60_000;
+    const BAD_EVERY: u64 = 3_000;
+    let topic = format!("{PREFIX}.flood");
+    let mismatched = format!(r#"{{"topic": "{PREFIX}.other"}}"#);
+    let valid = body(&topic, 0, json!({"n": 0}));
+    for i in 0..N {
+        bus.send_frames(&[topic.as_bytes(), valid.as_bytes()]);
+        if i % BAD_EVERY == 0 {
+            bus.send_frames(&[topic.as_bytes(), mismatched.as_bytes()]);
+        }
+    }
+    let null = hub.stats().consumer("NullConsumer");
+    let test_bus = hub.stats().bus("test");
+    assert!(
+        wait_until(LONG, || null.received() + null.dropped() == N),
+        "received {} dropped {}",
+        null.received(),
+        null.dropped()
+    );
+    assert!(null.dropped() > N / 2, "dropped {}", null.dropped());
+    assert_eq!(test_bus.malformed("topic_mismatch"), N / BAD_EVERY);
+    assert_eq!(test_bus.messages(), N + N / BAD_EVERY);
+    assert_eq!(hub.stats().unrouted(), 0);
+    assert!(wait_until(LONG, || null.backlog() == 0));
+    assert_eq!(null.handled(), null.received());
+    hub.shutdown();
+}
+
+#[test]
 fn block_policy_loses_nothing_with_a_tiny_mailbox() {
     let bus = TestBus::new();
     let config = config(&bus);

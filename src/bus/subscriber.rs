@@ -7,14 +7,14 @@
 //! fedhub's counted queues (every consumer's backlog), not uncounted inside
 //! libzmq.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::BusError;
 use crate::events;
-use crate::message::{Envelope, ReceivedFrames};
+use crate::message::{DecodeError, Envelope, ReceivedFrames};
 use crate::router::{Admission, Admitted, Dispatcher, Router};
 use crate::stats::{BusStats, Stats};
 
@@ -53,6 +53,31 @@ pub struct SubscriberOptions {
 const BATCH: usize = 512;
 /// How long an idle thread sleeps in `poll` before checking the stop flag.
 const IDLE_POLL_MS: i64 = 100;
+/// Messages admitted by no consumer (shed, or matching none) that may wait for
+/// the decoding thread. Admitted messages are bounded by their consumers'
+/// `capacity_messages`; these are not, so beyond this many the receiving thread
+/// decodes and counts them itself rather than let them pile up.
+const MAX_UNADMITTED_IN_FLIGHT: usize = 8192;
+
+/// How many messages admitted by no consumer wait for the decoding thread.
+#[derive(Default)]
+struct Unadmitted(AtomicUsize);
+
+impl Unadmitted {
+    /// Takes a place for one more, unless [`MAX_UNADMITTED_IN_FLIGHT`] are waiting.
+    fn try_enter(&self) -> bool {
+        if self.0.load(Ordering::Relaxed) >= MAX_UNADMITTED_IN_FLIGHT {
+            return false;
+        }
+        self.0.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Frees the place of one that was decoded.
+    fn leave(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 struct BoundSocket {
     socket: zmq::Socket,
@@ -125,12 +150,20 @@ impl Subscriber {
             dispatcher,
         } = router;
         let (tx, rx) = channel::<Vec<Received>>();
+        let unadmitted = Arc::new(Unadmitted::default());
         let decoder_stop = stop.clone();
+        let decoder_unadmitted = unadmitted.clone();
         let decoder = std::thread::Builder::new()
             .name("fedhub-decode".into())
             .spawn(move || {
                 crate::priority::lower_current_thread(nice);
-                decode_loop(rx, dispatcher, bus_stats, decoder_stop, max)
+                let stage = DecodeStage {
+                    dispatcher,
+                    buses: bus_stats,
+                    unadmitted: decoder_unadmitted,
+                    max_message_bytes: max,
+                };
+                decode_loop(rx, stage, decoder_stop)
             })
             .expect("spawning the decoding thread");
         let receiver_stop = stop.clone();
@@ -138,7 +171,13 @@ impl Subscriber {
             .name("fedhub-ingress".into())
             .spawn(move || {
                 crate::priority::lower_current_thread(nice);
-                receive_loop(sockets, admission, tx, receiver_stop)
+                let stage = ReceiveStage {
+                    admission,
+                    decoder: tx,
+                    unadmitted,
+                    max_message_bytes: max,
+                };
+                receive_loop(sockets, stage, receiver_stop)
             })
             .expect("spawning the ingress thread");
         Ok(Subscriber {
@@ -228,20 +267,25 @@ fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<(ReceivedFrames, usi
     Ok(Some((frames, bytes)))
 }
 
+/// What the receiving thread works with besides its sockets.
+struct ReceiveStage {
+    admission: Admission,
+    decoder: Sender<Vec<Received>>,
+    unadmitted: Arc<Unadmitted>,
+    max_message_bytes: usize,
+}
+
 /// The receiving thread: takes every message out of ZeroMQ as soon as it
 /// arrives, counts it, admits it to the matching consumers (counting it in their
 /// backlogs) and hands it to the decoding thread, a batch per drain of a socket.
-fn receive_loop(
-    sockets: Vec<BoundSocket>,
-    admission: Admission,
-    decoder: Sender<Vec<Received>>,
-    stop: Arc<AtomicBool>,
-) {
+fn receive_loop(sockets: Vec<BoundSocket>, stage: ReceiveStage, stop: Arc<AtomicBool>) {
     let mut batch: Vec<Received> = Vec::with_capacity(BATCH);
     let hand_on = |batch: &mut Vec<Received>| {
         if !batch.is_empty() {
             // The decoding thread outlives this one; a failed send means it is gone.
-            let _ = decoder.send(std::mem::replace(batch, Vec::with_capacity(BATCH)));
+            let _ = stage
+                .decoder
+                .send(std::mem::replace(batch, Vec::with_capacity(BATCH)));
         }
     };
     while !stop.load(Ordering::Acquire) {
@@ -250,11 +294,22 @@ fn receive_loop(
             for _ in 0..BATCH {
                 match recv_message(&bound.socket) {
                     Ok(None) => break,
-                    Ok(Some((frames, bytes))) => {
+                    Ok(Some((mut frames, bytes))) => {
                         received += 1;
                         bound.stats.count_message(bytes);
-                        let admitted =
-                            admission.admit(frames.topic(), &stop, || hand_on(&mut batch));
+                        let admitted = stage
+                            .admission
+                            .admit(frames.topic(), &stop, || hand_on(&mut batch));
+                        if admitted.routes.is_empty() && !stage.unadmitted.try_enter() {
+                            // Too many unadmitted ones wait already: settle this one here.
+                            match Envelope::from_received(&mut frames, stage.max_message_bytes) {
+                                Ok(envelope) => {
+                                    stage.admission.settle_unadmitted(&envelope, &admitted)
+                                }
+                                Err(error) => reject(&bound.stats, &error, &frames),
+                            }
+                            continue;
+                        }
                         batch.push(Received {
                             frames,
                             bus,
@@ -287,41 +342,72 @@ fn receive_loop(
     tracing::debug!("ingress thread stopped");
 }
 
+/// Counts and logs a message that failed to decode.
+fn reject(bus: &BusStats, error: &DecodeError, frames: &ReceivedFrames) {
+    events::MessageRejected {
+        bus,
+        error,
+        frames: &frames.frames(),
+    }
+    .emit()
+}
+
+/// What the decoding thread works with.
+struct DecodeStage {
+    dispatcher: Dispatcher,
+    buses: Vec<Arc<BusStats>>,
+    unadmitted: Arc<Unadmitted>,
+    max_message_bytes: usize,
+}
+
 /// The decoding thread: validates each message, rejects (and uncounts) the
 /// malformed, and takes the rest to their consumers, handing the batches over
 /// whenever it has nothing more to decode for the moment. It ends when the
 /// receiving thread has ended and everything it sent is delivered.
-fn decode_loop(
-    batches: Receiver<Vec<Received>>,
-    mut dispatcher: Dispatcher,
-    buses: Vec<Arc<BusStats>>,
-    stop: Arc<AtomicBool>,
-    max_message_bytes: usize,
-) {
+fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: Arc<AtomicBool>) {
     while let Ok(batch) = batches.recv() {
         let mut next = Some(batch);
         while let Some(batch) = next {
             for mut message in batch {
+                if message.admitted.routes.is_empty() {
+                    stage.unadmitted.leave();
+                }
                 // The body frame becomes the envelope's body, without a copy.
-                match Envelope::from_received(&mut message.frames, max_message_bytes) {
+                match Envelope::from_received(&mut message.frames, stage.max_message_bytes) {
                     Ok(envelope) => {
-                        dispatcher.deliver(Arc::new(envelope), &message.admitted, &stop)
+                        stage
+                            .dispatcher
+                            .deliver(Arc::new(envelope), &message.admitted, &stop)
                     }
                     Err(error) => {
-                        dispatcher.discard(&message.admitted);
-                        events::MessageRejected {
-                            bus: &buses[message.bus],
-                            error: &error,
-                            frames: &message.frames.frames(),
-                        }
-                        .emit()
+                        stage.dispatcher.discard(&message.admitted);
+                        reject(&stage.buses[message.bus], &error, &message.frames);
                     }
                 }
             }
             next = batches.try_recv().ok();
         }
-        dispatcher.flush(&stop);
+        stage.dispatcher.flush(&stop);
     }
-    dispatcher.flush(&stop);
+    stage.dispatcher.flush(&stop);
     tracing::debug!("decoding thread stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unadmitted_messages_in_flight_are_bounded() {
+        let waiting = Unadmitted::default();
+        for _ in 0..MAX_UNADMITTED_IN_FLIGHT {
+            assert!(waiting.try_enter());
+        }
+        assert!(
+            !waiting.try_enter(),
+            "the receiving thread settles the next one itself"
+        );
+        waiting.leave();
+        assert!(waiting.try_enter());
+    }
 }
