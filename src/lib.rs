@@ -25,16 +25,12 @@
 //! - [`hub`]: startup and shutdown of all of the above.
 //! - [`memory`]: returning freed memory to the system after a burst.
 //! - [`priority`]: data-path threads yield the CPU to probes.
-//! - [`collectd_exec`]: `fedhub collectd-exec`, PUTVAL lines for collectd's exec plugin.
-//! - [`demo`]: synthetic Fedora traffic; [`tools`]: `fedhub publish` and `fedhub tail`.
 
 pub mod actor;
 pub mod bus;
 pub mod canonical;
-pub mod collectd_exec;
 pub mod config;
 pub mod consumer;
-pub mod demo;
 pub mod events;
 pub mod http;
 pub mod hub;
@@ -44,7 +40,6 @@ pub mod monitoring;
 pub mod priority;
 pub mod router;
 pub mod stats;
-pub mod tools;
 pub mod topic;
 
 pub use actor::BacklogGuard;

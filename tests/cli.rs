@@ -1,12 +1,10 @@
 //! The `fedhub` command as users run it: config errors, signals, publish and tail.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use fedhub_testkit::*;
 
 fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("fedhub.toml");

@@ -1,11 +1,9 @@
 //! End-to-end tests of the hub over real ZeroMQ sockets on 127.0.0.1.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use fedhub::{HubBuilder, NullConsumer};
+use fedhub_testkit::*;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -602,7 +600,7 @@ fn unknown_consumer_sections_and_failed_starts_stop_the_hub_from_starting() {
             Ok(())
         }
     }
-    let mut config = common::config(&bus);
+    let mut config = fedhub_testkit::config(&bus);
     config.consumers.clear();
     let err = HubBuilder::new(config)
         .consumer(

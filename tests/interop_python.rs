@@ -7,16 +7,14 @@
 //! - `fedhub publish --bind` is printed by `fedmsg-tail`;
 //! - `fedhub tail` prints what the fedmsg library publishes, byte for byte.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use common::*;
 use fedhub::{Envelope, HubBuilder};
+use fedhub_testkit::*;
 use serde_json::{json, Value};
 
 /// How long any single step may take before the test fails.

@@ -1,11 +1,9 @@
 //! The moksha-compatible monitoring socket, read by a real ZeroMQ SUB.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use fedhub::{HubBuilder, NullConsumer};
+use fedhub_testkit::*;
 use serde_json::{json, Value};
 
 fn subscribe(endpoint: &str) -> (zmq::Context, zmq::Socket) {

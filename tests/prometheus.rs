@@ -1,13 +1,11 @@
 //! `/metrics` passes the real `promtool check metrics`, and readiness tells why.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use fedhub::HubBuilder;
+use fedhub_testkit::*;
 use serde_json::json;
 
 fn promtool_check(text: &str) -> (bool, String) {

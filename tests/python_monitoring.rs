@@ -1,13 +1,11 @@
 //! The real Python monitoring tools read fedhub's monitoring socket unchanged:
 //! `fedmsg-check` (fedmsg 1.1.7) and `moksha-monitor-exporter` (PyPI).
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use fedhub::RunningHub;
+use fedhub_testkit::*;
 use serde_json::json;
 
 fn hub_with_monitoring() -> (TestBus, RunningHub) {

@@ -1,5 +1,5 @@
 //! A corpus of pre-encoded fedmsg messages: `[topic, canonical JSON body]` pairs
-//! made by [`fedhub::demo::Generator`], so the topic frame always equals the
+//! made by [`fedhub_tools::demo::Generator`], so the topic frame always equals the
 //! body's `topic` and `i` runs 1, 2, 3, ... like one fedmsg sender's counter.
 //!
 //! Encoding a message costs a few microseconds, more than sending it, so a
@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use fedhub::demo::Generator;
+use fedhub_tools::demo::Generator;
 
 const MAGIC: &[u8] = b"fedhub-bench corpus v1\n";
 

@@ -3,7 +3,7 @@
 //! Each tool prints one JSON line on stdout, so the driver can keep every run's
 //! figures and [`report`] can put them side by side:
 //!
-//! - [`corpus`]: realistic fedmsg messages from [`fedhub::demo::Generator`],
+//! - [`corpus`]: realistic fedmsg messages from [`fedhub_tools::demo::Generator`],
 //!   encoded once and stored, so publishing measures only the send path.
 //! - [`publisher`]: a PUB (or XPUB waiting for subscribers) sending a corpus as
 //!   fast as possible or at a set rate, from one or more threads.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use fedhub::collectd_exec::{self, ExecError, ExecOptions};
 use fedhub::Config;
+use fedhub_tools::collectd_exec::{self, ExecError, ExecOptions};
 
 /// Options of `fedhub collectd-exec`.
 #[derive(Args)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use fedhub::tools::{PublishOptions, TailOptions};
 use fedhub::{Config, ConsumerFactory, HubBuilder, NullConsumer};
+use fedhub_tools::{PublishOptions, TailOptions};
 
 mod collectd;
 mod history;
@@ -140,7 +140,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 wait_secs,
             };
             let stdin = std::io::stdin();
-            let summary = fedhub::tools::publish(
+            let summary = fedhub_tools::publish(
                 &options,
                 json.as_deref(),
                 stdin.lock(),
@@ -175,7 +175,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             });
             let mut out = std::io::stdout().lock();
-            fedhub::tools::tail(&options, stop, &mut out, std::io::stderr())?;
+            fedhub_tools::tail(&options, stop, &mut out, std::io::stderr())?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -227,7 +227,7 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
             .context("the inbound socket is not bound")?
             .replace("0.0.0.0", "127.0.0.1");
         tracing::info!(endpoint = %endpoint, rate = demo_rate, "demo traffic starting");
-        Some(fedhub::demo::spawn_demo_publisher(
+        Some(fedhub_tools::demo::spawn_demo_publisher(
             &zmq_context(),
             &endpoint,
             demo_rate,

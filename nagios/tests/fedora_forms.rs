@@ -131,7 +131,7 @@ fn a_real_backlog_and_exceptions_over_tcp() {
         vec![],
     );
     let socket = hub.monitoring_endpoint().unwrap().to_string();
-    bus.burst(200);
+    bus.burst("nagios", 200);
     let stats = hub.stats().clone();
     let consumer = stats.consumer("NullConsumer");
     assert!(

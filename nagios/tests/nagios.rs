@@ -446,7 +446,7 @@ define command {
         diagnostics(dir.path())
     );
 
-    bus.burst(3000);
+    bus.burst("nagios", 3000);
     let mut seen: HashMap<&str, Vec<(u8, String)>> = HashMap::new();
     let wanted = [2u8, 1, 0];
     let done = |seen: &HashMap<&str, Vec<(u8, String)>>| {

@@ -78,7 +78,7 @@ fn a_backlog_rises_and_drains_and_exceptions_add_up() {
     let hub = start_hub(&bus, hub_config(&bus, "", null_settings(30.0, 1)), vec![]);
     let h = http(&hub);
     let consumer = hub.stats().consumer("NullConsumer");
-    bus.burst(200);
+    bus.burst("nagios", 200);
     assert!(
         wait_until(Duration::from_secs(10), || consumer.backlog() > 150),
         "the burst arrived"

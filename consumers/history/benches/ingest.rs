@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedhub::demo::Generator;
 use fedhub::{Config, HubBuilder};
+use fedhub_tools::demo::Generator;
 use serde_json::{json, Map, Value};
 
 fn load_average() -> String {
@@ -179,7 +179,7 @@ fn main() {
         dir.display()
     );
     println!(
-        "{n} pre-encoded messages (fedhub::demo::Generator seed 7, mean {mean_bytes} bytes) from a Rust XPUB over tcp 127.0.0.1 into a hub with Nommer only (default settings: batches of 10000, WAL)"
+        "{n} pre-encoded messages (fedhub_tools::demo::Generator seed 7, mean {mean_bytes} bytes) from a Rust XPUB over tcp 127.0.0.1 into a hub with Nommer only (default settings: batches of 10000, WAL)"
     );
     let results: Vec<Run> = (0..runs).map(|k| run_once(&dir, &frames, k)).collect();
     println!(

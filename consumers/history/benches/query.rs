@@ -9,7 +9,7 @@
 //! default a temporary directory removed at the end), `HISTORY_BENCH_SQL_RUNS`
 //! (runs of the SQL-only baseline, default 5; 0 skips it).
 //!
-//! The corpus comes from `fedhub::demo::Generator` (buildsys-heavy, long tail of
+//! The corpus comes from `fedhub_tools::demo::Generator` (buildsys-heavy, long tail of
 //! users and packages), one message every 4 seconds (about 21,600 a day, Fedora's
 //! rate when datagrepper was measured), so a one-day `delta` holds the same
 //! number of messages at both sizes and the queries without a time window cover
@@ -21,11 +21,11 @@ use common::{bench_dir, cpu_secs, env_or};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedhub::demo::Generator;
 use fedhub::Envelope;
 use fedhub_history::{
     BatchWriter, Filter, NewMessage, SqliteStore, Store, WriterOptions, WriterState,
 };
+use fedhub_tools::demo::Generator;
 
 const SPACING_SECS: u64 = 4;
 const START_TS: u64 = 1_700_000_000;
@@ -298,7 +298,7 @@ fn main() {
         "fedhub-history query benchmark ({cores} cores, shared; databases in {})",
         dir.display()
     );
-    println!("corpus: fedhub::demo::Generator seed 42, one message every {SPACING_SECS} s; delta = 1 day; first page of 25; {runs} runs after 3 warm-ups");
+    println!("corpus: fedhub_tools::demo::Generator seed 42, one message every {SPACING_SECS} s; delta = 1 day; first page of 25; {runs} runs after 3 warm-ups");
     let mut results = Vec::new();
     for size in sizes.iter().copied().filter(|s| *s > 0) {
         eprintln!("size {size}:");

@@ -2,15 +2,12 @@
 //! 127.0.0.1, stored in SQLite on disk, queried over the hub's HTTP server the
 //! way datagrepper is.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{http_get, section, wait_until, TestBus};
 use fedhub::{HubBuilder, RunningHub};
+use fedhub_testkit::{http_get, section, wait_until, TestBus};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(20);
@@ -101,7 +98,7 @@ fn publish(bus: &TestBus, messages: &[Sent]) {
 /// A hub with only `Nommer`, storing into `database`, and its bus.
 fn start_hub(database: &Path, extra: &[(&str, Value)]) -> (RunningHub, TestBus, SocketAddr) {
     let bus = TestBus::new();
-    let mut config = common::config(&bus);
+    let mut config = fedhub_testkit::config(&bus);
     config.hub.shutdown_grace_secs = 2;
     let mut pairs = vec![
         ("enabled", json!(true)),

@@ -98,21 +98,7 @@ pub fn check_with(command: &mut Command) -> Run {
     }
 }
 
-/// The hub tests' helpers: the bus publisher (an XPUB that reports when the
-/// hub has subscribed) and polling with a timeout.
-#[path = "../../../tests/common/mod.rs"]
-mod hub_common;
-
-pub use hub_common::{wait_until, TestBus as Bus};
-
-impl Bus {
-    /// Sends `count` valid fedmsg messages.
-    pub fn burst(&self, count: u64) {
-        for i in 1..=count {
-            self.send("nagios", i, json!({ "n": i }));
-        }
-    }
-}
+pub use fedhub_testkit::{wait_until, TestBus as Bus};
 
 /// NullConsumer settings.
 pub fn null_settings(sleep_ms: f64, fail_every: u64) -> Map<String, Value> {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::bus::{build_topic, new_msg_id};
-use crate::canonical::to_canonical_string;
+use fedhub::bus::{build_topic, new_msg_id};
+use fedhub::canonical::to_canonical_string;
 
 const USERS: &[&str] = &[
     "ralph",
@@ -364,7 +364,7 @@ pub fn spawn_demo_publisher(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Envelope;
+    use fedhub::Envelope;
 
     #[test]
     fn generated_messages_are_valid_fedmsg() {

@@ -1,7 +1,5 @@
-//! Shared helpers for end-to-end tests: a real ZeroMQ publisher the hub connects
+//! fedhub-testkit: what the workspace's end-to-end tests share: a real ZeroMQ publisher the hub connects
 //! to, hub configs on free ports, recording consumers, polling with timeouts.
-
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -21,6 +19,12 @@ pub struct TestBus {
     socket: zmq::Socket,
     /// The resolved address.
     pub endpoint: String,
+}
+
+impl Default for TestBus {
+    fn default() -> TestBus {
+        TestBus::new()
+    }
 }
 
 impl TestBus {
@@ -62,6 +66,15 @@ impl TestBus {
         let body = body(&topic, i, msg);
         self.send_frames(&[topic.as_bytes(), body.as_bytes()]);
         body
+    }
+}
+
+impl TestBus {
+    /// Sends `count` valid messages `PREFIX.<suffix>` with bodies `{"n": i}`, i = 1..=count.
+    pub fn burst(&self, suffix: &str, count: u64) {
+        for i in 1..=count {
+            self.send(suffix, i, serde_json::json!({ "n": i }));
+        }
     }
 }
 
@@ -237,7 +250,7 @@ pub fn fedhub_binary() -> PathBuf {
 pub fn python_env() -> PathBuf {
     let dir = std::env::var_os("FEDHUB_PYTHON_ENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/python-env"));
+        .unwrap_or_else(|| workspace_root().join("target/python-env"));
     assert!(
         dir.join("bin/fedmsg-check").is_file(),
         "{} has no fedmsg tools: run scripts/python-env.sh first (this test does not skip)",
@@ -255,4 +268,12 @@ pub fn write_fedmsg_config(path: &std::path::Path, config: &Value) {
         format!("import json\nconfig = json.loads(r'''{json}''')\n"),
     )
     .unwrap();
+}
+
+/// The workspace's top directory (where `Cargo.lock`, `examples/` and `target/` are).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ sits in the workspace")
+        .to_path_buf()
 }

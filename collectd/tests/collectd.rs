@@ -7,15 +7,13 @@
 //! - `collectd -T` (each read callback once): exit 0 with a live hub, and also
 //!   with the hub down, hung or answering garbage (a warning, never a read error
 //!   that would make collectd back off); a bad `<Plugin fedhub>` block fails.
-//! - The exec form: `fedhub::collectd_exec::run` against the hub's monitoring
+//! - The exec form: `fedhub_tools::collectd_exec::run` against the hub's monitoring
 //!   socket prints Fedora's PUTVAL lines, and the same code run by collectd's
 //!   real exec plugin (as `nobody`, since it refuses root) fills the same CSV files.
 //!
 //! These tests need collectd (`apt-get install collectd-core`); without it they
 //! fail, they never skip. The plugin is built with `cargo build -p
 //! fedhub-collectd` by the first test that needs it.
-
-mod common;
 
 use std::fs;
 use std::io::Write;
@@ -25,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::*;
-use fedhub::collectd_exec::{self, ExecOptions};
 use fedhub::RunningHub;
+use fedhub_testkit::*;
+use fedhub_tools::collectd_exec::{self, ExecOptions};
 use serde_json::json;
 
 const INSTALL: &str = "install it: apt-get install collectd-core (this test does not skip)";
@@ -996,9 +994,7 @@ fn the_collectd_exec_command_names_a_missing_or_bad_socket() {
 
 /// The `<Plugin ...>` block of an example config, with `Hub "..."` pointed at `hub`.
 fn example_block(file: &str, hub: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/collectd")
-        .join(file);
+    let path = workspace_root().join("examples/collectd").join(file);
     let text = fs::read_to_string(&path).unwrap();
     let start = text.find("<Plugin ").expect("a <Plugin> block");
     let end = text.find("</Plugin>").expect("a </Plugin> line") + "</Plugin>\n".len();
