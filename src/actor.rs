@@ -21,65 +21,11 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Handler, Message};
 
+use crate::backlog::BatchBacklog;
 use crate::consumer::{Consumer, ConsumerError, Context};
 use crate::events::ConsumerFailed;
 use crate::message::Envelope;
 use crate::stats::{ConsumerStats, DropReason};
-
-/// Counts one message in a consumer's backlog for as long as it lives.
-pub struct BacklogGuard(Arc<ConsumerStats>);
-
-impl BacklogGuard {
-    /// Counts a new message in `stats`' backlog.
-    pub fn new(stats: &Arc<ConsumerStats>) -> BacklogGuard {
-        stats.backlog_inc();
-        BacklogGuard(stats.clone())
-    }
-}
-
-impl Drop for BacklogGuard {
-    fn drop(&mut self) {
-        self.0.backlog_dec();
-    }
-}
-
-/// The messages of one batch still counted in a consumer's backlog: each
-/// [`release_one`](Self::release_one) uncounts one, dropping uncounts the rest.
-pub struct BatchBacklog {
-    stats: Arc<ConsumerStats>,
-    held: usize,
-}
-
-impl BatchBacklog {
-    /// Takes over `held` messages already counted in `stats`' backlog.
-    pub(crate) fn adopt(stats: &Arc<ConsumerStats>, held: usize) -> BatchBacklog {
-        BatchBacklog {
-            stats: stats.clone(),
-            held,
-        }
-    }
-
-    /// Uncounts one message (its handling ended).
-    pub fn release_one(&mut self) {
-        if self.held > 0 {
-            self.held -= 1;
-            self.stats.backlog_dec();
-        }
-    }
-
-    /// Messages still counted.
-    pub fn held(&self) -> usize {
-        self.held
-    }
-}
-
-impl Drop for BatchBacklog {
-    fn drop(&mut self) {
-        if self.held > 0 {
-            self.stats.backlog_sub(self.held);
-        }
-    }
-}
 
 /// A batch of messages for a consumer, in arrival order, with their backlog count.
 pub struct Deliver {
@@ -330,32 +276,5 @@ impl Handler<StopConsumer> for ConsumerActor {
             self.stats.set_initialized(false);
         }
         let _ = msg.done.send(self.name.clone());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::Stats;
-
-    #[test]
-    fn a_batch_uncounts_each_handled_message_and_the_rest_when_dropped() {
-        let stats = Stats::new().consumer("c");
-        for _ in 0..5 {
-            stats.backlog_inc();
-        }
-        let mut batch = BatchBacklog::adopt(&stats, 3);
-        batch.release_one();
-        assert_eq!((batch.held(), stats.backlog()), (2, 4));
-        drop(batch);
-        assert_eq!(stats.backlog(), 2, "the two unhandled ones are uncounted");
-        let guard = BacklogGuard::new(&stats);
-        assert_eq!(stats.backlog(), 3);
-        drop(guard);
-        assert_eq!(stats.backlog(), 2);
-        // Releasing more than a batch holds never uncounts other messages.
-        let mut empty = BatchBacklog::adopt(&stats, 0);
-        empty.release_one();
-        assert_eq!(stats.backlog(), 2);
     }
 }

@@ -414,16 +414,6 @@ impl Config {
         Ok(config)
     }
 
-    /// The embedded defaults used when no file is given: loopback addresses and the
-    /// built-in `NullConsumer` enabled, so a bare `fedhub run` does something visible.
-    pub fn embedded_default() -> Config {
-        let mut config = Config::default();
-        let mut null = Map::new();
-        null.insert("enabled".into(), Value::Bool(true));
-        config.consumers.insert("NullConsumer".into(), null);
-        config
-    }
-
     /// Environment keys arrive lowercased (`FEDHUB_CONSUMERS__NOMMER__…` -> `nommer`):
     /// fold them into the section with the same name in another case.
     fn merge_consumer_case(&mut self) {

@@ -1,12 +1,13 @@
 //! The hub's HTTP surface: `/metrics`, `/health/livez`, `/health/readyz`, `/state`,
-//! plus whatever routes consumers mount. Handlers only read the stats registry's
-//! atomics, so a probe never waits behind message handling.
+//! plus each consumer's routes under the prefix it declared. Handlers only read
+//! the stats registry's atomics, so a probe never waits behind message handling.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::{web, HttpResponse};
 
+use crate::config::ConfigError;
 use crate::consumer::HttpRoutes;
 use crate::stats::{unix_millis, Stats};
 
@@ -22,15 +23,69 @@ pub struct HttpState {
     pub consumers: Arc<Vec<String>>,
 }
 
-/// Registers the built-in routes and the consumers' routes.
-pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState, routes: &[HttpRoutes]) {
+/// The hub's own routes: no consumer prefix may equal, contain or lie under one.
+pub const HUB_ROUTES: [&str; 3] = ["/metrics", "/state", "/health"];
+
+/// One consumer's routes and the prefix they are mounted under.
+#[derive(Clone)]
+pub struct MountedRoutes {
+    /// Such as `/datagrepper`.
+    pub prefix: String,
+    /// The consumer's routes, relative to the prefix.
+    pub routes: HttpRoutes,
+}
+
+/// Checks the HTTP prefixes consumers claim, `(consumer, prefix)`: each is a
+/// path (`/name`, no trailing `/`, no pattern characters) that neither
+/// overlaps another consumer's prefix nor a route of the hub. The error names
+/// both claimants.
+pub fn check_prefixes(claims: &[(&str, &str)]) -> Result<(), ConfigError> {
+    for (i, (consumer, prefix)) in claims.iter().enumerate() {
+        let well_formed = prefix.len() > 1
+            && prefix.starts_with('/')
+            && !prefix.ends_with('/')
+            && !prefix.contains("//")
+            && !prefix.contains(['{', '}', '*', '?', '#', ' ']);
+        if !well_formed {
+            return Err(ConfigError::Invalid(format!(
+                "consumer {consumer} declares the HTTP prefix {prefix:?}: expected a path such as \"/{}\" (a leading '/', no trailing '/', no patterns)",
+                consumer.to_ascii_lowercase()
+            )));
+        }
+        if let Some(route) = HUB_ROUTES.iter().find(|route| overlaps(prefix, route)) {
+            return Err(ConfigError::Invalid(format!(
+                "consumer {consumer} claims the HTTP prefix {prefix}, which overlaps the hub's own route {route}"
+            )));
+        }
+        if let Some((other, theirs)) = claims[..i].iter().find(|(_, p)| overlaps(prefix, p)) {
+            return Err(ConfigError::Invalid(format!(
+                "consumers {other} and {consumer} both claim HTTP paths under {}: {other} declares {theirs}, {consumer} declares {prefix}",
+                if theirs.len() <= prefix.len() { theirs } else { prefix }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether one path prefix equals the other or lies under it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under(a, b) || under(b, a)
+}
+
+/// Registers the built-in routes and each consumer's routes under its prefix.
+pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState, mounted: &[MountedRoutes]) {
     cfg.app_data(web::Data::new(state))
         .route("/metrics", web::get().to(metrics))
         .route("/health/livez", web::get().to(livez))
         .route("/health/readyz", web::get().to(readyz))
         .route("/state", web::get().to(state_json));
-    for route in routes {
-        route(cfg);
+    for mount in mounted {
+        let routes = mount.routes.clone();
+        cfg.service(web::scope(&mount.prefix).configure(move |scope| routes(scope)));
     }
 }
 
@@ -97,6 +152,37 @@ async fn state_json(state: web::Data<HttpState>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Prefixes that overlap each other or the hub's routes are refused, naming both.
+    #[test]
+    fn overlapping_prefixes_are_refused_naming_both() {
+        let ok = [("Nommer", "/datagrepper"), ("StatsConsumer", "/statscache")];
+        assert!(check_prefixes(&ok).is_ok());
+        let same = [("Nommer", "/datagrepper"), ("Other", "/datagrepper")];
+        let e = check_prefixes(&same).unwrap_err().to_string();
+        assert!(e.contains("Nommer") && e.contains("Other"), "{e}");
+        let nested = [("Nommer", "/datagrepper"), ("Other", "/datagrepper/raw")];
+        let e = check_prefixes(&nested).unwrap_err().to_string();
+        assert!(
+            e.contains("Nommer") && e.contains("/datagrepper/raw"),
+            "{e}"
+        );
+        // A shared beginning that is not a path segment is not an overlap.
+        assert!(check_prefixes(&[("A", "/data"), ("B", "/datagrepper")]).is_ok());
+        for hub_route in ["/metrics", "/health", "/health/readyz", "/state"] {
+            let e = check_prefixes(&[("Greedy", hub_route)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("Greedy") && e.contains("hub's own route"), "{e}");
+        }
+        for bad in ["", "/", "datagrepper", "/datagrepper/", "/a//b", "/{id}"] {
+            let e = check_prefixes(&[("Bad", bad)]).unwrap_err().to_string();
+            assert!(
+                e.contains("Bad") && e.contains("expected a path"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     /// A problem a consumer reports makes readyz fail with its reason, until cleared.
     #[test]

@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Recipient};
 
 use crate::actor::{ActorSetup, ConsumerActor, Deliver, StopConsumer};
-use crate::bus::{BusError, Publisher, PublisherThread, SocketPlan, Subscriber, SubscriberOptions};
-use crate::config::{Config, ConfigError, ConsumerSection, Settings};
-use crate::consumer::{Consumer, ConsumerFactory, Context, HttpRoutes};
-use crate::http::HttpState;
+use crate::config::{Config, ConfigError, ConsumerSection, Settings, WhenFull};
+use crate::consumer::{Consumer, ConsumerFactory, Context};
+use crate::http::{HttpState, MountedRoutes};
+use crate::ingress::{SocketPlan, Subscriber, SubscriberOptions};
 use crate::memory::Trimmer;
 use crate::monitoring::{ConsumerInfo, DocumentBuilder, MonitoringSocket};
+use crate::publish::{Publisher, PublisherThread};
 use crate::router::{Route, Router};
+use crate::socket::BusError;
 use crate::stats::Stats;
 use crate::topic::{subscriptions, TopicSet};
 
@@ -45,16 +47,26 @@ pub enum HubError {
         reason: String,
     },
     /// The HTTP server could not start.
-    #[error("http server on {listen}: {reason}")]
+    #[error("http server on {listen}")]
     Http {
         /// The configured address.
         listen: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
-    /// The actor system failed to come up.
-    #[error("actor system: {0}")]
-    System(String),
+    /// A thread or runtime of the hub could not be started.
+    #[error("cannot start the {what}")]
+    Thread {
+        /// Which one.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The actor system's thread ended while the hub was starting.
+    #[error("the actor system exited during startup")]
+    SystemExited,
 }
 
 /// Builds a hub from a config and the consumers it may run.
@@ -70,14 +82,33 @@ struct Prepared {
     topics: TopicSet,
     section: ConsumerSection,
     settings: Settings,
+    http_prefix: Option<String>,
 }
 
+/// A consumer's actor, once started: its mailbox, its stop handle, and the
+/// channel on which its `start` reports.
+struct StartedActor {
+    name: String,
+    mailbox: Recipient<Deliver>,
+    stop: Recipient<StopConsumer>,
+}
+
+/// What the actor system's thread hands back once it is up.
 struct SystemReady {
     system: actix::System,
     arbiters: Vec<actix::Arbiter>,
-    routes: Vec<(String, Recipient<Deliver>, Recipient<StopConsumer>)>,
+    actors: Vec<StartedActor>,
     server: Option<actix_web::dev::ServerHandle>,
     http_addr: Option<SocketAddr>,
+}
+
+/// Everything the actor system's thread needs, moved there in one piece.
+struct ActorSystemPlan {
+    actors: Vec<(Box<dyn Consumer>, Context, ActorSetup)>,
+    listen: String,
+    http_state: HttpState,
+    http_routes: Vec<MountedRoutes>,
+    nice: i32,
 }
 
 impl HubBuilder {
@@ -95,13 +126,72 @@ impl HubBuilder {
         self
     }
 
+    /// Registers several consumers (the list a binary ships).
+    pub fn consumers(self, factories: impl IntoIterator<Item = ConsumerFactory>) -> HubBuilder {
+        factories.into_iter().fold(self, HubBuilder::consumer)
+    }
+
+    /// The embedded defaults (`fedhub run` without a config file): every
+    /// registered consumer that declared
+    /// [`on_embedded_defaults`](ConsumerFactory::on_embedded_defaults) is enabled,
+    /// unless the config already says otherwise.
+    pub fn with_embedded_defaults(mut self) -> HubBuilder {
+        for factory in self
+            .factories
+            .iter()
+            .filter(|f| f.runs_on_embedded_defaults())
+        {
+            let section = match self
+                .config
+                .consumers
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(factory.name()))
+                .cloned()
+            {
+                Some(existing) => self.config.consumers.entry(existing),
+                None => self.config.consumers.entry(factory.name().to_string()),
+            };
+            section
+                .or_default()
+                .entry("enabled")
+                .or_insert(serde_json::Value::Bool(true));
+        }
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Builds the enabled consumers; rejects sections naming unknown consumers.
+    /// The registered consumers.
+    pub fn factories(&self) -> &[ConsumerFactory] {
+        &self.factories
+    }
+
+    /// Builds the enabled consumers; rejects sections naming unknown consumers
+    /// and HTTP prefixes that collide.
     fn prepare(&self) -> Result<Vec<Prepared>, ConfigError> {
+        self.reject_unknown_sections()?;
+        let mut prepared = Vec::new();
+        for factory in &self.factories {
+            if let Some(consumer) = self.prepare_one(factory)? {
+                prepared.push(consumer);
+            }
+        }
+        let claims: Vec<(&str, &str)> = prepared
+            .iter()
+            .filter_map(|p| {
+                p.http_prefix
+                    .as_deref()
+                    .map(|prefix| (p.name.as_str(), prefix))
+            })
+            .collect();
+        crate::http::check_prefixes(&claims)?;
+        Ok(prepared)
+    }
+
+    fn reject_unknown_sections(&self) -> Result<(), ConfigError> {
         for section in self.config.consumers.keys() {
             if !self
                 .factories
@@ -115,54 +205,62 @@ impl HubBuilder {
                 )));
             }
         }
-        let mut prepared = Vec::new();
-        for factory in &self.factories {
-            let raw = self
-                .config
-                .consumers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(factory.name()))
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            let section = ConsumerSection::parse(factory.name(), &raw)?;
-            let enabled = section.enabled.unwrap_or(factory.is_enabled_by_default());
-            if !enabled {
-                tracing::info!(consumer = factory.name(), "disabled by config");
-                continue;
-            }
-            let topic_list = section
-                .topics
-                .clone()
-                .unwrap_or_else(|| factory.default_topics().to_vec());
-            if topic_list.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "[consumers.{}] topics is empty: the consumer would receive nothing",
-                    factory.name()
-                )));
-            }
-            let topics = TopicSet::new(&topic_list, self.config.bus.strict_topics);
-            for pattern in topics.patterns() {
-                if pattern.has_inner_wildcard() {
-                    tracing::warn!(
-                        consumer = factory.name(),
-                        topic = pattern.as_str(),
-                        "topic has a '*' before its end: topics are prefixes, not globs, so it matches only topics starting with {:?}",
-                        pattern.subscription()
-                    );
-                }
-            }
-            let settings = Settings::new(factory.name(), section.settings.clone());
-            let consumer = factory.build(&settings)?;
-            tracing::info!(consumer = factory.name(), topics = ?topic_list, capacity = section.capacity_messages, when_full = ?section.when_full, "enabled by config");
-            prepared.push(Prepared {
-                name: factory.name().to_string(),
-                consumer,
-                topics,
-                section,
-                settings,
-            });
+        Ok(())
+    }
+
+    /// Builds one consumer from its section, or `None` when it is disabled.
+    fn prepare_one(&self, factory: &ConsumerFactory) -> Result<Option<Prepared>, ConfigError> {
+        let raw = self
+            .config
+            .consumers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(factory.name()))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let section = ConsumerSection::parse(factory.name(), &raw)?;
+        let enabled = section.enabled.unwrap_or(factory.is_enabled_by_default());
+        if !enabled {
+            tracing::info!(consumer = factory.name(), "disabled by config");
+            return Ok(None);
         }
-        Ok(prepared)
+        let topic_list = section
+            .topics
+            .clone()
+            .unwrap_or_else(|| factory.default_topics().to_vec());
+        if topic_list.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "[consumers.{}] topics is empty: the consumer would receive nothing",
+                factory.name()
+            )));
+        }
+        let topics = TopicSet::new(&topic_list, self.config.bus.strict_topics);
+        for pattern in topics.patterns() {
+            if pattern.has_inner_wildcard() {
+                tracing::warn!(
+                    consumer = factory.name(),
+                    topic = pattern.as_str(),
+                    "topic has a '*' before its end: topics are prefixes, not globs, so it matches only topics starting with {:?}",
+                    pattern.subscription()
+                );
+            }
+        }
+        let settings = Settings::new(factory.name(), section.settings.clone());
+        let consumer = factory.build(&settings)?;
+        if consumer.http_routes().is_some() && factory.prefix().is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "consumer {} serves HTTP routes but declares no prefix for them (ConsumerFactory::http_prefix)",
+                factory.name()
+            )));
+        }
+        tracing::info!(consumer = factory.name(), topics = ?topic_list, capacity = section.capacity_messages, when_full = ?section.when_full, "enabled by config");
+        Ok(Some(Prepared {
+            name: factory.name().to_string(),
+            consumer,
+            topics,
+            section,
+            settings,
+            http_prefix: factory.prefix().map(str::to_string),
+        }))
     }
 
     /// Validates the configuration and builds every enabled consumer without
@@ -172,174 +270,21 @@ impl HubBuilder {
         Ok(self.prepare()?.into_iter().map(|p| p.name).collect())
     }
 
-    /// Starts the hub. Returns once every consumer has started and the bus is connected.
+    /// Starts the hub. Returns once every consumer has started and the bus is
+    /// connected. A step that fails stops what the steps before it started
+    /// (dropping the partly started hub does that) and names what failed.
     pub fn start(self) -> Result<RunningHub, HubError> {
-        let config = self.config.clone();
-        config.validate()?;
+        self.config.validate()?;
         let prepared = self.prepare()?;
-        let stats = Stats::new();
-        let zmq = zmq::Context::new();
-        let (publisher, publisher_thread) = PublisherThread::start(
-            &zmq,
-            &config.publish,
-            &config.hub.topic_prefix,
-            &config.hub.environment,
-            stats.clone(),
-        )?;
-        let shutting_down = Arc::new(AtomicBool::new(false));
-
-        // Everything the actor thread needs, moved there in one piece.
-        let http_routes: Vec<HttpRoutes> = prepared
-            .iter()
-            .filter_map(|p| p.consumer.http_routes())
-            .collect();
-        let names: Vec<String> = prepared.iter().map(|p| p.name.clone()).collect();
-        let infos: Vec<ConsumerInfo> = prepared
-            .iter()
-            .map(|p| ConsumerInfo {
-                name: p.name.clone(),
-                module: p.consumer.module().to_string(),
-                topic: p.topics.to_monitoring_json(),
-            })
-            .collect();
-        let mut topic_sets = Vec::new();
-        let mut policies = Vec::new();
-        let mut starts: Vec<(String, Receiver<Result<(), String>>)> = Vec::new();
-        let mut actors = Vec::new();
-        for p in prepared {
-            let (started_tx, started_rx) = channel();
-            let consumer_stats = stats.consumer(&p.name);
-            consumer_stats.set_capacity(p.section.capacity_messages);
-            let ctx = Context::new(&p.name, p.settings, publisher.clone(), stats.clone());
-            let setup = ActorSetup {
-                name: p.name.clone(),
-                stats: consumer_stats,
-                capacity: p.section.capacity_messages,
-                retries: p.section.retries,
-                dead_letter_file: p.section.dead_letter_file.clone(),
-                started_tx,
-                shutting_down: shutting_down.clone(),
-            };
-            topic_sets.push(p.topics);
-            policies.push((p.section.when_full, p.section.capacity_messages));
-            starts.push((p.name.clone(), started_rx));
-            actors.push((p.name, p.consumer, ctx, setup));
-        }
-
-        let (ready_tx, ready_rx) = channel::<Result<SystemReady, HubError>>();
-        let listen = config.http.listen.clone();
-        let nice = config.hub.data_threads_nice;
-        let http_state = HttpState {
-            stats: stats.clone(),
-            consumers: Arc::new(names.clone()),
-        };
-        let system_thread = std::thread::Builder::new()
-            .name("fedhub-system".into())
-            .spawn(move || {
-                let system = actix::System::new();
-                system.block_on(async move {
-                    let ready =
-                        start_actors_and_http(actors, listen, http_state, http_routes, nice);
-                    let _ = ready_tx.send(ready);
-                });
-                let _ = system.run();
-            })
-            .map_err(|e| HubError::System(e.to_string()))?;
-        let ready = ready_rx
-            .recv()
-            .map_err(|_| HubError::System("the actor system exited during startup".into()))??;
-
-        let mut hub = RunningHub {
-            stats: stats.clone(),
-            config: config.clone(),
-            http_addr: ready.http_addr,
-            subscriber: None,
-            publisher,
-            publisher_thread,
-            system: ready.system,
-            system_thread: Some(system_thread),
-            arbiters: ready.arbiters,
-            server: ready.server,
-            stops: ready
-                .routes
-                .iter()
-                .map(|(n, _, s)| (n.clone(), s.clone()))
-                .collect(),
-            shutting_down,
-            status_thread: None,
-            monitoring: None,
-        };
-
-        let timeout = Duration::from_secs(config.hub.start_timeout_secs.max(1));
-        for (name, rx) in &starts {
-            let outcome = rx.recv_timeout(timeout);
-            let failure = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(reason)) => Some(reason),
-                Err(_) => Some(format!("did not start within {} s", timeout.as_secs())),
-            };
-            if let Some(reason) = failure {
-                hub.stop_inner();
-                return Err(HubError::ConsumerStart {
-                    name: name.clone(),
-                    reason,
-                });
-            }
-        }
-
-        let routes: Vec<Route> = ready
-            .routes
-            .into_iter()
-            .zip(topic_sets)
-            .zip(policies)
-            .map(|(((name, mailbox, _), topics), (when_full, capacity))| {
-                Route::new(
-                    name.clone(),
-                    topics,
-                    mailbox,
-                    stats.consumer(&name),
-                    when_full,
-                    capacity,
-                )
-            })
-            .collect();
-        let router = Router::new(routes, stats.clone());
-        let plans = socket_plans(&config);
-        let options = SubscriberOptions {
-            subscriptions: subscriptions(router.admission.topic_sets()),
-            rcvhwm: config.bus.rcvhwm_messages,
-            reconnect_ivl_ms: config.bus.reconnect_ivl_ms,
-            reconnect_ivl_max_ms: config.bus.reconnect_ivl_max_ms,
-            tcp_keepalive: config.bus.tcp_keepalive.then_some((
-                config.bus.tcp_keepalive_cnt,
-                config.bus.tcp_keepalive_idle_secs,
-                config.bus.tcp_keepalive_intvl_secs,
-            )),
-            max_message_bytes: config.bus.max_message_bytes,
-            thread_nice: config.hub.data_threads_nice,
-        };
-        match Subscriber::start(&zmq, &plans, &options, router, stats.clone()) {
-            Ok(subscriber) => hub.subscriber = Some(subscriber),
-            Err(e) => {
-                hub.stop_inner();
-                return Err(e.into());
-            }
-        }
-        if !config.monitoring.socket.is_empty() {
-            let builder =
-                DocumentBuilder::new(stats.clone(), infos, config.monitoring.interval_secs);
-            match MonitoringSocket::start(&zmq, &config.monitoring, builder) {
-                Ok(socket) => hub.monitoring = Some(socket),
-                Err(e) => {
-                    hub.stop_inner();
-                    return Err(e.into());
-                }
-            }
-        }
-        hub.status_thread = start_housekeeping(&config, stats, hub.shutting_down.clone());
+        let mut hub = RunningHub::with_publisher(self.config)?;
+        let routing = hub.start_consumers_and_http(prepared)?;
+        hub.wait_until_consumers_started(&routing)?;
+        hub.connect_ingress(routing)?;
+        hub.start_monitoring_socket()?;
+        hub.start_housekeeping();
         tracing::info!(
-            name = %config.hub.name,
-            consumers = ?names,
+            name = %hub.config.hub.name,
+            consumers = ?hub.consumer_names(),
             http = ?hub.http_addr,
             "hub running"
         );
@@ -347,41 +292,60 @@ impl HubBuilder {
     }
 }
 
-fn start_actors_and_http(
-    actors: Vec<(String, Box<dyn Consumer>, Context, ActorSetup)>,
-    listen: String,
-    http_state: HttpState,
-    http_routes: Vec<HttpRoutes>,
-    nice: i32,
-) -> Result<SystemReady, HubError> {
+/// What the router needs of each started consumer, and how each reports its start.
+struct Routing {
+    consumers: Vec<ConsumerRouting>,
+}
+
+struct ConsumerRouting {
+    name: String,
+    topics: TopicSet,
+    when_full: WhenFull,
+    capacity: usize,
+    mailbox: Recipient<Deliver>,
+    started: Receiver<Result<(), String>>,
+}
+
+fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
+    let ActorSystemPlan {
+        actors,
+        listen,
+        http_state,
+        http_routes,
+        nice,
+    } = plan;
     let mut arbiters = Vec::new();
-    let mut routes = Vec::new();
-    for (name, consumer, ctx, setup) in actors {
+    let mut started = Vec::new();
+    for (consumer, ctx, setup) in actors {
         let arbiter = actix::Arbiter::new();
+        let name = setup.name.clone();
         // The closure runs on the consumer's own thread.
         let addr = ConsumerActor::start_in_arbiter(&arbiter.handle(), move |_| {
             crate::priority::lower_current_thread(nice);
             ConsumerActor::new(consumer, ctx, setup)
         });
-        routes.push((name, addr.clone().recipient(), addr.recipient()));
+        started.push(StartedActor {
+            name,
+            mailbox: addr.clone().recipient(),
+            stop: addr.recipient(),
+        });
         arbiters.push(arbiter);
     }
     let (server, http_addr) = if listen.is_empty() {
         (None, None)
     } else {
-        let routes_for_app = http_routes.clone();
         let server = actix_web::HttpServer::new(move || {
             let state = http_state.clone();
-            let routes = routes_for_app.clone();
+            let routes = http_routes.clone();
             actix_web::App::new().configure(move |cfg| crate::http::configure(cfg, state, &routes))
         })
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
         .bind(&listen)
-        .map_err(|e| HubError::Http {
+        .map_err(|source| HubError::Http {
             listen: listen.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let addr = server.addrs().first().copied();
         let running = server.run();
@@ -397,7 +361,7 @@ fn start_actors_and_http(
     Ok(SystemReady {
         system: actix::System::current(),
         arbiters,
-        routes,
+        actors: started,
         server,
         http_addr,
     })
@@ -429,7 +393,7 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
 /// The hub's housekeeping thread: the periodic status log (every
 /// `[hub] status_log_interval_secs`, 0 for none) and, once a burst is over,
 /// returning the freed memory to the system (see [`crate::memory`]).
-fn start_housekeeping(
+fn housekeeping_thread(
     config: &Config,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
@@ -481,21 +445,243 @@ pub struct ShutdownReport {
 }
 
 /// A running hub. Dropping it shuts it down.
+///
+/// While the hub starts, each step fills in its part; a step that fails drops
+/// the partly started hub, which stops exactly what was started.
 pub struct RunningHub {
     stats: Arc<Stats>,
     config: Config,
+    zmq: zmq::Context,
     http_addr: Option<SocketAddr>,
     subscriber: Option<Subscriber>,
     publisher: Publisher,
     publisher_thread: PublisherThread,
-    system: actix::System,
+    system: Option<actix::System>,
     system_thread: Option<JoinHandle<()>>,
     arbiters: Vec<actix::Arbiter>,
     server: Option<actix_web::dev::ServerHandle>,
     stops: Vec<(String, Recipient<StopConsumer>)>,
+    consumer_infos: Vec<ConsumerInfo>,
     shutting_down: Arc<AtomicBool>,
     status_thread: Option<JoinHandle<()>>,
     monitoring: Option<MonitoringSocket>,
+    stopped: bool,
+}
+
+/// The startup steps, in order (see [`HubBuilder::start`]).
+impl RunningHub {
+    /// Step 1: the stats registry and the publisher thread.
+    fn with_publisher(config: Config) -> Result<RunningHub, HubError> {
+        let stats = Stats::new();
+        let zmq = zmq::Context::new();
+        let (publisher, publisher_thread) = PublisherThread::start(
+            &zmq,
+            &config.publish,
+            &config.hub.topic_prefix,
+            &config.hub.environment,
+            stats.clone(),
+        )?;
+        Ok(RunningHub {
+            stats,
+            config,
+            zmq,
+            http_addr: None,
+            subscriber: None,
+            publisher,
+            publisher_thread,
+            system: None,
+            system_thread: None,
+            arbiters: Vec::new(),
+            server: None,
+            stops: Vec::new(),
+            consumer_infos: Vec::new(),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            status_thread: None,
+            monitoring: None,
+            stopped: false,
+        })
+    }
+
+    /// Step 2: the actor system on its own thread, one actor (and arbiter
+    /// thread) per consumer, and the HTTP server with each consumer's routes
+    /// under its prefix.
+    fn start_consumers_and_http(&mut self, prepared: Vec<Prepared>) -> Result<Routing, HubError> {
+        let mut http_routes = Vec::new();
+        let mut actors = Vec::new();
+        let mut pending = Vec::new();
+        for p in prepared {
+            if let (Some(prefix), Some(routes)) = (&p.http_prefix, p.consumer.http_routes()) {
+                http_routes.push(MountedRoutes {
+                    prefix: prefix.clone(),
+                    routes,
+                });
+            }
+            self.consumer_infos.push(ConsumerInfo {
+                name: p.name.clone(),
+                module: p.consumer.module().to_string(),
+                topic: p.topics.to_monitoring_json(),
+            });
+            let (started_tx, started_rx) = channel();
+            let consumer_stats = self.stats.consumer(&p.name);
+            consumer_stats.set_capacity(p.section.capacity_messages);
+            let ctx = Context::new(
+                &p.name,
+                p.settings,
+                self.publisher.clone(),
+                self.stats.clone(),
+            );
+            let setup = ActorSetup {
+                name: p.name.clone(),
+                stats: consumer_stats,
+                capacity: p.section.capacity_messages,
+                retries: p.section.retries,
+                dead_letter_file: p.section.dead_letter_file.clone(),
+                started_tx,
+                shutting_down: self.shutting_down.clone(),
+            };
+            actors.push((p.consumer, ctx, setup));
+            pending.push((
+                p.topics,
+                p.section.when_full,
+                p.section.capacity_messages,
+                started_rx,
+            ));
+        }
+        let plan = ActorSystemPlan {
+            actors,
+            listen: self.config.http.listen.clone(),
+            http_state: HttpState {
+                stats: self.stats.clone(),
+                consumers: Arc::new(self.consumer_names()),
+            },
+            http_routes,
+            nice: self.config.hub.data_threads_nice,
+        };
+        let (ready_tx, ready_rx) = channel::<Result<SystemReady, HubError>>();
+        let system_thread = std::thread::Builder::new()
+            .name("fedhub-system".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let _ = ready_tx.send(start_actor_system(plan));
+                });
+                let _ = system.run();
+            })
+            .map_err(|source| HubError::Thread {
+                what: "actor system thread",
+                source,
+            })?;
+        self.system_thread = Some(system_thread);
+        let ready = ready_rx.recv().map_err(|_| HubError::SystemExited)??;
+        self.system = Some(ready.system);
+        self.arbiters = ready.arbiters;
+        self.server = ready.server;
+        self.http_addr = ready.http_addr;
+        self.stops = ready
+            .actors
+            .iter()
+            .map(|a| (a.name.clone(), a.stop.clone()))
+            .collect();
+        let consumers = ready
+            .actors
+            .into_iter()
+            .zip(pending)
+            .map(
+                |(actor, (topics, when_full, capacity, started))| ConsumerRouting {
+                    name: actor.name,
+                    topics,
+                    when_full,
+                    capacity,
+                    mailbox: actor.mailbox,
+                    started,
+                },
+            )
+            .collect();
+        Ok(Routing { consumers })
+    }
+
+    /// Step 3: every consumer's `start` returned (within `[hub] start_timeout_secs`).
+    fn wait_until_consumers_started(&self, routing: &Routing) -> Result<(), HubError> {
+        let timeout = Duration::from_secs(self.config.hub.start_timeout_secs.max(1));
+        for consumer in &routing.consumers {
+            let reason = match consumer.started.recv_timeout(timeout) {
+                Ok(Ok(())) => continue,
+                Ok(Err(reason)) => reason,
+                Err(_) => format!("did not start within {} s", timeout.as_secs()),
+            };
+            return Err(HubError::ConsumerStart {
+                name: consumer.name.clone(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 4: the router and the ingress threads, subscribed to what the
+    /// consumers want, on every configured socket.
+    fn connect_ingress(&mut self, routing: Routing) -> Result<(), HubError> {
+        let routes: Vec<Route> = routing
+            .consumers
+            .into_iter()
+            .map(|c| {
+                let stats = self.stats.consumer(&c.name);
+                Route::new(c.topics, c.mailbox, stats, c.when_full, c.capacity)
+            })
+            .collect();
+        let router = Router::new(routes, self.stats.clone());
+        let bus = &self.config.bus;
+        let options = SubscriberOptions {
+            subscriptions: subscriptions(router.admission.topic_sets()),
+            rcvhwm: bus.rcvhwm_messages,
+            reconnect_ivl_ms: bus.reconnect_ivl_ms,
+            reconnect_ivl_max_ms: bus.reconnect_ivl_max_ms,
+            tcp_keepalive: bus.tcp_keepalive.then_some((
+                bus.tcp_keepalive_cnt,
+                bus.tcp_keepalive_idle_secs,
+                bus.tcp_keepalive_intvl_secs,
+            )),
+            max_message_bytes: bus.max_message_bytes,
+            thread_nice: self.config.hub.data_threads_nice,
+        };
+        let plans = socket_plans(&self.config);
+        self.subscriber = Some(Subscriber::start(
+            &self.zmq,
+            &plans,
+            &options,
+            router,
+            self.stats.clone(),
+        )?);
+        Ok(())
+    }
+
+    /// Step 5: the moksha monitoring socket, when `[monitoring] socket` is set.
+    fn start_monitoring_socket(&mut self) -> Result<(), HubError> {
+        if self.config.monitoring.socket.is_empty() {
+            return Ok(());
+        }
+        let builder = DocumentBuilder::new(
+            self.stats.clone(),
+            self.consumer_infos.clone(),
+            self.config.monitoring.interval_secs,
+        );
+        self.monitoring = Some(MonitoringSocket::start(
+            &self.zmq,
+            &self.config.monitoring,
+            builder,
+        )?);
+        Ok(())
+    }
+
+    /// Step 6: the housekeeping thread (status log, returning memory).
+    fn start_housekeeping(&mut self) {
+        self.status_thread =
+            housekeeping_thread(&self.config, self.stats.clone(), self.shutting_down.clone());
+    }
+
+    /// The names of the consumers this hub runs.
+    fn consumer_names(&self) -> Vec<String> {
+        self.consumer_infos.iter().map(|c| c.name.clone()).collect()
+    }
 }
 
 impl RunningHub {
@@ -546,6 +732,10 @@ impl RunningHub {
     }
 
     fn stop_inner(&mut self) -> ShutdownReport {
+        if self.stopped {
+            return ShutdownReport::default();
+        }
+        self.stopped = true;
         if let Some(mut subscriber) = self.subscriber.take() {
             subscriber.stop();
         }
@@ -588,9 +778,9 @@ impl RunningHub {
                 Err(_) => break,
             }
         }
-        if let Some(server) = self.server.take() {
+        if let (Some(server), Some(system)) = (self.server.take(), &self.system) {
             let (tx, rx) = channel();
-            let spawned = self.system.arbiter().spawn(async move {
+            let spawned = system.arbiter().spawn(async move {
                 server.stop(true).await;
                 let _ = tx.send(());
             });
@@ -607,7 +797,9 @@ impl RunningHub {
                 Duration::from_secs(5),
             );
         }
-        self.system.stop();
+        if let Some(system) = self.system.take() {
+            system.stop();
+        }
         if let Some(thread) = self.system_thread.take() {
             let _ = thread.join();
         }
@@ -625,9 +817,7 @@ impl RunningHub {
 
 impl Drop for RunningHub {
     fn drop(&mut self) {
-        if self.system_thread.is_some() {
-            self.stop_inner();
-        }
+        self.stop_inner();
     }
 }
 
@@ -651,7 +841,10 @@ pub fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<ShutdownReport, HubError> {
     let hub = builder.start()?;
-    let runtime = actix_rt::Runtime::new().map_err(|e| HubError::System(e.to_string()))?;
+    let runtime = actix_rt::Runtime::new().map_err(|source| HubError::Thread {
+        what: "signal runtime",
+        source,
+    })?;
     runtime.block_on(shutdown);
     tracing::info!("shutdown requested");
     Ok(hub.shutdown())
@@ -687,7 +880,10 @@ async fn first_of<A: Future, B: Future>(a: A, b: B) {
 
 /// Blocks the calling thread until SIGINT or SIGTERM.
 pub fn wait_for_shutdown_signal() -> Result<(), HubError> {
-    let runtime = actix_rt::Runtime::new().map_err(|e| HubError::System(e.to_string()))?;
+    let runtime = actix_rt::Runtime::new().map_err(|source| HubError::Thread {
+        what: "signal runtime",
+        source,
+    })?;
     runtime.block_on(shutdown_signal());
     Ok(())
 }

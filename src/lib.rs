@@ -3,53 +3,72 @@
 //!
 //! # Layout
 //!
-//! The data path, in the order a message travels:
+//! The data path, in the order a message travels (every module is private; what
+//! consumers, tools and tests use is re-exported below, deliberately):
 //!
-//! - [`bus`]: ZeroMQ SUB sockets drained continuously by a receiving thread, a
-//!   decoding thread behind it; the PUB side consumers publish through.
-//! - [`message`]: the fedmsg [`Envelope`], decoded from `[topic, json]` or
+//! - `ingress`: ZeroMQ SUB sockets drained continuously by a receiving thread
+//!   (topic match, admission, backlog counts), a decoding thread behind it.
+//! - `message`: the fedmsg [`Envelope`], decoded from `[topic, json]` or
 //!   `topic\0json` frames, body kept raw until a consumer asks for the tree.
-//! - [`canonical`]: fedmsg's canonical JSON, byte for byte (what signatures cover).
-//! - [`topic`]: moksha's topic matching (prefixes, `*`, lists).
-//! - [`router`]: topic -> consumers: admission (bounds, `when_full`, backlog counts)
-//!   on the receiving thread, batched `try_send` to the mailboxes on the decoding one.
-//! - [`actor`]: one actix actor per consumer on its own thread: bounded mailbox,
-//!   exact backlog, panics caught, handling time recorded.
-//! - [`consumer`]: the [`Consumer`] trait developers implement, its [`Context`],
-//!   and the [`ConsumerFactory`] that registers it.
-//! - [`stats`]: the one registry of counters and gauges every exporter reads.
-//! - [`events`]: typed internal events (one place logs and counts).
-//! - [`monitoring`]: the moksha-compatible monitoring socket (per-window documents).
-//! - [`http`]: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, consumer routes.
-//! - [`config`]: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
-//! - [`hub`]: startup and shutdown of all of the above.
-//! - [`memory`]: returning freed memory to the system after a burst.
-//! - [`priority`]: data-path threads yield the CPU to probes.
+//! - `canonical`: fedmsg's canonical JSON, byte for byte (what signatures cover).
+//! - `topic`: moksha's topic matching (prefixes, `*`, lists).
+//! - `router`: topic -> consumers: admission (bounds, `when_full`) on the
+//!   receiving thread, batched `try_send` to the mailboxes on the decoding one.
+//! - `backlog`: the exact backlog count that travels with each message.
+//! - `actor`: one actix actor per consumer on its own thread: bounded mailbox,
+//!   panics caught, handling time recorded, restarts.
+//! - `consumer`: the [`Consumer`] trait developers implement, its [`Context`],
+//!   and the [`ConsumerFactory`] that registers it (routes, commands, defaults).
+//! - `publish`: fedmsg envelopes built and sent from one PUB thread.
+//! - `stats`: the one registry of counters and gauges every exporter reads;
+//!   `metric_names`: every metric's name, in one place.
+//! - `events`: typed internal events (one place logs and counts).
+//! - `monitoring`: the moksha-compatible monitoring socket (per-window documents).
+//! - `http`: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, and each
+//!   consumer's routes under its own prefix.
+//! - `config`: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
+//! - `hub`: startup (named steps) and shutdown of all of the above.
+//! - `memory`, `priority`, `socket`: returning memory after a burst, data-path
+//!   thread priority, ZeroMQ socket setup errors.
 
-pub mod actor;
-pub mod bus;
-pub mod canonical;
-pub mod config;
-pub mod consumer;
-pub mod events;
-pub mod http;
-pub mod hub;
-pub mod memory;
-pub mod message;
-pub mod monitoring;
-pub mod priority;
-pub mod router;
-pub mod stats;
-pub mod topic;
+mod actor;
+mod backlog;
+mod canonical;
+mod config;
+mod consumer;
+mod events;
+mod http;
+mod hub;
+mod ingress;
+mod memory;
+mod message;
+mod monitoring;
+mod priority;
+mod publish;
+mod router;
+mod socket;
+mod stats;
+mod topic;
 
-pub use actor::BacklogGuard;
-pub use config::{Config, ConfigError, Settings, WhenFull};
-pub use consumer::{
-    Clock, Consumer, ConsumerError, ConsumerFactory, Context, HttpRoutes, NullConsumer, Readiness,
+pub use backlog::BacklogGuard;
+pub use canonical::{canonicalize, to_canonical_string, CanonicalError};
+pub use config::{
+    BusConfig, Config, ConfigError, ConsumerSection, HttpConfig, HubConfig, MonitoringConfig,
+    OneOrMany, PublishConfig, Settings, WhenFull,
 };
-pub use hub::{run, HubBuilder, HubError, RunningHub, ShutdownReport};
+pub use consumer::{
+    Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory, Context,
+    HttpRoutes, NullConsumer, NullOptions, Readiness,
+};
+pub use hub::{
+    run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
+    ShutdownReport,
+};
 pub use message::{DecodeError, Envelope};
+pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
+pub use socket::BusError;
 pub use stats::Stats;
+pub use topic::category;
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::bus::BusError;
 use crate::canonical::write_python_float;
 use crate::config::MonitoringConfig;
+use crate::socket::BusError;
 use crate::stats::{unix_seconds, ConsumerStats, Stats};
 
 /// What monitoring shows about a consumer besides its counters.

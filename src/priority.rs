@@ -33,6 +33,7 @@ pub fn lower_current_thread(nice: i32) {
 
 /// The calling thread's nice value (for tests and diagnostics).
 #[cfg(target_os = "linux")]
+#[cfg(test)]
 pub fn current_thread_nice() -> i32 {
     // SAFETY: reads the calling thread's scheduling attribute.
     unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use actix::dev::SendError;
 use actix::Recipient;
 
-use crate::actor::{BatchBacklog, Deliver};
+use crate::actor::Deliver;
+use crate::backlog::BatchBacklog;
 use crate::config::WhenFull;
 use crate::events::MessageDropped;
 use crate::message::Envelope;
@@ -39,7 +40,6 @@ pub const MAX_BATCH_MESSAGES: usize = 256;
 
 /// One consumer as the router sees it.
 pub struct Route {
-    name: String,
     topics: TopicSet,
     mailbox: Recipient<Deliver>,
     stats: Arc<ConsumerStats>,
@@ -48,10 +48,9 @@ pub struct Route {
 }
 
 impl Route {
-    /// A consumer's route: its name, topics, mailbox, stats, `when_full` policy and
+    /// A consumer's route: its topics, mailbox, stats, `when_full` policy and
     /// bound (`capacity_messages`, at least 1).
     pub fn new(
-        name: String,
         topics: TopicSet,
         mailbox: Recipient<Deliver>,
         stats: Arc<ConsumerStats>,
@@ -59,23 +58,12 @@ impl Route {
         capacity: usize,
     ) -> Route {
         Route {
-            name,
             topics,
             mailbox,
             stats,
             when_full,
             capacity: i64::try_from(capacity.max(1)).unwrap_or(i64::MAX),
         }
-    }
-
-    /// The consumer's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The topics it subscribes to.
-    pub fn topics(&self) -> &TopicSet {
-        &self.topics
     }
 }
 

@@ -614,3 +614,93 @@ fn unknown_consumer_sections_and_failed_starts_stop_the_hub_from_starting() {
         "consumer Broken failed to start: database /nonexistent is unreachable"
     );
 }
+
+/// A consumer serving `/pong` with the text `name`, under whatever prefix its
+/// factory declares.
+struct Ponger(&'static str);
+
+impl fedhub::Consumer for Ponger {
+    fn consume(
+        &mut self,
+        _: &fedhub::Envelope,
+        _: &mut fedhub::Context,
+    ) -> Result<(), fedhub::ConsumerError> {
+        Ok(())
+    }
+
+    fn http_routes(&self) -> Option<fedhub::HttpRoutes> {
+        let name = self.0;
+        Some(std::sync::Arc::new(
+            move |cfg: &mut fedhub::actix_web::web::ServiceConfig| {
+                cfg.route(
+                    "/pong",
+                    fedhub::actix_web::web::get().to(move || async move { name }),
+                );
+            },
+        ))
+    }
+}
+
+fn ponger(name: &'static str, prefix: Option<&str>) -> fedhub::ConsumerFactory {
+    let factory = fedhub::ConsumerFactory::new(name, move |_| Ok(Box::new(Ponger(name))))
+        .enabled_by_default();
+    match prefix {
+        Some(prefix) => factory.http_prefix(prefix),
+        None => factory,
+    }
+}
+
+/// Each consumer's routes are served under the prefix it declared, and only there.
+#[test]
+fn consumer_routes_are_mounted_under_their_prefix() {
+    let bus = TestBus::new();
+    let hub = HubBuilder::new(config(&bus))
+        .consumer(ponger("Ping", Some("/ping")))
+        .consumer(ponger("Pong", Some("/pingpong")))
+        .start()
+        .unwrap();
+    let addr = hub.http_addr().unwrap();
+    assert_eq!(http_get(addr, "/ping/pong"), (200, "Ping".to_string()));
+    assert_eq!(http_get(addr, "/pingpong/pong"), (200, "Pong".to_string()));
+    assert_eq!(
+        http_get(addr, "/pong").0,
+        404,
+        "nothing outside the prefixes"
+    );
+    assert_eq!(
+        http_get(addr, "/health/livez").0,
+        200,
+        "the hub's routes stay"
+    );
+    hub.shutdown();
+}
+
+/// Two consumers claiming overlapping prefixes, one claiming a hub route, or one
+/// serving routes without a prefix: the hub refuses to start, naming them.
+#[test]
+fn colliding_http_prefixes_are_refused_at_start_naming_both() {
+    let bus = TestBus::new();
+    let start = |factories: Vec<fedhub::ConsumerFactory>| {
+        HubBuilder::new(config(&bus))
+            .consumers(factories)
+            .start()
+            .err()
+            .expect("the hub refuses to start")
+            .to_string()
+    };
+    let err = start(vec![
+        ponger("Nommer", Some("/datagrepper")),
+        ponger("Copycat", Some("/datagrepper")),
+    ]);
+    assert!(
+        err.contains("Nommer") && err.contains("Copycat") && err.contains("/datagrepper"),
+        "{err}"
+    );
+    let err = start(vec![ponger("Greedy", Some("/metrics"))]);
+    assert!(err.contains("Greedy") && err.contains("/metrics"), "{err}");
+    let err = start(vec![ponger("Shy", None)]);
+    assert!(
+        err.contains("Shy") && err.contains("declares no prefix"),
+        "{err}"
+    );
+}

@@ -176,7 +176,7 @@ fn hub_receiving_from(
     let mut config = fedhub::Config::default();
     config.bus.endpoints.insert(
         "peerpub.vm".into(),
-        fedhub::config::OneOrMany::Many(vec![endpoint.to_string()]),
+        fedhub::OneOrMany::Many(vec![endpoint.to_string()]),
     );
     config.bus.inbound = String::new();
     config.http.listen = "127.0.0.1:0".into();

@@ -77,7 +77,7 @@ pub fn collectd_exec(args: CollectdExecArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = stop.clone();
     std::thread::spawn(move || {
-        if fedhub::hub::wait_for_shutdown_signal().is_ok() {
+        if fedhub::wait_for_shutdown_signal().is_ok() {
             signal_stop.store(true, Ordering::Release);
         }
     });

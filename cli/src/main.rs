@@ -1,5 +1,6 @@
 //! The `fedhub` command: parse the command line, load config, hand over to the library.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use fedhub::{Config, ConsumerFactory, HubBuilder, NullConsumer};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use fedhub::{Config, ConsumerCommand, HubBuilder};
+use fedhub_cli::shipped_consumers;
 use fedhub_tools::{PublishOptions, TailOptions};
 
 mod collectd;
-mod history;
 
 #[derive(Parser)]
 #[command(
@@ -90,19 +91,24 @@ enum Command {
     },
     /// Print the hub's monitoring values as PUTVAL lines, for collectd's exec plugin.
     CollectdExec(collectd::CollectdExecArgs),
-    /// The history store (the Nommer consumer's database): import, query, user activity.
-    History(history::HistoryArgs),
-}
-
-/// The consumers this binary ships.
-fn shipped_consumers() -> Vec<ConsumerFactory> {
-    vec![NullConsumer::factory(), fedhub_history::factory()]
 }
 
 fn main() -> ExitCode {
     fedhub::init_logging();
-    let cli = Cli::parse();
-    match dispatch(cli.command) {
+    let commands: Vec<ConsumerCommand> = shipped_consumers()
+        .iter()
+        .filter_map(|f| f.subcommand().cloned())
+        .collect();
+    let matches = with_consumer_commands(Cli::command(), &commands).get_matches();
+    let outcome = match matches.subcommand() {
+        Some((name, sub)) if commands.iter().any(|c| c.name() == name) => {
+            run_consumer_command(&commands, name, sub)
+        }
+        _ => Cli::from_arg_matches(&matches)
+            .map_err(|e| e.exit())
+            .and_then(|cli| dispatch(cli.command)),
+    };
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -110,6 +116,46 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The built-in subcommands plus one per consumer that brings its own: each
+/// takes every argument after its name (`--help` too) and parses them itself.
+fn with_consumer_commands(mut cli: clap::Command, commands: &[ConsumerCommand]) -> clap::Command {
+    for command in commands {
+        cli = cli.subcommand(
+            clap::Command::new(command.name().to_string())
+                .about(command.about().to_string())
+                .disable_help_flag(true)
+                .arg(
+                    clap::Arg::new("args")
+                        .num_args(0..)
+                        .trailing_var_arg(true)
+                        .allow_hyphen_values(true)
+                        .value_parser(clap::value_parser!(OsString)),
+                ),
+        );
+    }
+    cli
+}
+
+fn run_consumer_command(
+    commands: &[ConsumerCommand],
+    name: &str,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<ExitCode> {
+    let command = commands
+        .iter()
+        .find(|c| c.name() == name)
+        .context("no such subcommand")?;
+    let mut args = vec![OsString::from(format!("fedhub {name}"))];
+    args.extend(
+        matches
+            .get_many::<OsString>("args")
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    command.run(args).map_err(anyhow::Error::from_boxed)
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -170,7 +216,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let stop = Arc::new(AtomicBool::new(false));
             let signal_stop = stop.clone();
             std::thread::spawn(move || {
-                if fedhub::hub::wait_for_shutdown_signal().is_ok() {
+                if fedhub::wait_for_shutdown_signal().is_ok() {
                     signal_stop.store(true, Ordering::Release);
                 }
             });
@@ -180,26 +226,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CollectdExec(args) => collectd::collectd_exec(args),
-        Command::History(args) => history::history(args),
     }
 }
 
 fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(path.as_deref())?;
-    if path.is_none() {
-        let embedded = Config::embedded_default();
-        for (name, section) in embedded.consumers {
-            config.consumers.entry(name).or_insert(section);
-        }
-        // The history store runs too, on its embedded SQLite file in the working
-        // directory, so /datagrepper/raw answers out of the box.
-        config
-            .consumers
-            .entry(fedhub_history::consumer::NAME.to_string())
-            .or_default()
-            .entry("enabled")
-            .or_insert(serde_json::Value::Bool(true));
-    }
     if demo {
         config.hub.status_log_interval_secs = config.hub.status_log_interval_secs.min(5);
         anyhow::ensure!(
@@ -208,9 +239,13 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
         );
     }
     // Building checks that every [consumers.X] section names a shipped consumer.
-    let builder = shipped_consumers()
-        .into_iter()
-        .fold(HubBuilder::new(config.clone()), HubBuilder::consumer);
+    let mut builder = HubBuilder::new(config.clone()).consumers(shipped_consumers());
+    if path.is_none() {
+        // The embedded defaults: each consumer that declared it runs without a
+        // config (NullConsumer, and the history store on its SQLite file in the
+        // working directory, so /datagrepper/raw answers out of the box).
+        builder = builder.with_embedded_defaults();
+    }
     if check {
         let enabled = builder.check()?;
         println!(
@@ -228,7 +263,6 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
             .replace("0.0.0.0", "127.0.0.1");
         tracing::info!(endpoint = %endpoint, rate = demo_rate, "demo traffic starting");
         Some(fedhub_tools::demo::spawn_demo_publisher(
-            &zmq_context(),
             &endpoint,
             demo_rate,
             &config.hub.topic_prefix,
@@ -241,7 +275,7 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
     if let Some(addr) = hub.http_addr() {
         tracing::info!("metrics at http://{addr}/metrics, state at http://{addr}/state");
     }
-    fedhub::hub::wait_for_shutdown_signal()?;
+    fedhub::wait_for_shutdown_signal()?;
     tracing::info!("shutdown requested");
     demo_stop.store(true, Ordering::Release);
     if let Some(thread) = demo_thread {
@@ -253,8 +287,4 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
     } else {
         ExitCode::from(1)
     })
-}
-
-fn zmq_context() -> fedhub::bus::ZmqContext {
-    fedhub::bus::ZmqContext::new()
 }

@@ -88,7 +88,7 @@ pub fn body(topic: &str, i: u64, msg: Value) -> String {
         "timestamp": 1_795_392_000u64 + i,
         "username": "tester",
     });
-    fedhub::canonical::to_canonical_string(&envelope)
+    fedhub::to_canonical_string(&envelope)
 }
 
 /// A config for tests: connect to `bus`, no inbound, HTTP on a free port.
@@ -96,7 +96,7 @@ pub fn config(bus: &TestBus) -> Config {
     let mut config = Config::default();
     config.bus.endpoints.insert(
         "test".into(),
-        fedhub::config::OneOrMany::Many(vec![bus.endpoint.clone()]),
+        fedhub::OneOrMany::Many(vec![bus.endpoint.clone()]),
     );
     config.bus.inbound = String::new();
     config.http.listen = "127.0.0.1:0".into();

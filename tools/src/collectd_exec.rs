@@ -439,7 +439,7 @@ mod tests {
     /// (`"%i" % (1000 * max(times or [0]))`, ...) on the same file.
     fn fixture_lines(file: &str, service: &str) -> Vec<String> {
         let path = format!(
-            "{}/tests/fixtures/monitoring/{file}",
+            "{}/../tests/fixtures/monitoring/{file}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use fedhub::bus::{build_topic, new_msg_id};
-use fedhub::canonical::to_canonical_string;
+use fedhub::to_canonical_string;
+use fedhub::{build_topic, new_msg_id};
 
 const USERS: &[&str] = &[
     "ralph",
@@ -314,13 +314,13 @@ impl Generator {
 /// Publishes generated traffic to `endpoint` (a PUB that connects, like
 /// fedmsg-logger) at `rate` messages per second until `stop` is set.
 pub fn spawn_demo_publisher(
-    context: &zmq::Context,
     endpoint: &str,
     rate: f64,
     topic_prefix: &str,
     environment: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, zmq::Error> {
+    let context = zmq::Context::new();
     let socket = context.socket(zmq::PUB)?;
     socket.set_linger(0)?;
     socket.connect(endpoint)?;

@@ -3,7 +3,7 @@
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use fedhub::bus::Publisher;
+use fedhub::Publisher;
 use fedhub::Stats;
 use serde_json::Value;
 
@@ -83,7 +83,7 @@ pub fn publish(
     let mut summary = PublishSummary::default();
     let mut send = |msg: Value, summary: &mut PublishSummary| -> Result<(), ToolError> {
         let envelope = Value::Object(builder.envelope(&options.topic, msg));
-        let body = fedhub::canonical::to_canonical_string(&envelope);
+        let body = fedhub::to_canonical_string(&envelope);
         let topic = envelope["topic"].as_str().unwrap_or_default();
         socket
             .send(topic.as_bytes(), zmq::SNDMORE)

@@ -68,10 +68,10 @@ fn run_once(dir: &std::path::Path, frames: &[(String, String)], k: usize) -> Run
         .expect("utf-8 endpoint");
 
     let mut config = Config::default();
-    config.bus.endpoints.insert(
-        "bench".into(),
-        fedhub::config::OneOrMany::Many(vec![endpoint]),
-    );
+    config
+        .bus
+        .endpoints
+        .insert("bench".into(), fedhub::OneOrMany::Many(vec![endpoint]));
     config.bus.inbound = String::new();
     config.http.listen = "127.0.0.1:0".into();
     config.hub.status_log_interval_secs = 0;

@@ -313,4 +313,11 @@ pub fn factory() -> ConsumerFactory {
         Ok(Box::new(Nommer::from_config(&config)?))
     })
     .topics(["*"])
+    .http_prefix(HTTP_PREFIX)
+    .on_embedded_defaults()
+    .example_config(include_str!("../fedhub.toml"))
+    .command(crate::command::command())
 }
+
+/// Where the datagrepper API is mounted on the hub's HTTP server.
+pub const HTTP_PREFIX: &str = "/datagrepper";

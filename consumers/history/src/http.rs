@@ -558,10 +558,11 @@ fn health(state: &WriterState) -> HttpResponse {
     respond(status, json!(h), None)
 }
 
-/// The routes to mount: `/datagrepper/{raw,raw/,id,messagecount,health}`.
+/// The routes, relative to the consumer's prefix (`/datagrepper`):
+/// `/raw`, `/raw/`, `/id`, `/messagecount`, `/health`.
 pub fn routes(store: Arc<dyn Store>, state: Arc<WriterState>, options: ApiOptions) -> HttpRoutes {
     Arc::new(move |cfg: &mut web::ServiceConfig| {
-        for path in ["/datagrepper/raw", "/datagrepper/raw/"] {
+        for path in ["/raw", "/raw/"] {
             let (store, state, options) = (store.clone(), state.clone(), options.clone());
             cfg.service(
                 web::resource(path).route(web::get().to(move |req: HttpRequest| {
@@ -570,24 +571,18 @@ pub fn routes(store: Arc<dyn Store>, state: Arc<WriterState>, options: ApiOption
             );
         }
         let (id_store, id_state) = (store.clone(), state.clone());
-        cfg.service(web::resource("/datagrepper/id").route(
+        cfg.service(web::resource("/id").route(
             web::get().to(move |req: HttpRequest| by_id(req, id_store.clone(), id_state.clone())),
         ));
         let (count_store, count_state) = (store.clone(), state.clone());
-        cfg.service(
-            web::resource("/datagrepper/messagecount").route(web::get().to(
-                move |req: HttpRequest| {
-                    message_count(req, count_store.clone(), count_state.clone())
-                },
-            )),
-        );
+        cfg.service(web::resource("/messagecount").route(web::get().to(
+            move |req: HttpRequest| message_count(req, count_store.clone(), count_state.clone()),
+        )));
         let state = state.clone();
-        cfg.service(
-            web::resource("/datagrepper/health").route(web::get().to(move || {
-                let response = health(&state);
-                async move { response }
-            })),
-        );
+        cfg.service(web::resource("/health").route(web::get().to(move || {
+            let response = health(&state);
+            async move { response }
+        })));
     })
 }
 

@@ -10,8 +10,10 @@
 //! - [`filter`]: [`Filter`] (datanommer `grep` semantics, datagrepper time arguments) and [`Page`].
 //! - [`writer`]: the batch writer thread and its [`Health`].
 //! - [`consumer`]: the `Nommer` consumer and its [`factory`].
-//! - [`http`]: `/datagrepper/raw`, `/datagrepper/id`, `/datagrepper/messagecount`.
-//! - [`tools`]: JSON-lines import and the userwat-style activity view.
+//! - [`http`]: `/raw`, `/id`, `/messagecount`, `/health`, mounted under `/datagrepper`.
+//! - [`import`]: JSON-lines import; [`activity`]: the userwat-style activity view.
+//! - [`command`]: `fedhub history` (import, query, user), the subcommand this
+//!   consumer brings to the `fedhub` binary.
 //!
 //! Other consumers count matches (badge criteria) with [`Store::count`]:
 //!
@@ -23,23 +25,24 @@
 //! # Ok::<(), fedhub_history::StoreError>(())
 //! ```
 
+pub mod activity;
+pub mod command;
 pub mod consumer;
 pub mod filter;
 pub mod http;
+pub mod import;
 pub mod index;
 pub mod meta;
 pub mod sqlite;
 pub mod store;
-pub mod tools;
 pub mod writer;
 
+pub use activity::user_activity;
 pub use consumer::{factory, Nommer, NommerConfig};
 pub use filter::{Filter, FilterError, Order, Page, StoredMessage};
 pub use http::{routes, ApiOptions};
+pub use import::{import_jsonl, import_jsonl_file, ImportError, ImportProgress, ImportReport};
 pub use meta::{packages, subtitle, usernames};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{BatchReport, NewMessage, Store, StoreError};
-pub use tools::{
-    import_jsonl, import_jsonl_file, user_activity, ImportError, ImportProgress, ImportReport,
-};
 pub use writer::{BatchWriter, Health, WriterOptions, WriterState};

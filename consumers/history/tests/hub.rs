@@ -29,7 +29,7 @@ struct Sent {
 
 impl Sent {
     fn body(&self, i: usize) -> String {
-        fedhub::canonical::to_canonical_string(&json!({
+        fedhub::to_canonical_string(&json!({
             "topic": self.topic,
             "msg": self.msg,
             "msg_id": self.msg_id,

@@ -47,8 +47,9 @@ impl Consumer for WordCount {
         let counts = self.counts.clone();
         Some(Arc::new(move |cfg: &mut web::ServiceConfig| {
             let counts = counts.clone();
+            // Relative to the prefix declared on the factory: GET /wordcount.
             cfg.route(
-                "/wordcount",
+                "",
                 web::get().to(move || {
                     let counts = counts.clone();
                     async move {
@@ -74,6 +75,7 @@ pub fn factory() -> ConsumerFactory {
         }))
     })
     .enabled_by_default()
+    .http_prefix("/wordcount")
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = hub.http_addr() {
         eprintln!("word counts at http://{addr}/wordcount");
     }
-    fedhub::hub::wait_for_shutdown_signal()?;
+    fedhub::wait_for_shutdown_signal()?;
     hub.shutdown();
     Ok(())
 }

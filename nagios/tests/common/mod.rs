@@ -115,7 +115,7 @@ pub fn hub_config(bus: &Bus, monitoring: &str, settings: Map<String, Value>) -> 
     let mut config = Config::default();
     config.bus.endpoints.insert(
         "test".into(),
-        fedhub::config::OneOrMany::Many(vec![bus.endpoint.clone()]),
+        fedhub::OneOrMany::Many(vec![bus.endpoint.clone()]),
     );
     config.bus.inbound = String::new();
     config.http.listen = "127.0.0.1:0".into();

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::BusError;
 use crate::canonical::to_canonical_string;
 use crate::config::PublishConfig;
+use crate::socket::BusError;
 use crate::stats::Stats;
 
 /// Why a message was not published.

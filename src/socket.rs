@@ -1,19 +1,9 @@
-//! The ZeroMQ side: SUB sockets that receive fedmsg traffic and the PUB socket
-//! consumers publish through.
+//! What ingress, publishing and the monitoring socket share about ZeroMQ
+//! sockets: a setup failure that names the address.
 //!
 //! ZeroMQ sockets are blocking and not thread-safe, so each side owns its sockets
-//! on a plain thread: the subscriber thread drains every socket continuously and
-//! hands decoded envelopes to the router; the publisher thread takes encoded
-//! messages from a bounded queue.
-
-mod publisher;
-mod subscriber;
-
-pub use publisher::{build_topic, new_msg_id, PublishError, Publisher, PublisherThread};
-pub use subscriber::{SocketPlan, Subscriber, SubscriberOptions};
-
-/// The ZeroMQ context type, re-exported for tools that open their own sockets.
-pub use zmq::Context as ZmqContext;
+//! on a plain thread: ingress drains every SUB socket continuously, the publisher
+//! thread takes encoded messages from a bounded queue.
 
 /// A failure to set up a socket, naming the address.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +16,7 @@ pub enum BusError {
         /// The address or socket involved.
         address: String,
         /// libzmq's error.
+        #[source]
         source: zmq::Error,
     },
 }

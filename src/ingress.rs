@@ -12,10 +12,10 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::BusError;
 use crate::events;
 use crate::message::{DecodeError, Envelope, ReceivedFrames};
 use crate::router::{Admission, Admitted, Dispatcher, Router};
+use crate::socket::BusError;
 use crate::stats::{BusStats, Stats};
 
 /// One SUB socket: a name for metrics, and what it connects to or binds.
@@ -203,11 +203,6 @@ impl Subscriber {
         {
             let _ = handle.join();
         }
-    }
-
-    /// A flag that, once set, makes the threads exit (also used by blocked ingress).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
     }
 }
 

@@ -10,16 +10,30 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Subcommand};
-use fedhub::config::ConsumerSection;
-use fedhub::{Config, Settings};
-use fedhub_history::http::{message_json, parse_raw, raw_body, ApiOptions};
-use fedhub_history::{
-    import_jsonl, user_activity, ImportProgress, NommerConfig, SqliteStore, Store,
-};
+use clap::{Args, Parser, Subcommand};
+use fedhub::{Config, ConsumerCommand, ConsumerSection, Settings};
+
+use crate::http::{message_json, parse_raw, raw_body, ApiOptions};
+use crate::{import_jsonl, user_activity, ImportProgress, NommerConfig, SqliteStore, Store};
+
+/// `fedhub history`, as the history store declares it to the binary.
+pub fn command() -> ConsumerCommand {
+    ConsumerCommand::new(
+        "history",
+        "The history store (the Nommer consumer's database): import, query, user activity",
+        |args| {
+            let args = HistoryArgs::parse_from(args);
+            history(args).map_err(Into::into)
+        },
+    )
+}
 
 /// Options of `fedhub history`.
-#[derive(Args)]
+#[derive(Parser)]
+#[command(
+    name = "fedhub history",
+    about = "The history store (the Nommer consumer's database): import, query, user activity"
+)]
 pub struct HistoryArgs {
     /// The hub's config file: its [consumers.Nommer] section names the database.
     #[arg(short = 'c', long = "config", global = true)]
@@ -166,10 +180,10 @@ fn nommer_config(path: Option<&Path>, database: Option<PathBuf>) -> anyhow::Resu
     let mut nommer = match path {
         Some(path) => {
             let config = Config::load(Some(path))?;
-            match config.consumers.get(fedhub_history::consumer::NAME) {
+            match config.consumers.get(crate::consumer::NAME) {
                 Some(raw) => {
-                    let section = ConsumerSection::parse(fedhub_history::consumer::NAME, raw)?;
-                    Settings::new(fedhub_history::consumer::NAME, section.settings)
+                    let section = ConsumerSection::parse(crate::consumer::NAME, raw)?;
+                    Settings::new(crate::consumer::NAME, section.settings)
                         .parse::<NommerConfig>()?
                 }
                 None => NommerConfig::default(),
@@ -198,70 +212,69 @@ fn open_existing(config: &NommerConfig) -> anyhow::Result<SqliteStore> {
     )?)
 }
 
-/// A one-line progress bar on stderr, redrawn at most every 100 ms.
-struct ProgressBar {
-    total_bytes: Option<u64>,
+/// The import's progress on stderr: an indicatif bar (by bytes read, when the
+/// size is known) on a terminal; elsewhere (a log, a pipe) nothing while it
+/// runs and the same line once at the end.
+struct ImportBar {
+    bar: indicatif::ProgressBar,
     began: Instant,
-    last_draw: Option<Instant>,
     enabled: bool,
-    drawn: bool,
+    known_size: bool,
 }
 
-impl ProgressBar {
-    fn new(total_bytes: Option<u64>, enabled: bool) -> ProgressBar {
-        ProgressBar {
-            total_bytes,
+impl ImportBar {
+    fn new(total_bytes: Option<u64>, enabled: bool) -> ImportBar {
+        let known_size = total_bytes.is_some_and(|t| t > 0);
+        let bar = if !enabled {
+            indicatif::ProgressBar::hidden()
+        } else if let Some(total) = total_bytes.filter(|_| known_size) {
+            indicatif::ProgressBar::new(total).with_style(
+                indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}% {msg}")
+                    .expect("a valid progress template")
+                    .progress_chars("#>-"),
+            )
+        } else {
+            indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                    .expect("a valid progress template"),
+            )
+        };
+        ImportBar {
+            bar,
             began: Instant::now(),
-            last_draw: None,
             enabled,
-            drawn: false,
+            known_size,
         }
     }
 
-    fn line(&self, p: &ImportProgress) -> String {
+    fn counts(&self, p: &ImportProgress) -> String {
         let secs = self.began.elapsed().as_secs_f64().max(1e-3);
         let rate = (p.stored + p.duplicates) as f64 / secs;
-        let counts = format!(
+        format!(
             "{} lines, {} stored, {} duplicates, {} bad, {:.0} msg/s",
             p.lines, p.stored, p.duplicates, p.bad_lines, rate
-        );
-        match self.total_bytes.filter(|t| *t > 0) {
-            Some(total) => {
-                let fraction = (p.bytes as f64 / total as f64).clamp(0.0, 1.0);
-                let width = 30;
-                let filled = (fraction * width as f64).round() as usize;
-                format!(
-                    "[{}{}] {:>3.0}% {counts}",
-                    "#".repeat(filled),
-                    "-".repeat(width - filled),
-                    fraction * 100.0
-                )
-            }
-            None => counts,
-        }
+        )
     }
 
     fn update(&mut self, p: &ImportProgress) {
-        if !self.enabled {
-            return;
-        }
-        let due = self
-            .last_draw
-            .is_none_or(|at| at.elapsed().as_millis() >= 100);
-        if due {
-            self.last_draw = Some(Instant::now());
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{}", self.line(p));
-            let _ = err.flush();
-            self.drawn = true;
+        if self.enabled {
+            self.bar.set_position(p.bytes);
+            self.bar.set_message(self.counts(p));
         }
     }
 
     fn finish(&mut self, p: &ImportProgress) {
-        if self.enabled {
-            let _ = writeln!(std::io::stderr().lock(), "\r{}", self.line(p));
-        } else if self.drawn {
-            let _ = writeln!(std::io::stderr().lock());
+        if !self.enabled {
+            return;
+        }
+        if let Some(total) = self.bar.length() {
+            self.bar.set_position(total);
+        }
+        self.bar.finish_with_message(self.counts(p));
+        if self.bar.is_hidden() {
+            // Not a terminal: no bar was drawn, so say once where it ended.
+            let done = if self.known_size { "100% " } else { "" };
+            let _ = writeln!(std::io::stderr().lock(), "{done}{}", self.counts(p));
         }
     }
 }
@@ -276,7 +289,7 @@ fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<Exi
         (Box::new(BufReader::with_capacity(1 << 20, f)), size)
     };
     let store = SqliteStore::open_with(&config.database, config.sqlite_options())?;
-    let mut bar = ProgressBar::new(total, !quiet);
+    let mut bar = ImportBar::new(total, !quiet);
     let began = Instant::now();
     let report = import_jsonl(reader, &store, |p| bar.update(p))
         .with_context(|| format!("importing {}", file.display()))?;
@@ -309,18 +322,14 @@ fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<Exi
 
 fn run_query(config: &NommerConfig, args: &QueryArgs) -> anyhow::Result<ExitCode> {
     let options = ApiOptions::default();
-    let request = parse_raw(
-        &args.query_string(),
-        &options,
-        fedhub_history::filter::now_secs(),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "bad query: --{}: {}",
-            e.parameter.replace('_', "-"),
-            e.problem
-        )
-    })?;
+    let request =
+        parse_raw(&args.query_string(), &options, crate::filter::now_secs()).map_err(|e| {
+            anyhow::anyhow!(
+                "bad query: --{}: {}",
+                e.parameter.replace('_', "-"),
+                e.problem
+            )
+        })?;
     let store = open_existing(config)?;
     let window = request.filter.window()?;
     let page = store.grep(&request.filter)?;

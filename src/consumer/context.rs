@@ -1,0 +1,142 @@
+//! What a consumer reaches from `start`, `consume` and `stop`: its settings, the
+//! publisher, the clock, the metrics registry, readiness and backlog holds.
+
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::backlog::BacklogGuard;
+use crate::config::Settings;
+use crate::publish::{PublishError, Publisher};
+use crate::stats::{ConsumerStats, Stats};
+
+/// The source of time, replaceable in tests.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock that reads `f`.
+    pub fn from_fn(f: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+/// What a consumer can reach from `start`, `consume` and `stop`.
+pub struct Context {
+    name: String,
+    settings: Settings,
+    publisher: Publisher,
+    stats: Arc<Stats>,
+    /// This consumer's series, looked up on first use.
+    own_stats: OnceLock<Arc<ConsumerStats>>,
+    clock: Clock,
+}
+
+impl Context {
+    /// Builds a context (the hub does this; tests of consumers can too).
+    pub fn new(name: &str, settings: Settings, publisher: Publisher, stats: Arc<Stats>) -> Context {
+        Context {
+            name: name.to_string(),
+            settings,
+            publisher,
+            stats,
+            own_stats: OnceLock::new(),
+            clock: Clock::system(),
+        }
+    }
+
+    /// Replaces the clock.
+    pub fn with_clock(mut self, clock: Clock) -> Context {
+        self.clock = clock;
+        self
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The consumer's own settings from its config section.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Publishes `msg` on `topic` (`modname.event`; the hub adds prefix and
+    /// environment). Returns the envelope sent.
+    pub fn publish(
+        &self,
+        topic: &str,
+        msg: Value,
+    ) -> Result<serde_json::Map<String, Value>, PublishError> {
+        self.publisher.publish(topic, msg)
+    }
+
+    /// The publisher, to hand to helper threads.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// The Prometheus registry, for a consumer's own metrics.
+    pub fn metrics(&self) -> &prometheus::Registry {
+        self.stats.registry()
+    }
+
+    /// A handle with which the consumer, or a helper thread of its own, reports
+    /// a problem that makes `/health/readyz` fail (a database it cannot write,
+    /// say) and clears it again.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.own_stats().clone())
+    }
+
+    /// Counts one more message in this consumer's backlog until the returned
+    /// guard is dropped. For a consumer that hands messages to a thread of its
+    /// own (a batch writer, say) and returns: the message it holds stays in the
+    /// backlog that `/metrics`, `/state`, the monitoring socket, collectd and
+    /// Nagios report, until the work on it is really done.
+    pub fn hold_backlog(&self) -> BacklogGuard {
+        BacklogGuard::new(self.own_stats())
+    }
+
+    fn own_stats(&self) -> &Arc<ConsumerStats> {
+        self.own_stats
+            .get_or_init(|| self.stats.consumer(&self.name))
+    }
+}
+
+/// Reports a consumer's own problems to `/health/readyz`; cheap to clone and
+/// to call from any thread. See [`Context::readiness`].
+#[derive(Clone)]
+pub struct Readiness(Arc<ConsumerStats>);
+
+impl Readiness {
+    /// Marks the consumer not ready, with the reason readyz shows.
+    pub fn set_problem(&self, reason: impl Into<String>) {
+        self.0.set_problem(Some(reason.into()));
+    }
+
+    /// Marks the consumer's own problem resolved.
+    pub fn clear(&self) {
+        self.0.set_problem(None);
+    }
+
+    /// The problem reported, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.0.problem()
+    }
+}
