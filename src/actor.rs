@@ -23,7 +23,7 @@ use actix::{Actor, Handler, Message};
 
 use crate::backlog::BatchBacklog;
 use crate::consumer::{Consumer, ConsumerError, Context};
-use crate::events::ConsumerFailed;
+use crate::events::{ConsumerFailed, ConsumerRestarted};
 use crate::message::Envelope;
 use crate::stats::{ConsumerStats, DropReason};
 
@@ -59,7 +59,7 @@ pub struct ConsumerActor {
     capacity: usize,
     retries: u32,
     dead_letter_file: Option<PathBuf>,
-    started_tx: Option<Sender<Result<(), String>>>,
+    started_tx: Option<Sender<Result<(), ConsumerError>>>,
     shutting_down: Arc<AtomicBool>,
     stopped: bool,
 }
@@ -77,7 +77,7 @@ pub struct ActorSetup {
     /// Where finally failed messages are written.
     pub dead_letter_file: Option<PathBuf>,
     /// Receives the result of the first `start`.
-    pub started_tx: Sender<Result<(), String>>,
+    pub started_tx: Sender<Result<(), ConsumerError>>,
     /// Set when the hub is stopping (ends start retries).
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -99,12 +99,15 @@ impl ConsumerActor {
         }
     }
 
-    fn try_start(&mut self) -> Result<(), String> {
+    fn try_start(&mut self) -> Result<(), ConsumerError> {
         let outcome = catch_unwind(AssertUnwindSafe(|| self.consumer.start(&mut self.ctx)));
         let result = match outcome {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(format!("panicked: {}", panic_text(&panic))),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(ConsumerError::msg(format!(
+                "panicked: {}",
+                panic_text(&panic)
+            ))),
         };
         self.stats.set_initialized(result.is_ok());
         result
@@ -119,6 +122,7 @@ impl ConsumerActor {
             match self.try_start() {
                 Ok(()) => tracing::info!(consumer = %self.name, "consumer restarted"),
                 Err(error) => {
+                    let error = crate::error_chain(&error);
                     tracing::error!(consumer = %self.name, %error, retry_in_ms = delay.as_millis() as u64, "consumer failed to start");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(30));
@@ -128,11 +132,15 @@ impl ConsumerActor {
     }
 
     fn restart(&mut self, reason: &str) {
-        tracing::warn!(consumer = %self.name, %reason, "restarting consumer after a fatal error");
-        self.stats.count_restart();
+        ConsumerRestarted {
+            consumer: &self.stats,
+            reason,
+        }
+        .emit();
         let _ = catch_unwind(AssertUnwindSafe(|| self.consumer.stop(&mut self.ctx)));
         self.stats.set_initialized(false);
         if let Err(error) = self.try_start() {
+            let error = crate::error_chain(&error);
             tracing::error!(consumer = %self.name, %error, "consumer failed to start after a fatal error");
         }
     }
@@ -222,7 +230,7 @@ impl ConsumerActor {
                     failure = None;
                     break;
                 }
-                Ok(Err(e)) => (e.to_string(), false, matches!(e, ConsumerError::Fatal(_))),
+                Ok(Err(e)) => (crate::error_chain(&e), false, e.is_fatal()),
                 Err(panic) => (panic_text(&panic), true, false),
             };
             ConsumerFailed {

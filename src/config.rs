@@ -13,12 +13,43 @@ use serde_json::{Map, Value};
 
 use crate::topic::TopicSpec;
 
-/// A configuration problem, naming the file, section or key at fault.
+/// A configuration problem, naming the file, section or key at fault. The
+/// message quotes its cause, which is also kept as the error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or environment could not be read or parsed.
-    #[error("{0}")]
-    Load(String),
+    /// The config file named does not exist.
+    #[error("config file {} does not exist or is not a file", path.display())]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file or environment could not be read as TOML.
+    #[error("cannot read {location}: {source}")]
+    Read {
+        /// The file, or "the environment".
+        location: String,
+        /// The parser's error.
+        #[source]
+        source: Box<config::ConfigError>,
+    },
+    /// The file or environment holds keys or values the hub does not accept.
+    #[error("invalid configuration in {location}: {source}")]
+    Parse {
+        /// The file, or "the environment".
+        location: String,
+        /// The deserializer's error, naming the key.
+        #[source]
+        source: Box<config::ConfigError>,
+    },
+    /// A consumer's own settings do not fit its config struct.
+    #[error("invalid configuration: [consumers.{consumer}] {source}")]
+    Settings {
+        /// The consumer.
+        consumer: String,
+        /// The deserializer's error, naming the key.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A value is present but wrong.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -364,8 +395,12 @@ impl Settings {
     /// Deserializes the settings into the consumer's config struct. Use
     /// `#[serde(deny_unknown_fields)]` on it so typos are reported by name.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        serde_json::from_value(Value::Object(self.values.clone()))
-            .map_err(|e| ConfigError::Invalid(format!("[consumers.{}] {e}", self.consumer)))
+        serde_json::from_value(Value::Object(self.values.clone())).map_err(|source| {
+            ConfigError::Settings {
+                consumer: self.consumer.clone(),
+                source,
+            }
+        })
     }
 }
 
@@ -383,10 +418,9 @@ impl Config {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
             if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist or is not a file",
-                    path.display()
-                )));
+                return Err(ConfigError::Missing {
+                    path: path.to_path_buf(),
+                });
             }
             builder = builder.add_source(
                 config::File::from(path)
@@ -403,12 +437,16 @@ impl Config {
         let where_ = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the environment".to_string());
-        let loaded = builder
-            .build()
-            .map_err(|e| ConfigError::Load(format!("cannot read {where_}: {e}")))?;
+        let loaded = builder.build().map_err(|source| ConfigError::Read {
+            location: where_.clone(),
+            source: Box::new(source),
+        })?;
         let mut config: Config = loaded
             .try_deserialize()
-            .map_err(|e| ConfigError::Load(format!("invalid configuration in {where_}: {e}")))?;
+            .map_err(|source| ConfigError::Parse {
+                location: where_,
+                source: Box::new(source),
+            })?;
         config.merge_consumer_case();
         config.validate()?;
         Ok(config)
@@ -611,5 +649,27 @@ database = "/tmp/x.sqlite"
         let err = Settings::new("Nommer", map).parse::<Mine>().err().unwrap();
         assert!(err.to_string().contains("[consumers.Nommer]"), "{err}");
         assert!(err.to_string().contains("databse"), "{err}");
+    }
+
+    /// Errors keep their cause as their source, and the one-line chain does
+    /// not repeat a cause the message already quotes.
+    #[test]
+    fn errors_keep_their_causes() {
+        use std::error::Error as _;
+        let f = write("[bus]\nendpoint = {}\n");
+        let err = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap_err();
+        let cause = err
+            .source()
+            .expect("the parser's error is kept")
+            .to_string();
+        assert!(cause.contains("endpoint"), "{cause}");
+        assert_eq!(crate::error_chain(&err), err.to_string());
+        let mut map = Map::new();
+        map.insert("databse".into(), "x".into());
+        let err = Settings::new("Nommer", map)
+            .parse::<BTreeMap<String, u64>>()
+            .err()
+            .unwrap();
+        assert!(err.source().is_some(), "{err}");
     }
 }

@@ -142,6 +142,22 @@ impl ConsumerFailed<'_> {
     }
 }
 
+/// A consumer is restarted after a fatal error.
+pub struct ConsumerRestarted<'a> {
+    /// The consumer.
+    pub consumer: &'a ConsumerStats,
+    /// The fatal error that caused it.
+    pub reason: &'a str,
+}
+
+impl ConsumerRestarted<'_> {
+    /// Counts the restart and logs it (restarts are backed off, so never at line rate).
+    pub fn emit(self) {
+        tracing::warn!(consumer = %self.consumer.name(), reason = %self.reason, "restarting consumer after a fatal error");
+        self.consumer.count_restart();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use actix::{Actor, Recipient};
 
 use crate::actor::{ActorSetup, ConsumerActor, Deliver, StopConsumer};
 use crate::config::{Config, ConfigError, ConsumerSection, Settings, WhenFull};
-use crate::consumer::{Consumer, ConsumerFactory, Context};
+use crate::consumer::{Consumer, ConsumerError, ConsumerFactory, Context};
 use crate::http::{HttpState, MountedRoutes};
 use crate::ingress::{SocketPlan, Subscriber, SubscriberOptions};
 use crate::memory::Trimmer;
@@ -39,12 +39,13 @@ pub enum HubError {
     #[error(transparent)]
     Bus(#[from] BusError),
     /// A consumer's `start` failed.
-    #[error("consumer {name} failed to start: {reason}")]
+    #[error("consumer {name} failed to start: {source}")]
     ConsumerStart {
         /// The consumer.
         name: String,
         /// Its error.
-        reason: String,
+        #[source]
+        source: ConsumerError,
     },
     /// The HTTP server could not start.
     #[error("http server on {listen}")]
@@ -303,7 +304,7 @@ struct ConsumerRouting {
     when_full: WhenFull,
     capacity: usize,
     mailbox: Recipient<Deliver>,
-    started: Receiver<Result<(), String>>,
+    started: Receiver<Result<(), ConsumerError>>,
 }
 
 fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
@@ -604,14 +605,16 @@ impl RunningHub {
     fn wait_until_consumers_started(&self, routing: &Routing) -> Result<(), HubError> {
         let timeout = Duration::from_secs(self.config.hub.start_timeout_secs.max(1));
         for consumer in &routing.consumers {
-            let reason = match consumer.started.recv_timeout(timeout) {
+            let source = match consumer.started.recv_timeout(timeout) {
                 Ok(Ok(())) => continue,
-                Ok(Err(reason)) => reason,
-                Err(_) => format!("did not start within {} s", timeout.as_secs()),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    ConsumerError::msg(format!("did not start within {} s", timeout.as_secs()))
+                }
             };
             return Err(HubError::ConsumerStart {
                 name: consumer.name.clone(),
-                reason,
+                source,
             });
         }
         Ok(())

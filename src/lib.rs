@@ -42,6 +42,7 @@ mod hub;
 mod ingress;
 mod memory;
 mod message;
+mod metric_names;
 mod monitoring;
 mod priority;
 mod publish;
@@ -57,8 +58,8 @@ pub use config::{
     OneOrMany, PublishConfig, Settings, WhenFull,
 };
 pub use consumer::{
-    Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory, Context,
-    HttpRoutes, NullConsumer, NullOptions, Readiness,
+    BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
+    Context, HttpRoutes, NullConsumer, NullOptions, Readiness,
 };
 pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
@@ -77,6 +78,23 @@ pub struct ReadmeDoctests;
 
 /// Re-exported so consumers can mount routes without a direct dependency.
 pub use actix_web;
+
+/// An error and its causes as one line, `outer: cause: cause`, for logs and
+/// command-line messages. A cause whose text the line already shows (an error
+/// that quotes its source) is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = next.source();
+    }
+    line
+}
 
 /// Sets up logging to stderr (`RUST_LOG` style filter, default `info`), without
 /// colours unless stderr is a terminal: stdout stays clean for tools that print

@@ -17,6 +17,7 @@ use prometheus::{
 };
 
 use crate::message::DecodeError;
+use crate::metric_names as names;
 
 /// How many recent handling times a consumer keeps for the moksha `times` list.
 pub const RECENT_TIMES_CAPACITY: usize = 1024;
@@ -148,22 +149,22 @@ impl Stats {
         let consumer = &["consumer"];
         let r = &registry;
         let stats = Stats {
-            consumer_backlog: register(r, IntGaugeVec::new(Opts::new("fedhub_consumer_backlog", "Messages accepted for a consumer and not yet handled (mailbox plus in progress)."), consumer).unwrap()),
-            consumer_capacity: register(r, IntGaugeVec::new(Opts::new("fedhub_consumer_mailbox_capacity", "Configured mailbox capacity of a consumer, in messages."), consumer).unwrap()),
-            consumer_received: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_received_total", "Messages put in a consumer's mailbox (moksha headcount_in)."), consumer).unwrap()),
-            consumer_handled: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_handled_total", "Messages a consumer finished handling, successfully or not (moksha headcount_out)."), consumer).unwrap()),
-            consumer_exceptions: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_exceptions_total", "Messages whose handling returned an error or panicked."), consumer).unwrap()),
-            consumer_panics: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_panics_total", "Panics caught while a consumer handled a message."), consumer).unwrap()),
-            consumer_dropped: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_dropped_total", "Messages routed to a consumer but not delivered, by reason."), &["consumer", "reason"]).unwrap()),
-            consumer_restarts: register(r, IntCounterVec::new(Opts::new("fedhub_consumer_restarts_total", "Times a consumer was restarted after a fatal error."), consumer).unwrap()),
-            consumer_handling: register(r, HistogramVec::new(HistogramOpts::new("fedhub_consumer_handling_seconds", "Time a consumer spent handling one message.").buckets(vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), consumer).unwrap()),
-            bus_frames: register(r, IntCounterVec::new(Opts::new("fedhub_bus_messages_received_total", "ZeroMQ messages received on a bus socket, valid or not."), &["bus"]).unwrap()),
-            bus_bytes: register(r, IntCounterVec::new(Opts::new("fedhub_bus_received_bytes_total", "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
-            bus_malformed: register(r, IntCounterVec::new(Opts::new("fedhub_bus_malformed_total", "Messages rejected on a bus socket, by reason."), &["bus", "reason"]).unwrap()),
-            unrouted: register(r, IntCounter::new("fedhub_router_unrouted_total", "Valid messages that matched no consumer.").unwrap()),
-            ingress_blocked: register(r, Counter::new("fedhub_ingress_blocked_seconds_total", "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
-            published: register(r, IntCounter::new("fedhub_published_total", "Messages this hub published on the bus.").unwrap()),
-            publish_errors: register(r, IntCounterVec::new(Opts::new("fedhub_publish_errors_total", "Messages that could not be published, by reason."), &["reason"]).unwrap()),
+            consumer_backlog: register(r, IntGaugeVec::new(Opts::new(names::CONSUMER_BACKLOG, "Messages accepted for a consumer and not yet handled (mailbox plus in progress)."), consumer).unwrap()),
+            consumer_capacity: register(r, IntGaugeVec::new(Opts::new(names::CONSUMER_MAILBOX_CAPACITY, "Configured mailbox capacity of a consumer, in messages."), consumer).unwrap()),
+            consumer_received: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_RECEIVED_TOTAL, "Messages put in a consumer's mailbox (moksha headcount_in)."), consumer).unwrap()),
+            consumer_handled: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_HANDLED_TOTAL, "Messages a consumer finished handling, successfully or not (moksha headcount_out)."), consumer).unwrap()),
+            consumer_exceptions: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_EXCEPTIONS_TOTAL, "Messages whose handling returned an error or panicked."), consumer).unwrap()),
+            consumer_panics: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_PANICS_TOTAL, "Panics caught while a consumer handled a message."), consumer).unwrap()),
+            consumer_dropped: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_DROPPED_TOTAL, "Messages routed to a consumer but not delivered, by reason."), &["consumer", "reason"]).unwrap()),
+            consumer_restarts: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_RESTARTS_TOTAL, "Times a consumer was restarted after a fatal error."), consumer).unwrap()),
+            consumer_handling: register(r, HistogramVec::new(HistogramOpts::new(names::CONSUMER_HANDLING_SECONDS, "Time a consumer spent handling one message.").buckets(vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), consumer).unwrap()),
+            bus_frames: register(r, IntCounterVec::new(Opts::new(names::BUS_MESSAGES_RECEIVED_TOTAL, "ZeroMQ messages received on a bus socket, valid or not."), &["bus"]).unwrap()),
+            bus_bytes: register(r, IntCounterVec::new(Opts::new(names::BUS_RECEIVED_BYTES_TOTAL, "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
+            bus_malformed: register(r, IntCounterVec::new(Opts::new(names::BUS_MALFORMED_TOTAL, "Messages rejected on a bus socket, by reason."), &["bus", "reason"]).unwrap()),
+            unrouted: register(r, IntCounter::new(names::ROUTER_UNROUTED_TOTAL, "Valid messages that matched no consumer.").unwrap()),
+            ingress_blocked: register(r, Counter::new(names::INGRESS_BLOCKED_SECONDS_TOTAL, "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
+            published: register(r, IntCounter::new(names::PUBLISHED_TOTAL, "Messages this hub published on the bus.").unwrap()),
+            publish_errors: register(r, IntCounterVec::new(Opts::new(names::PUBLISH_ERRORS_TOTAL, "Messages that could not be published, by reason."), &["reason"]).unwrap()),
             consumers: DashMap::new(),
             buses: DashMap::new(),
             started_at: SystemTime::now(),

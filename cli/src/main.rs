@@ -111,8 +111,9 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("fedhub: {error:#}");
+            let line = fedhub::error_chain(error.as_ref());
+            tracing::error!("{line}");
+            eprintln!("fedhub: {line}");
             ExitCode::from(2)
         }
     }

@@ -30,49 +30,87 @@ use std::sync::Arc;
 use crate::message::Envelope;
 use crate::publish::PublishError;
 
+/// The cause an error carries: any error, kept whole so a log line can show
+/// the chain ([`error_chain`](crate::error_chain)).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why handling a message failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     /// This message could not be handled; the consumer goes on with the next one.
-    #[error("{0}")]
-    Message(String),
+    #[error("{message}")]
+    Message {
+        /// What failed.
+        message: String,
+        /// The error behind it, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The consumer is in a bad state: it is stopped and started again.
-    #[error("fatal: {0}")]
-    Fatal(String),
+    #[error("fatal: {message}")]
+    Fatal {
+        /// What failed.
+        message: String,
+        /// The error behind it, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl ConsumerError {
     /// A per-message failure.
     pub fn msg(text: impl std::fmt::Display) -> ConsumerError {
-        ConsumerError::Message(text.to_string())
+        ConsumerError::Message {
+            message: text.to_string(),
+            source: None,
+        }
     }
 
     /// A failure that needs a restart.
     pub fn fatal(text: impl std::fmt::Display) -> ConsumerError {
-        ConsumerError::Fatal(text.to_string())
+        ConsumerError::Fatal {
+            message: text.to_string(),
+            source: None,
+        }
+    }
+
+    /// A per-message failure saying what failed, caused by `source`.
+    pub fn msg_from(text: impl std::fmt::Display, source: impl Into<BoxError>) -> ConsumerError {
+        ConsumerError::Message {
+            message: text.to_string(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A failure that needs a restart, saying what failed, caused by `source`.
+    pub fn fatal_from(text: impl std::fmt::Display, source: impl Into<BoxError>) -> ConsumerError {
+        ConsumerError::Fatal {
+            message: text.to_string(),
+            source: Some(source.into()),
+        }
     }
 
     /// Whether the consumer must be restarted.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ConsumerError::Fatal(_))
+        matches!(self, ConsumerError::Fatal { .. })
     }
 }
 
 impl From<serde_json::Error> for ConsumerError {
     fn from(e: serde_json::Error) -> Self {
-        ConsumerError::msg(e)
+        ConsumerError::msg_from(format!("invalid JSON: {e}"), e)
     }
 }
 
 impl From<std::io::Error> for ConsumerError {
     fn from(e: std::io::Error) -> Self {
-        ConsumerError::msg(e)
+        ConsumerError::msg_from(e.to_string(), e)
     }
 }
 
 impl From<PublishError> for ConsumerError {
     fn from(e: PublishError) -> Self {
-        ConsumerError::msg(e)
+        ConsumerError::msg_from(format!("cannot publish: {e}"), e)
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`sqlite`]: the embedded SQLite backend, [`SqliteStore`].
 //! - [`index`]: the in-memory bitmap index that makes counts and pages cheap.
 //! - [`filter`]: [`Filter`] (datanommer `grep` semantics, datagrepper time arguments) and [`Page`].
+//! - [`events`]: the store's typed events (log and count in one place), metric names.
 //! - [`writer`]: the batch writer thread and its [`Health`].
 //! - [`consumer`]: the `Nommer` consumer and its [`factory`].
 //! - [`http`]: `/raw`, `/id`, `/messagecount`, `/health`, mounted under `/datagrepper`.
@@ -28,6 +29,7 @@
 pub mod activity;
 pub mod command;
 pub mod consumer;
+pub mod events;
 pub mod filter;
 pub mod http;
 pub mod import;

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use fedhub::BacklogGuard;
 
+use crate::events::{names, CommitFailed, MessageRefused};
 use crate::filter::now_secs;
 use crate::store::{NewMessage, Store};
 
@@ -183,24 +184,24 @@ impl WriterState {
         }
         let metrics = Metrics {
             stored: prometheus::IntCounter::new(
-                "fedhub_history_messages_stored_total",
+                names::MESSAGES_STORED_TOTAL,
                 "Messages stored by the history consumer",
             )?,
             duplicates: prometheus::IntCounter::new(
-                "fedhub_history_duplicates_total",
+                names::DUPLICATES_TOTAL,
                 "Messages skipped because their msg_id was already stored",
             )?,
             write_errors: prometheus::IntCounter::new(
-                "fedhub_history_write_errors_total",
+                names::WRITE_ERRORS_TOTAL,
                 "Failed commit attempts of the history store",
             )?,
             queued: prometheus::IntGauge::new(
-                "fedhub_history_queue_messages",
+                names::QUEUE_MESSAGES,
                 "Messages accepted by the history consumer and not yet committed",
             )?,
             bad_requests: prometheus::IntCounterVec::new(
                 prometheus::Opts::new(
-                    "fedhub_history_bad_requests_total",
+                    names::BAD_REQUESTS_TOTAL,
                     "History API requests refused with 400 (bad parameters), by endpoint",
                 ),
                 &["endpoint"],
@@ -314,8 +315,8 @@ impl WriterState {
         );
     }
 
-    /// One place for "the database refused this message for good".
-    fn rejected(&self, message: &NewMessage, error: &str) {
+    /// Counts a message the database refused for good (see [`MessageRefused`]).
+    pub(crate) fn count_refused(&self, error: &str) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.queued.fetch_sub(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -324,11 +325,10 @@ impl WriterState {
             m.write_errors.inc();
         }
         self.queued_changed();
-        tracing::error!(msg_id = %message.msg_id, topic = %message.topic, error, "message refused by the history store");
     }
 
-    /// One place for "a commit failed".
-    fn failed(&self, messages: usize, error: &str, retry_in: Duration) {
+    /// Counts a failed commit and reports it to readiness (see [`CommitFailed`]).
+    pub(crate) fn count_commit_failure(&self, error: &str) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
         self.failing.store(true, Ordering::Release);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -339,12 +339,6 @@ impl WriterState {
         if let Some(r) = self.readiness() {
             r.set_problem(self.problem_text());
         }
-        tracing::error!(
-            messages,
-            error,
-            retry_in_ms = retry_in.as_millis() as u64,
-            "history batch not committed, will retry"
-        );
     }
 }
 
@@ -569,7 +563,12 @@ fn commit(
                             state.committed(1, report.stored, report.duplicates, Duration::ZERO)
                         }
                         Err(e) if e.is_transient() => rest.push(message),
-                        Err(e) => state.rejected(&message, &e.to_string()),
+                        Err(e) => MessageRefused {
+                            state,
+                            message: &message,
+                            error: &e.to_string(),
+                        }
+                        .emit(),
                     }
                 }
                 *batch = rest;
@@ -581,7 +580,13 @@ fn commit(
                 let error = e.to_string();
                 if closing && began.elapsed() >= options.shutdown_grace {
                     let ids: Vec<&str> = batch.iter().map(|m| m.msg_id.as_str()).collect();
-                    state.failed(batch.len(), &error, Duration::ZERO);
+                    CommitFailed {
+                        state,
+                        messages: batch.len(),
+                        error: &error,
+                        retry_in: Duration::ZERO,
+                    }
+                    .emit();
                     tracing::error!(
                         messages = batch.len(),
                         msg_ids = ?ids,
@@ -594,7 +599,13 @@ fn commit(
                     batch.clear();
                     return;
                 }
-                state.failed(batch.len(), &error, delay);
+                CommitFailed {
+                    state,
+                    messages: batch.len(),
+                    error: &error,
+                    retry_in: delay,
+                }
+                .emit();
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(options.retry_max);
             }

@@ -1,0 +1,64 @@
+//! The history store's typed events: each one logs its line and updates its
+//! counters in one place; and the names of the metrics it registers.
+
+use std::time::Duration;
+
+use crate::store::NewMessage;
+use crate::writer::WriterState;
+
+/// The `fedhub_history_*` metric families, by name.
+pub mod names {
+    /// Messages stored.
+    pub const MESSAGES_STORED_TOTAL: &str = "fedhub_history_messages_stored_total";
+    /// Messages skipped because their msg_id was already stored.
+    pub const DUPLICATES_TOTAL: &str = "fedhub_history_duplicates_total";
+    /// Failed commit attempts and messages refused for good.
+    pub const WRITE_ERRORS_TOTAL: &str = "fedhub_history_write_errors_total";
+    /// Messages accepted and not yet committed (gauge).
+    pub const QUEUE_MESSAGES: &str = "fedhub_history_queue_messages";
+    /// API requests refused with 400, by endpoint.
+    pub const BAD_REQUESTS_TOTAL: &str = "fedhub_history_bad_requests_total";
+}
+
+/// A batch could not be committed; it is retried after `retry_in`.
+pub struct CommitFailed<'a> {
+    /// The writer's shared state (counters, readiness).
+    pub state: &'a WriterState,
+    /// Messages in the batch.
+    pub messages: usize,
+    /// The database's error.
+    pub error: &'a str,
+    /// When the batch is tried again.
+    pub retry_in: Duration,
+}
+
+impl CommitFailed<'_> {
+    /// Counts the failure, marks the store not ready, and logs it.
+    pub fn emit(self) {
+        self.state.count_commit_failure(self.error);
+        tracing::error!(
+            messages = self.messages,
+            error = self.error,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "history batch not committed, will retry"
+        );
+    }
+}
+
+/// The database refused one message for good (it is not retried).
+pub struct MessageRefused<'a> {
+    /// The writer's shared state.
+    pub state: &'a WriterState,
+    /// The message.
+    pub message: &'a NewMessage,
+    /// The database's error.
+    pub error: &'a str,
+}
+
+impl MessageRefused<'_> {
+    /// Counts the refusal and logs it with the message's id and topic.
+    pub fn emit(self) {
+        self.state.count_refused(self.error);
+        tracing::error!(msg_id = %self.message.msg_id, topic = %self.message.topic, error = self.error, "message refused by the history store");
+    }
+}

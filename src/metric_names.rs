@@ -1,0 +1,37 @@
+//! Every metric the runtime registers, by name, in one place: the Prometheus
+//! families `/metrics` serves (what dashboards and alerts are written against).
+//! Consumers register their own families with names of their own
+//! (`fedhub_<consumer>_...`), through `Context::metrics`.
+
+/// Messages accepted for a consumer and not yet handled (gauge).
+pub const CONSUMER_BACKLOG: &str = "fedhub_consumer_backlog";
+/// A consumer's configured backlog bound (gauge).
+pub const CONSUMER_MAILBOX_CAPACITY: &str = "fedhub_consumer_mailbox_capacity";
+/// Messages admitted for a consumer (moksha headcount_in).
+pub const CONSUMER_RECEIVED_TOTAL: &str = "fedhub_consumer_received_total";
+/// Messages a consumer finished handling (moksha headcount_out).
+pub const CONSUMER_HANDLED_TOTAL: &str = "fedhub_consumer_handled_total";
+/// Messages whose handling returned an error or panicked.
+pub const CONSUMER_EXCEPTIONS_TOTAL: &str = "fedhub_consumer_exceptions_total";
+/// Panics caught in a consumer.
+pub const CONSUMER_PANICS_TOTAL: &str = "fedhub_consumer_panics_total";
+/// Messages routed to a consumer but not delivered, by reason.
+pub const CONSUMER_DROPPED_TOTAL: &str = "fedhub_consumer_dropped_total";
+/// Restarts of a consumer after a fatal error.
+pub const CONSUMER_RESTARTS_TOTAL: &str = "fedhub_consumer_restarts_total";
+/// Handling time per message (histogram).
+pub const CONSUMER_HANDLING_SECONDS: &str = "fedhub_consumer_handling_seconds";
+/// ZeroMQ messages received on a bus socket, valid or not.
+pub const BUS_MESSAGES_RECEIVED_TOTAL: &str = "fedhub_bus_messages_received_total";
+/// Bytes of frames received on a bus socket.
+pub const BUS_RECEIVED_BYTES_TOTAL: &str = "fedhub_bus_received_bytes_total";
+/// Messages rejected on a bus socket, by reason.
+pub const BUS_MALFORMED_TOTAL: &str = "fedhub_bus_malformed_total";
+/// Valid messages that matched no consumer.
+pub const ROUTER_UNROUTED_TOTAL: &str = "fedhub_router_unrouted_total";
+/// Time ingress waited for room in a full mailbox.
+pub const INGRESS_BLOCKED_SECONDS_TOTAL: &str = "fedhub_ingress_blocked_seconds_total";
+/// Messages this hub published.
+pub const PUBLISHED_TOTAL: &str = "fedhub_published_total";
+/// Messages that could not be published, by reason.
+pub const PUBLISH_ERRORS_TOTAL: &str = "fedhub_publish_errors_total";
