@@ -224,7 +224,7 @@ fn publish_and_tail_round_trip() {
 
 #[test]
 fn the_documented_example_config_is_valid() {
-    let path = format!("{}/examples/fedhub.toml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/examples/fedhub.toml", workspace_root().display());
     let output = Command::new(fedhub_binary())
         .args(["run", "--check", "-c", &path])
         .output()
