@@ -343,11 +343,19 @@ fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1)
-        .bind(&listen)
-        .map_err(|source| HubError::Http {
-            listen: listen.clone(),
-            source,
-        })?;
+        .bind(&listen);
+        let server = match server {
+            Ok(server) => server,
+            Err(source) => {
+                // Nothing will use the actors: stop them and the system, so
+                // the partly started hub can be joined and dropped.
+                for arbiter in &arbiters {
+                    arbiter.stop();
+                }
+                actix::System::current().stop();
+                return Err(HubError::Http { listen, source });
+            }
+        };
         let addr = server.addrs().first().copied();
         let running = server.run();
         let handle = running.handle();

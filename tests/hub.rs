@@ -704,3 +704,28 @@ fn colliding_http_prefixes_are_refused_at_start_naming_both() {
         "{err}"
     );
 }
+
+/// An HTTP address already in use stops the start with an error naming it, and
+/// what was started before (the consumers' threads) is stopped, not left behind.
+#[test]
+fn an_http_address_in_use_fails_the_start_promptly_naming_it() {
+    let bus = TestBus::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let mut config = config(&bus);
+    config.http.listen = address.clone();
+    let (factory, _seen) = recorder("Recorder", Duration::ZERO);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = HubBuilder::new(config).consumer(factory).start();
+        let _ = tx.send(outcome.err().map(|e| fedhub::error_chain(&e)));
+    });
+    let error = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("start returns instead of hanging")
+        .expect("the start fails");
+    assert!(
+        error.contains(&format!("http server on {address}")),
+        "{error}"
+    );
+}
