@@ -46,6 +46,8 @@ pub struct LatencyOptions {
 pub struct Recording {
     /// Per recorded message: wall clock at the start of `consume` minus `sent_ns`, ns.
     pub e2e_ns: Vec<i64>,
+    /// Per recorded message: wall clock at the start of `consume`, ns since the epoch.
+    pub at_ns: Vec<u64>,
     /// Per recorded message: when the hub decoded it ([`Envelope::received_at`])
     /// minus `sent_ns`, ns (the bus leg: publisher, libzmq, receiving and decoding threads).
     pub bus_ns: Vec<i64>,
@@ -114,6 +116,7 @@ impl LatencyConsumer {
             options,
             recording: Recording {
                 e2e_ns: Vec::with_capacity(capacity),
+                at_ns: Vec::with_capacity(capacity),
                 bus_ns: Vec::with_capacity(capacity),
                 ..Recording::default()
             },
@@ -158,6 +161,7 @@ impl Consumer for LatencyConsumer {
         };
         let received = stamp::epoch_ns(envelope.received_at());
         self.recording.e2e_ns.push(now as i64 - sent as i64);
+        self.recording.at_ns.push(now);
         self.recording.bus_ns.push(received as i64 - sent as i64);
         if self.recording.first_ns == 0 {
             self.recording.first_ns = now;
@@ -200,6 +204,36 @@ pub fn summarize_ns(values: &mut [i64]) -> Value {
     })
 }
 
+/// Per `window_ms` of consume time (from the first recorded message): the count
+/// and the p50/p99/max latency in ms, as CSV lines `t_s,count,p50_ms,p99_ms,max_ms`,
+/// to tell a stall (one window's max) from steady queueing (every window's p50).
+pub fn series_csv(at_ns: &[u64], e2e_ns: &[i64], window_ms: u64) -> String {
+    let mut out = String::from("t_s,count,p50_ms,p99_ms,max_ms\n");
+    let (Some(first), true) = (at_ns.first(), window_ms > 0) else {
+        return out;
+    };
+    let width = window_ms * 1_000_000;
+    let mut windows: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
+    for (at, e2e) in at_ns.iter().zip(e2e_ns) {
+        windows
+            .entry(at.saturating_sub(*first) / width)
+            .or_default()
+            .push(*e2e);
+    }
+    for (w, mut values) in windows {
+        let s = summarize_ns(&mut values);
+        out.push_str(&format!(
+            "{:.3},{},{},{},{}\n",
+            (w * width) as f64 / 1e9,
+            s["count"],
+            s["p50"],
+            s["p99"],
+            s["max"]
+        ));
+    }
+    out
+}
+
 /// How to run the latency hub.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
@@ -207,6 +241,10 @@ pub struct HubOptions {
     pub config: PathBuf,
     /// Give up (and print what was recorded) after this long.
     pub max: Duration,
+    /// Write the per-window series here (see [`series_csv`]).
+    pub series: Option<PathBuf>,
+    /// The series' window, ms.
+    pub window_ms: u64,
 }
 
 /// Runs the hub until the consumer recorded what it was asked to, a signal, or
@@ -246,6 +284,13 @@ pub fn run_hub(options: &HubOptions) -> anyhow::Result<Value> {
     // partial recording if the full one did not come.
     let report = hub.shutdown();
     let recording = handover.take().unwrap_or_default();
+    if let Some(path) = &options.series {
+        std::fs::write(
+            path,
+            series_csv(&recording.at_ns, &recording.e2e_ns, options.window_ms),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(summarize(recording, why, report.undrained.len()))
 }
 
@@ -289,5 +334,25 @@ mod tests {
         assert_eq!(s["max"], 1.0);
         assert_eq!(s["min"], 0.001);
         assert_eq!(summarize_ns(&mut [])["count"], 0);
+    }
+
+    #[test]
+    fn series_windows_start_at_the_first_message() {
+        let at = [
+            1_000_000_000u64,
+            1_050_000_000,
+            1_150_000_000,
+            1_160_000_000,
+        ];
+        let e2e = [1_000_000i64, 3_000_000, 2_000_000, 4_000_000];
+        let csv = series_csv(&at, &e2e, 100);
+        assert_eq!(
+            csv,
+            "t_s,count,p50_ms,p99_ms,max_ms\n0.000,2,1.0,3.0,3.0\n0.100,2,2.0,4.0,4.0\n"
+        );
+        assert_eq!(
+            series_csv(&[], &[], 100),
+            "t_s,count,p50_ms,p99_ms,max_ms\n"
+        );
     }
 }

@@ -204,6 +204,12 @@ enum Command {
         /// Stop after this long even if not everything was recorded, s.
         #[arg(long, default_value_t = 600.0)]
         max_s: f64,
+        /// Write count and p50/p99/max per window of consume time here (CSV).
+        #[arg(long)]
+        series: Option<PathBuf>,
+        /// The series' window, ms.
+        #[arg(long, default_value_t = 100)]
+        window_ms: u64,
         /// Also write the JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -474,11 +480,19 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::LatencyHub { config, max_s, out } => {
+        Command::LatencyHub {
+            config,
+            max_s,
+            series,
+            window_ms,
+            out,
+        } => {
             fedhub::init_logging();
             let result = latency::run_hub(&latency::HubOptions {
                 config,
                 max: Duration::from_secs_f64(max_s),
+                series,
+                window_ms,
             })?;
             emit(&result, out.as_ref())
         }
