@@ -19,6 +19,13 @@
 #      read by a SUB and /metrics + /state scraped every second, against the same hub without.
 #   6. /state and /metrics latency (p50/p99) while the hub absorbs a 100k burst (no-op and slow
 #      consumer), and on the idle hub.
+#   7. End-to-end latency, paced (scenario `latency`): the Rust publisher sends at a fixed rate
+#      (open loop, sleep then spin to each due time) and stamps every body's msg with sent_ns
+#      (wall clock, ns) right before sending; the consumer records now - sent_ns first thing in
+#      consume: p50/p99/max. fedhub (`fedhub-bench latency-hub`: the library of this tree, one
+#      LatencyConsumer) at 5k and 50k msg/s, the Python hub (benches/python's LatencyConsumer,
+#      installed into the kit's venv) at 5k msg/s. The first BENCH_LAT_WARMUP_S of every run are
+#      discarded, then BENCH_LAT_SECS are recorded.
 # Repetitions are interleaved (rep 1 of every receiver, then rep 2, ...), so slow phases of the
 # shared machine hit all receivers alike. A background sampler records what else was running.
 #
@@ -33,10 +40,17 @@
 #   BENCH_NO_BUILD=1       do not run cargo build
 #   BENCH_FEDHUB=PATH      the fedhub binary to measure (default target/release/fedhub)
 #   BENCH_DATA_NICE=N      [hub] data_threads_nice for every fedhub started (default: the hub's)
-#   BENCH_SCENARIOS=LIST   which of tput,rss,backlog,monitoring to run (default all)
+#   BENCH_SCENARIOS=LIST   which of tput,rss,backlog,monitoring,latency to run (default all)
 #   BENCH_MON_REPS=N       repetitions of each variant in scenario 5 (default 5; 2 with BENCH_QUICK)
 #   BENCH_PROBE_MS=X       time between probe rounds in scenario 6, ms (default 2)
 #   BENCH_RECEIVERS=LIST   which of bare,parse,envelope,fedhub,python scenario 1 runs (default all)
+#   BENCH_LAT_RATES=LIST   scenario 7: rates (msg/s) fedhub is measured at (default 5000,50000)
+#   BENCH_LAT_PY_RATES=LIST  scenario 7: those of them the Python hub is measured at too (default 5000;
+#                          empty: none)
+#   BENCH_LAT_SECS=S       scenario 7: seconds recorded per run, after the warm-up (default 5)
+#   BENCH_LAT_WARMUP_S=S   scenario 7: seconds of messages discarded first (default 1)
+#   BENCH_LAT_SPIN_US=US   scenario 7: the publisher sleeps until this long before each due time,
+#                          then spins (default 100)
 #   PEER_ROOT              the Python kit's install dir (default /tmp/fedmsg-peer)
 #   PEER_KIT               the kit (default ../shared/peer next to the repository)
 # Every process this script starts is stopped by its PID on exit (also on Ctrl-C).
@@ -57,10 +71,16 @@ OUT=${BENCH_OUT:-$ROOT/target/fedhub-bench/$(date +%Y%m%d-%H%M%S)}
 KIT=${PEER_KIT:-$(cd "$ROOT/.." && pwd)/shared/peer}
 export PEER_ROOT=${PEER_ROOT:-/tmp/fedmsg-peer}
 FEDHUB=${BENCH_FEDHUB:-$ROOT/target/release/fedhub}
-SCENARIOS=",${BENCH_SCENARIOS:-tput,rss,backlog,monitoring},"
+SCENARIOS=",${BENCH_SCENARIOS:-tput,rss,backlog,monitoring,latency},"
 RECEIVERS=",${BENCH_RECEIVERS:-bare,parse,envelope,fedhub,python},"
+LAT_RATES=${BENCH_LAT_RATES:-5000,50000}
+LAT_PY_RATES=",${BENCH_LAT_PY_RATES-5000},"
+LAT_SECS=${BENCH_LAT_SECS:-5}
+LAT_WARMUP_S=${BENCH_LAT_WARMUP_S:-1}
+LAT_SPIN_US=${BENCH_LAT_SPIN_US:-100}
 want() { [[ "$1" == *",$2,"* ]]; }
-[ "$PEER" = 1 ] && ! want "$RECEIVERS" python && ! want "$SCENARIOS" backlog && PEER=0
+[ "$PEER" = 1 ] && ! want "$RECEIVERS" python && ! want "$SCENARIOS" backlog \
+  && { ! want "$SCENARIOS" latency || [ "$LAT_PY_RATES" = ",," ]; } && PEER=0
 BENCH=$ROOT/target/release/fedhub-bench
 T_START=$(date +%s)
 export RUST_LIB_BACKTRACE=0   # the tools' errors are one line; no backtraces
@@ -128,6 +148,7 @@ fi
 cat > "$OUT/meta.json" <<EOF
 {"reps": $REPS, "quick": $([ "$QUICK" = 1 ] && echo true || echo false), "small": $SMALL, "big": $BIG,
  "rss_sleep_ms": $RSS_SLEEP_MS, "backlog_n": $BACKLOG_N, "peer": $([ "$PEER" = 1 ] && echo true || echo false),
+ "lat_secs": $LAT_SECS, "lat_warmup_s": $LAT_WARMUP_S, "lat_spin_us": $LAT_SPIN_US,
  "nproc": $(nproc), "loadavg_start": "$(cut -d' ' -f1-3 /proc/loadavg)"}
 EOF
 
@@ -142,7 +163,7 @@ fi
 
 # A 100k corpus for the latency runs, so the publisher's start-up (loading the file) is short.
 CORPUS_SMALL=$ROOT/target/fedhub-bench/corpus-$SMALL.bin
-if want "$SCENARIOS" monitoring && { [ ! -s "$CORPUS_SMALL" ] || [ "$BENCH" -nt "$CORPUS_SMALL" ]; }; then
+if { want "$SCENARIOS" monitoring || want "$SCENARIOS" latency; } && { [ ! -s "$CORPUS_SMALL" ] || [ "$BENCH" -nt "$CORPUS_SMALL" ]; }; then
   "$BENCH" corpus --count "$SMALL" --out "$CORPUS_SMALL.tmp.$$" >&2 && mv -f "$CORPUS_SMALL.tmp.$$" "$CORPUS_SMALL" || exit 1
 fi
 
@@ -151,6 +172,30 @@ if [ "$PEER" = 1 ]; then
   if [ ! -x "$KIT/run-hub.sh" ]; then say "no Python kit at $KIT (set PEER_KIT or BENCH_PEER=0)"; exit 1; fi
   say "setting up the Python hub in $PEER_ROOT"
   bash "$KIT/setup.sh" "$PEER_ROOT" > "$OUT/peer-setup.log" 2>&1 || { say "peer setup failed (see $OUT/peer-setup.log)"; exit 1; }
+fi
+
+# ---- scenario 7's Python consumer, installed into the kit's venv (skipped when unchanged) ----
+# benches/python/fedhub_bench_latency (a moksha.consumer entry point) and its config file in
+# $PEER_ROOT/run/fedmsg.d, which enables it only when FEDHUB_LATENCY_OUT is set at hub start.
+install_py_latency() {
+  local src=$HERE/python vpy=$PEER_ROOT/venv/bin/python stamp=$PEER_ROOT/venv/.fedhub-bench-latency-stamp hash
+  cmp -s "$src/fedmsg.d/fedhub_bench_latency.py" "$PEER_ROOT/run/fedmsg.d/fedhub_bench_latency.py" \
+    || cp "$src/fedmsg.d/fedhub_bench_latency.py" "$PEER_ROOT/run/fedmsg.d/" || return 1
+  hash=$( { cat "$src/fedhub_bench_latency/setup.py" "$src/fedhub_bench_latency/fedhub_bench_latency/"*.py;
+            "$vpy" -V 2>&1; } | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ] && "$vpy" -W ignore -c 'import fedhub_bench_latency' 2>/dev/null; then
+    echo "fedhub_bench_latency up to date"; return 0
+  fi
+  # Built from a copy, so no build/ or egg-info lands in the repository.
+  rm -rf "$PEER_ROOT/src/fedhub-bench-latency"
+  cp -r "$src/fedhub_bench_latency" "$PEER_ROOT/src/fedhub-bench-latency" || return 1
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$vpy" -m pip install -q --no-deps --no-build-isolation --force-reinstall \
+    "$PEER_ROOT/src/fedhub-bench-latency" || return 1
+  "$vpy" -W ignore -c 'import fedhub_bench_latency' && echo "$hash" > "$stamp"
+}
+if [ "$PEER" = 1 ] && want "$SCENARIOS" latency && [ "$LAT_PY_RATES" != ",," ]; then
+  say "installing the Python latency consumer into $PEER_ROOT/venv"
+  install_py_latency >> "$OUT/peer-setup.log" 2>&1 || { say "installing it failed (see $OUT/peer-setup.log)"; exit 1; }
 fi
 
 # ---- fedhub ----
@@ -374,6 +419,92 @@ if want "$SCENARIOS" monitoring; then
   done
   phase "probe-latency-${SMALL}"
   for ((rep = 1; rep <= REPS; rep++)); do run_latency noop "$rep"; run_latency slow "$rep"; done
+fi
+# ---- 7: end-to-end latency, paced ----
+# The publisher sends RATE msg/s (open loop: sleep, then spin to each due time) and stamps each
+# body's msg with sent_ns right before sending; the hub's consumer records now - sent_ns first
+# thing in consume, ignores the first LAT_WARMUP_S worth of messages and records LAT_SECS worth.
+lat_count() {  # RATE SECONDS: messages in that long at that rate (at least 1)
+  awk -v r="$1" -v s="$2" 'BEGIN { n = int(r * s + 0.5); print (n < 1 ? 1 : n) }'
+}
+await_pid() {  # PID SECONDS: wait for PID to exit by itself; 1 if it is still running
+  local p=$1 i
+  for ((i = 0; i < $2 * 10; i++)); do
+    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null; forget "$p"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+lat_publish() {  # STEM RATE TOTAL ARGS...: the paced, stamping publisher
+  local stem=$1 rate=$2 total=$3; shift 3
+  publish_corpus "$CORPUS_SMALL" "$stem.pub.json" "$total" --wait-sub 1 --rate "$rate" --stamp \
+    --spin-us "$LAT_SPIN_US" "$@"
+}
+json_num() { grep -o "\"$1\": *[0-9.e-]*" | head -1 | cut -d: -f2 | tr -d ' '; }  # KEY < JSON
+lat_line() {  # STEM: "p50 X p99 Y max Z ms (N recorded), publisher late p99 U us"
+  local e; e=$(grep -o '"e2e_ms": *{[^}]*}' "$1.recv.json" 2>/dev/null)
+  printf 'p50 %s p99 %s max %s ms (%s recorded), publisher late p99 %s us' \
+    "$(json_num p50 <<< "$e")" "$(json_num p99 <<< "$e")" "$(json_num max <<< "$e")" "$(json_num count <<< "$e")" \
+    "$(json_num late_us_p99 < "$1.pub.json" 2>/dev/null)"
+}
+run_e2e_fedhub() {  # RATE REP
+  local rate=$1 rep=$2 stem="$OUT/latency__fedhub__${1}__${2}" name="latency-fedhub-$1-$2"
+  local skip record in_port http_port h
+  skip=$(lat_count "$rate" "$LAT_WARMUP_S"); record=$(lat_count "$rate" "$LAT_SECS")
+  read -r in_port http_port <<< "$(free_ports 2)"
+  cat > "$OUT/$name.toml" <<EOF
+[hub]
+status_log_interval_secs = 0
+$([ -n "${BENCH_DATA_NICE:-}" ] && echo "data_threads_nice = $BENCH_DATA_NICE")
+[bus]
+inbound = "tcp://127.0.0.1:$in_port"
+[http]
+listen = "127.0.0.1:$http_port"
+[consumers.LatencyConsumer]
+enabled = true
+skip_messages = $skip
+record_messages = $record
+EOF
+  "$BENCH" latency-hub -c "$OUT/$name.toml" --max-s "$(awk -v a="$LAT_WARMUP_S" -v b="$LAT_SECS" 'BEGIN { print a + b + 120 }')" \
+    --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$OUT/$name.hub.log" & h=$!
+  PIDS+=("$h")
+  if ! "$BENCH" wait-http --url "127.0.0.1:$http_port" --timeout-s 30; then
+    say "the latency hub did not come up (see $OUT/$name.hub.log)"; stop_pid "$h"; return 1
+  fi
+  sleep 0.5
+  lat_publish "$stem" "$rate" $((skip + record)) --pub-connect "tcp://127.0.0.1:$in_port"
+  # It stops by itself once it recorded every message; else SIGINT makes it print what it has.
+  await_pid "$h" 30 || { say "  the latency hub still runs 30 s after the last send: stopping it"; stop_pid "$h" 20; }
+  say "  latency fedhub $rate/s rep=$rep: $(lat_line "$stem")"
+}
+run_e2e_python() {  # RATE REP
+  local rate=$1 rep=$2 stem="$OUT/latency__python__${1}__${2}" name="latency-python-$1-$2"
+  local skip record pub_port mon_port i
+  skip=$(lat_count "$rate" "$LAT_WARMUP_S"); record=$(lat_count "$rate" "$LAT_SECS")
+  read -r pub_port mon_port <<< "$(free_ports 2)"
+  rm -f "$stem.recv.json"
+  # The real fedmsg-hub (monitoring every 5 s, its default), the kit's consumer off, ours on.
+  PY_PID=$(FEDHUB_LATENCY_OUT="$stem.recv.json" FEDHUB_LATENCY_SKIP=$skip FEDHUB_LATENCY_RECORD=$record \
+    FEDHUB_LATENCY_SERIES="$stem.series.csv" \
+    PEER_CONSUMER=0 PEER_PUB_ENDPOINT="tcp://127.0.0.1:$pub_port" PEER_MON_ENDPOINT="tcp://127.0.0.1:$mon_port" \
+    PEER_RELAY_OUTBOUND='' PEER_HUB_LOG="$OUT/$name.hub.log" bash "$KIT/run-hub.sh" 2> "$OUT/$name.run-hub.err")
+  if [ -z "$PY_PID" ]; then say "the Python hub did not start (see $OUT/$name.run-hub.err)"; return 1; fi
+  PY_HUBS+=("$PY_PID")
+  sleep 1
+  lat_publish "$stem" "$rate" $((skip + record)) --pub-bind "tcp://127.0.0.1:$pub_port"
+  # Its consumer writes the figures once it recorded every message; stopping writes what it has.
+  for ((i = 0; i < 300; i++)); do [ -s "$stem.recv.json" ] && break; sleep 0.1; done
+  stop_python
+  say "  latency python $rate/s rep=$rep: $(lat_line "$stem")"
+}
+if want "$SCENARIOS" latency; then
+  phase "latency-e2e"
+  for ((rep = 1; rep <= REPS; rep++)); do
+    for rate in ${LAT_RATES//,/ }; do
+      run_e2e_fedhub "$rate" "$rep"
+      if [ "$PEER" = 1 ] && want "$LAT_PY_RATES" "$rate"; then run_e2e_python "$rate" "$rep"; fi
+    done
+  done
 fi
 phase ""
 

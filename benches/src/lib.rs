@@ -15,8 +15,12 @@
 //!   sets it beside the true backlog (sent minus handled at the same instant).
 //! - [`scrape`]: what monitoring does to a hub (HTTP scrapes, a SUB on the
 //!   monitoring socket), with the latency of every request.
+//! - [`stamp`]: the `sent_ns` send-time stamp in each body, for [`latency`].
+//! - [`latency`]: a fedhub hub whose consumer records the time from the
+//!   publisher's send to the start of `consume` (`latency-hub`).
 //! - [`cost`]: CPU per message of the ingress steps, in one thread, no sockets.
 //! - [`monreport`]: the report's monitoring-cost and probe-latency sections.
+//! - [`latreport`]: the report's end-to-end latency section.
 //! - [`report`]: the results table and a JSON summary with medians.
 //! - [`sysmon`]: what else is running, once a second, for the record.
 //! - [`probe`]: the small readers the others share (`/proc`, a plain HTTP GET).
@@ -25,11 +29,14 @@ pub mod backlog;
 pub mod bare;
 pub mod corpus;
 pub mod cost;
+pub mod latency;
+pub mod latreport;
 pub mod monreport;
 pub mod probe;
 pub mod publisher;
 pub mod report;
 pub mod scrape;
+pub mod stamp;
 pub mod sysmon;
 pub mod watch;
 

@@ -13,7 +13,7 @@ use fedhub_bench::corpus::Corpus;
 use fedhub_bench::publisher::{self, PublishOptions};
 use fedhub_bench::scrape::{self, ScrapeOptions};
 use fedhub_bench::watch::{self, Source, WatchOptions};
-use fedhub_bench::{probe, report, sysmon};
+use fedhub_bench::{latency, probe, report, sysmon};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -195,6 +195,25 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: usize,
     },
+    /// Run a fedhub whose only consumer records end-to-end latency (send -> start
+    /// of consume, from the publisher's `sent_ns` stamp); print p50/p99/max.
+    LatencyHub {
+        /// fedhub TOML config with a [consumers.LatencyConsumer] section.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Stop after this long even if not everything was recorded, s.
+        #[arg(long, default_value_t = 600.0)]
+        max_s: f64,
+        /// Write count and p50/p99/max per window of consume time here (CSV).
+        #[arg(long)]
+        series: Option<PathBuf>,
+        /// The series' window, ms.
+        #[arg(long, default_value_t = 100)]
+        window_ms: u64,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Wait until a hub's /state answers.
     WaitHttp {
         /// host:port or http://host:port.
@@ -238,6 +257,12 @@ struct PublishArgs {
     /// Seconds closing may wait for queued messages.
     #[arg(long, default_value_t = 60.0)]
     linger_s: f64,
+    /// Stamp each body's msg with sent_ns (wall clock at send, ns since the epoch).
+    #[arg(long)]
+    stamp: bool,
+    /// With --rate: sleep until this long before each send's due time, then spin, us.
+    #[arg(long, default_value_t = 100.0)]
+    spin_us: f64,
 }
 
 impl PublishArgs {
@@ -252,6 +277,8 @@ impl PublishArgs {
             threads: self.threads,
             sndhwm: self.sndhwm,
             linger: Duration::from_secs_f64(self.linger_s),
+            stamp: self.stamp,
+            spin: Duration::from_secs_f64(self.spin_us.max(0.0) / 1e6),
         }
     }
 
@@ -452,6 +479,22 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", l.local_addr()?.port());
             }
             Ok(())
+        }
+        Command::LatencyHub {
+            config,
+            max_s,
+            series,
+            window_ms,
+            out,
+        } => {
+            fedhub::init_logging();
+            let result = latency::run_hub(&latency::HubOptions {
+                config,
+                max: Duration::from_secs_f64(max_s),
+                series,
+                window_ms,
+            })?;
+            emit(&result, out.as_ref())
         }
         Command::WaitHttp { url, timeout_s } => {
             let addr = probe::host_port(&url).to_string();

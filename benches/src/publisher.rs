@@ -1,6 +1,15 @@
 //! The benchmark publisher: sends a pre-encoded [`Corpus`] as two-frame fedmsg
 //! messages, as fast as possible or at a set rate, from one or more threads.
 //!
+//! At a set rate every message has a due time (`start + k / rate`, an open-loop
+//! schedule: a late message does not delay the next ones' due times). The
+//! sender sleeps until `spin` before it (timer slack 1 ns) and then spins,
+//! yielding the CPU, until it is due, so neither the sleep's wake-up jitter nor
+//! a burst of catch-up sends is part of the pacing; how late each send was is
+//! reported (`pace`). With `stamp` each body carries a `sent_ns` field
+//! ([`crate::stamp`]) set to the wall clock right before the message is handed
+//! to ZeroMQ.
+//!
 //! With `wait_sub` each socket is an XPUB that starts only after that many
 //! subscription messages arrived (a PUB drops everything sent before a
 //! subscriber's subscription reaches it). `sndhwm` 0 means unlimited, so the
@@ -14,6 +23,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use crate::corpus::Corpus;
+use crate::stamp::{self, Stamped};
 use crate::{now_epoch, round};
 
 /// How to publish.
@@ -37,6 +47,11 @@ pub struct PublishOptions {
     pub sndhwm: i32,
     /// How long closing may wait for queued messages to leave.
     pub linger: Duration,
+    /// Stamp each body's `msg` with `sent_ns`, the wall clock at send time.
+    pub stamp: bool,
+    /// At a set rate: how long before a message's due time the sender stops
+    /// sleeping and spins (yielding) until it is due.
+    pub spin: Duration,
 }
 
 struct ThreadOutcome {
@@ -45,6 +60,41 @@ struct ThreadOutcome {
     ended: Instant,
     subscriptions: usize,
     handshake: Duration,
+    /// Per paced send, how late it left after its due time, ns.
+    late_ns: Vec<u64>,
+}
+
+/// What one sending thread did.
+struct Sent {
+    sent: u64,
+    started: Instant,
+    ended: Instant,
+    late_ns: Vec<u64>,
+}
+
+/// Sleeps until `spin` before `due`, then spins (yielding the CPU) until `due`.
+#[inline]
+fn wait_until(due: Instant, spin: Duration) {
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > spin {
+            std::thread::sleep(left - spin);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Lets this thread's sleeps end on time (the default slack is 50 us).
+fn tight_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
 }
 
 fn open_socket(context: &zmq::Context, o: &PublishOptions) -> anyhow::Result<zmq::Socket> {
@@ -94,36 +144,76 @@ fn wait_for_subscribers(
 fn send_share(
     socket: &zmq::Socket,
     corpus: &Corpus,
+    stamped: Option<&Stamped>,
     o: &PublishOptions,
     thread: usize,
     sent_counter: Option<&AtomicU64>,
-) -> anyhow::Result<(u64, Instant, Instant)> {
+) -> anyhow::Result<Sent> {
     let per_thread_rate = if o.rate > 0.0 {
         o.rate / o.threads as f64
     } else {
         0.0
     };
+    let mut late_ns = Vec::new();
+    if per_thread_rate > 0.0 {
+        tight_timer_slack();
+        late_ns.reserve(o.count / o.threads + 1);
+    }
+    let mut scratch: Vec<u8> = Vec::with_capacity(4096);
     let started = Instant::now();
     let mut sent = 0u64;
     let mut k = thread;
     while k < o.count {
-        let (topic, body) = corpus.frames(k);
-        socket.send(topic, zmq::SNDMORE)?;
-        socket.send(body, 0)?;
+        if per_thread_rate > 0.0 {
+            let due = started + Duration::from_secs_f64(sent as f64 / per_thread_rate);
+            wait_until(due, o.spin);
+            late_ns.push(Instant::now().saturating_duration_since(due).as_nanos() as u64);
+        }
+        match stamped {
+            Some(stamped) => {
+                let (topic, body, at) = stamped.frames(k);
+                scratch.clear();
+                scratch.extend_from_slice(body);
+                stamp::write_digits(&mut scratch[at..at + stamp::DIGITS], stamp::wall_ns());
+                socket.send(topic, zmq::SNDMORE)?;
+                socket.send(&scratch[..], 0)?;
+            }
+            None => {
+                let (topic, body) = corpus.frames(k);
+                socket.send(topic, zmq::SNDMORE)?;
+                socket.send(body, 0)?;
+            }
+        }
         sent += 1;
         if let Some(counter) = sent_counter {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        if per_thread_rate > 0.0 {
-            let due = started + Duration::from_secs_f64(sent as f64 / per_thread_rate);
-            let now = Instant::now();
-            if due > now + Duration::from_micros(200) {
-                std::thread::sleep(due - now);
-            }
-        }
         k += o.threads;
     }
-    Ok((sent, started, Instant::now()))
+    Ok(Sent {
+        sent,
+        started,
+        ended: Instant::now(),
+        late_ns,
+    })
+}
+
+/// How late the paced sends left: percentiles in microseconds.
+fn pace_summary(mut late_ns: Vec<u64>) -> Value {
+    if late_ns.is_empty() {
+        return Value::Null;
+    }
+    late_ns.sort_unstable();
+    let at = |q: f64| {
+        let rank = ((q * late_ns.len() as f64).ceil() as usize).clamp(1, late_ns.len());
+        round(late_ns[rank - 1] as f64 / 1000.0, 1)
+    };
+    json!({
+        "late_us_p50": at(0.50),
+        "late_us_p99": at(0.99),
+        "late_us_max": at(1.0),
+        "late_over_100us": late_ns.iter().filter(|l| **l > 100_000).count(),
+    })
 }
 
 /// Publishes `o.count` messages from `corpus` and returns the publisher's own figures
@@ -148,6 +238,11 @@ pub fn publish(
     if o.bind.is_empty() && o.connect.is_empty() {
         bail!("give --bind or --connect");
     }
+    let stamped = if o.stamp {
+        Some(Stamped::from_corpus(corpus, o.count).context("stamping the corpus")?)
+    } else {
+        None
+    };
     let pid = std::process::id();
     let cpu_before = crate::probe::cpu_seconds(pid).unwrap_or(0.0);
     let threads_before = crate::probe::thread_cpu(pid);
@@ -158,6 +253,7 @@ pub fn publish(
             .map(|thread| {
                 let context = &context;
                 let barrier = &barrier;
+                let stamped = stamped.as_ref();
                 scope.spawn(move || -> anyhow::Result<ThreadOutcome> {
                     let prepared = open_socket(context, o).and_then(|socket| {
                         let t = Instant::now();
@@ -171,14 +267,14 @@ pub fn publish(
                     // Every thread reaches the barrier, even after an error.
                     barrier.wait();
                     let (socket, subscriptions, handshake) = prepared?;
-                    let (sent, started, ended) =
-                        send_share(&socket, corpus, o, thread, sent_counter)?;
+                    let done = send_share(&socket, corpus, stamped, o, thread, sent_counter)?;
                     Ok(ThreadOutcome {
-                        sent,
-                        started,
-                        ended,
+                        sent: done.sent,
+                        started: done.started,
+                        ended: done.ended,
                         subscriptions,
                         handshake,
+                        late_ns: done.late_ns,
                     })
                 })
             })
@@ -208,6 +304,12 @@ pub fn publish(
         crate::probe::thread_cpu_delta(pid, &threads_before, &crate::probe::thread_cpu(pid));
     let sent: u64 = outcomes.iter().map(|t| t.sent).sum();
     let t_start = wall_end - seconds;
+    let subscriptions: usize = outcomes.iter().map(|t| t.subscriptions).sum();
+    let handshake = outcomes
+        .iter()
+        .map(|t| t.handshake.as_secs_f64())
+        .fold(0.0, f64::max);
+    let pace = pace_summary(outcomes.into_iter().flat_map(|t| t.late_ns).collect());
     Ok(json!({
         "tool": "publisher",
         "sent": sent,
@@ -223,8 +325,10 @@ pub fn publish(
         "socket": if o.wait_sub > 0 { "XPUB" } else { "PUB" },
         "bind": o.bind,
         "connect": o.connect,
-        "subscriptions_seen": outcomes.iter().map(|t| t.subscriptions).sum::<usize>(),
-        "handshake_s": round(outcomes.iter().map(|t| t.handshake.as_secs_f64()).fold(0.0, f64::max), 3),
+        "subscriptions_seen": subscriptions,
+        "handshake_s": round(handshake, 3),
+        "stamped": o.stamp,
+        "pace": pace,
         "cpu_s": round(cpu_s, 3),
         "thread_cpu_s": thread_cpu,
         "corpus_messages": corpus.len(),

@@ -95,7 +95,8 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-fn thousands(x: f64) -> String {
+/// `x` rounded, with thousands separators (`1,234,567`).
+pub(crate) fn thousands(x: f64) -> String {
     let n = x.round() as i64;
     let digits = n.abs().to_string();
     let mut out = String::new();
@@ -121,7 +122,7 @@ fn num(v: &Value, key: &str) -> Option<f64> {
 }
 
 /// `median [run1 / run2 / run3]`, formatted with `f`.
-fn med_runs(values: &[Option<f64>], f: &dyn Fn(f64) -> String) -> String {
+pub(crate) fn med_runs(values: &[Option<f64>], f: &dyn Fn(f64) -> String) -> String {
     let present: Vec<f64> = values.iter().flatten().copied().collect();
     let all: Vec<String> = values
         .iter()
@@ -518,6 +519,10 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     let (monitoring, monitoring_targets) = crate::monreport::report(dir, &runs, out)?;
     summary.insert("monitoring".into(), monitoring);
 
+    // 7. End-to-end latency.
+    let (latency, latency_targets) = crate::latreport::report(&runs, &meta, out)?;
+    summary.insert("latency".into(), latency);
+
     // What else was running.
     let others = others_summary(dir)?;
     writeln!(
@@ -626,6 +631,13 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     if !monitoring_targets.is_empty() {
         writeln!(out, "\n== Targets: monitoring ==")?;
         for (name, value, verdict) in monitoring_targets {
+            writeln!(out, "  {verdict:<7} {name:<66} {value}")?;
+            targets.push(json!({"target": name, "value": value, "verdict": verdict}));
+        }
+    }
+    if !latency_targets.is_empty() {
+        writeln!(out, "\n== Targets: latency ==")?;
+        for (name, value, verdict) in latency_targets {
             writeln!(out, "  {verdict:<7} {name:<66} {value}")?;
             targets.push(json!({"target": name, "value": value, "verdict": verdict}));
         }
