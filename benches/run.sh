@@ -39,6 +39,9 @@
 #   BENCH_OUT=DIR          run directory (default target/fedhub-bench/<time>)
 #   BENCH_NO_BUILD=1       do not run cargo build
 #   BENCH_FEDHUB=PATH      the fedhub binary to measure (default target/release/fedhub)
+#   BENCH_FEDHUB_BASE=PATH a second fedhub binary (an older build, say) measured in the same
+#                          run as receiver fedhub-base, interleaved with fedhub in scenario 1:
+#                          the report gives fedhub/fedhub-base for throughput and CPU per message
 #   BENCH_DATA_NICE=N      [hub] data_threads_nice for every fedhub started (default: the hub's)
 #   BENCH_SCENARIOS=LIST   which of tput,rss,backlog,monitoring,latency to run (default all)
 #   BENCH_MON_REPS=N       repetitions of each variant in scenario 5 (default 5; 2 with BENCH_QUICK)
@@ -71,6 +74,7 @@ OUT=${BENCH_OUT:-$ROOT/target/fedhub-bench/$(date +%Y%m%d-%H%M%S)}
 KIT=${PEER_KIT:-$(cd "$ROOT/.." && pwd)/shared/peer}
 export PEER_ROOT=${PEER_ROOT:-/tmp/fedmsg-peer}
 FEDHUB=${BENCH_FEDHUB:-$ROOT/target/release/fedhub}
+FEDHUB_BASE=${BENCH_FEDHUB_BASE:-}
 SCENARIOS=",${BENCH_SCENARIOS:-tput,rss,backlog,monitoring,latency},"
 RECEIVERS=",${BENCH_RECEIVERS:-bare,parse,envelope,fedhub,python},"
 LAT_RATES=${BENCH_LAT_RATES:-5000,50000}
@@ -88,6 +92,10 @@ export RUST_LIB_BACKTRACE=0   # the tools' errors are one line; no backtraces
 mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)   # absolute: the Python hub's scripts run from elsewhere
 FEDHUB=$(cd "$(dirname "$FEDHUB")" && pwd)/$(basename "$FEDHUB")
+if [ -n "$FEDHUB_BASE" ]; then
+  FEDHUB_BASE=$(cd "$(dirname "$FEDHUB_BASE")" && pwd)/$(basename "$FEDHUB_BASE")
+  [ -x "$FEDHUB_BASE" ] || { echo "BENCH_FEDHUB_BASE=$FEDHUB_BASE is not an executable" >&2; exit 2; }
+fi
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---- process bookkeeping: everything started here is stopped by PID ----
@@ -201,8 +209,8 @@ fi
 # ---- fedhub ----
 HUB_PID="" HUB_HTTP="" HUB_IN=""
 HUB_MON=""
-start_fedhub() {  # NAME SLEEP_MS [monitoring: 1 = socket on, every 1 s]
-  local name=$1 sleep_ms=$2 monitoring=${3:-0} in_port http_port mon_port
+start_fedhub() {  # NAME SLEEP_MS [monitoring: 1 = socket on, every 1 s] [BINARY]
+  local name=$1 sleep_ms=$2 monitoring=${3:-0} binary=${4:-$FEDHUB} in_port http_port mon_port
   read -r in_port http_port mon_port <<< "$(free_ports 3)"
   HUB_IN="tcp://127.0.0.1:$in_port" HUB_HTTP="127.0.0.1:$http_port" HUB_MON=""
   [ "$monitoring" = 1 ] && HUB_MON="tcp://127.0.0.1:$mon_port"
@@ -219,7 +227,7 @@ $([ -n "$HUB_MON" ] && printf '[monitoring]\nsocket = "%s"\ninterval_secs = 1\n'
 enabled = true
 sleep_ms = $sleep_ms
 EOF
-  "$FEDHUB" run -c "$OUT/$name.toml" 2> "$OUT/$name.hub.log" & HUB_PID=$!
+  "$binary" run -c "$OUT/$name.toml" 2> "$OUT/$name.hub.log" & HUB_PID=$!
   PIDS+=("$HUB_PID")
   if ! "$BENCH" wait-http --url "$HUB_HTTP" --timeout-s 30; then
     say "fedhub did not come up (see $OUT/$name.hub.log)"; stop_pid "$HUB_PID"; HUB_PID=""; return 1
@@ -246,9 +254,10 @@ run_bare() {  # MODE N REP
   say "  $variant n=$n rep=$rep: $(summary_line "$stem")"
 }
 
-run_fedhub() {  # N REP
-  local n=$1 rep=$2 stem="$OUT/tput__fedhub__${1}__${2}"
-  start_fedhub "tput-fedhub-$n-$rep" 0 || return 1
+run_fedhub() {  # N REP [VARIANT BINARY]: VARIANT fedhub (default) or fedhub-base
+  local n=$1 rep=$2 variant=${3:-fedhub} binary=${4:-$FEDHUB}
+  local stem="$OUT/tput__${variant}__${n}__${rep}"
+  start_fedhub "tput-$variant-$n-$rep" 0 0 "$binary" || return 1
   sleep 1   # idle: the watcher's first RSS sample is the idle figure
   "$BENCH" watch --url "$HUB_HTTP" --pid "$HUB_PID" --until "$n" --poll-ms 20 --rss-ms 100 --after-s 1 \
     --series "$stem.series.csv" --out "$stem.recv.json" > /dev/null 2> "$stem.err" & local w=$!
@@ -256,7 +265,7 @@ run_fedhub() {  # N REP
   publish "$stem.pub.json" "$n" --pub-connect "$HUB_IN" --wait-sub 1
   wait "$w"; forget "$w"
   stop_fedhub
-  say "  fedhub n=$n rep=$rep: $(summary_line "$stem")"
+  say "  $variant n=$n rep=$rep: $(summary_line "$stem")"
 }
 
 PY_PID=""
@@ -304,6 +313,7 @@ throughput() {  # N REP: every selected receiver once
   want "$RECEIVERS" parse && run_bare parse "$1" "$2"
   want "$RECEIVERS" envelope && run_bare envelope "$1" "$2"
   want "$RECEIVERS" fedhub && run_fedhub "$1" "$2"
+  [ -n "$FEDHUB_BASE" ] && run_fedhub "$1" "$2" fedhub-base "$FEDHUB_BASE"
   if [ "$1" = "$SMALL" ] && [ "$PEER" = 1 ] && want "$RECEIVERS" python; then run_python "$1" "$2"; fi
   return 0
 }

@@ -262,7 +262,7 @@ pub fn run_hub(options: &HubOptions) -> anyhow::Result<Value> {
         let signalled = signalled.clone();
         let handover = handover.clone();
         std::thread::spawn(move || {
-            if fedhub::hub::wait_for_shutdown_signal().is_ok() {
+            if fedhub::wait_for_shutdown_signal().is_ok() {
                 signalled.store(true, Ordering::Release);
                 handover.ready.notify_all();
             }

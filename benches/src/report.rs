@@ -134,11 +134,12 @@ pub(crate) fn med_runs(values: &[Option<f64>], f: &dyn Fn(f64) -> String) -> Str
     }
 }
 
-const LABELS: [(&str, &str); 6] = [
+const LABELS: [(&str, &str); 7] = [
     ("bare", "bare SUB, count only"),
     ("parse", "bare SUB + serde_json::Value"),
     ("envelope", "bare SUB + fedhub Envelope decode"),
     ("fedhub", "fedhub (NullConsumer)"),
+    ("fedhub-base", "fedhub, BENCH_FEDHUB_BASE binary"),
     ("python", "Python fedmsg-hub"),
     ("fedhub-noop", "fedhub, no-op consumer"),
 ];
@@ -184,6 +185,7 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     sizes.dedup();
     let mut tput = serde_json::Map::new();
     let mut medians: BTreeMap<(u64, String), f64> = BTreeMap::new();
+    let mut cpu_medians: BTreeMap<(u64, String), f64> = BTreeMap::new();
     writeln!(
         out,
         "\n== 1. Throughput, no-op consumer (msg/s: median [every run]) =="
@@ -230,6 +232,9 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
             if let Some(m) = median(&present) {
                 medians.insert((*n, variant.to_string()), m);
             }
+            if let Some(m) = median(&cpu.iter().flatten().copied().collect::<Vec<_>>()) {
+                cpu_medians.insert((*n, variant.to_string()), m);
+            }
             per_n.insert(
                 variant.to_string(),
                 json!({
@@ -254,6 +259,7 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
     for n in &sizes {
         for (num_v, den_v, name) in [
             ("fedhub", "python", "fedhub/python"),
+            ("fedhub", "fedhub-base", "fedhub/fedhub-base"),
             ("fedhub", "bare", "fedhub/bare"),
             ("fedhub", "parse", "fedhub/bare+parse"),
             ("fedhub", "envelope", "fedhub/bare+envelope"),
@@ -289,6 +295,25 @@ pub fn report(dir: &Path, out: &mut String) -> anyhow::Result<Value> {
                 pairs.join(" / ")
             )?;
             ratios.insert(format!("{name}@{n}"), json!(round(a / b, 3)));
+        }
+    }
+    for n in &sizes {
+        let key = |v: &str| (*n, v.to_string());
+        if let (Some(a), Some(b)) = (
+            cpu_medians.get(&key("fedhub")),
+            cpu_medians.get(&key("fedhub-base")),
+        ) {
+            writeln!(
+                out,
+                "  {:>9}  {:<22} {:>7.2}x  (CPU us/msg {a:.2} vs {b:.2})",
+                thousands(*n as f64),
+                "CPU fedhub/fedhub-base",
+                a / b
+            )?;
+            ratios.insert(
+                format!("cpu fedhub/fedhub-base@{n}"),
+                json!(round(a / b, 3)),
+            );
         }
     }
     summary.insert("throughput".into(), Value::Object(tput));
