@@ -438,8 +438,9 @@ mod tests {
     /// expected values were computed with the Python script's own formulas
     /// (`"%i" % (1000 * max(times or [0]))`, ...) on the same file.
     fn fixture_lines(file: &str, service: &str) -> Vec<String> {
+        // The workspace's fixtures, beside the core crate's tests.
         let path = format!(
-            "{}/tests/fixtures/monitoring/{file}",
+            "{}/../tests/fixtures/monitoring/{file}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap();
