@@ -9,6 +9,8 @@
 //! - `client` (feature `client`): a bounded HTTP GET of a hub's `/state`, for
 //!   the probes; the core crate does not build it.
 
+#![warn(missing_docs)]
+
 pub mod collectd;
 pub mod state;
 
