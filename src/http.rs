@@ -146,7 +146,7 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
 }
 
 async fn state_json(state: web::Data<HttpState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.stats.snapshot())
+    HttpResponse::Ok().json(state.stats.state())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use fedhub_probe::state::{BusState, ConsumerState, HandlingWindow, State};
 use prometheus::{
     Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -296,18 +297,22 @@ impl Stats {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    /// The registry as a JSON document (`/state`).
+    /// The registry as the `/state` document.
+    pub fn state(&self) -> State {
+        State {
+            buses: self.buses().iter().map(|b| b.state()).collect(),
+            consumers: self.consumers().iter().map(|c| c.state()).collect(),
+            ingress_blocked_seconds_total: self.ingress_blocked.get(),
+            published_total: self.published(),
+            started_at: unix_seconds(self.started_at),
+            unrouted_total: self.unrouted(),
+        }
+    }
+
+    /// The `/state` document as JSON.
     pub fn snapshot(&self) -> serde_json::Value {
-        let consumers: Vec<_> = self.consumers().iter().map(|c| c.snapshot()).collect();
-        let buses: Vec<_> = self.buses().iter().map(|b| b.snapshot()).collect();
-        serde_json::json!({
-            "started_at": unix_seconds(self.started_at),
-            "consumers": consumers,
-            "buses": buses,
-            "unrouted_total": self.unrouted(),
-            "published_total": self.published(),
-            "ingress_blocked_seconds_total": self.ingress_blocked.get(),
-        })
+        // Cannot fail: the document has string keys and no custom serializers.
+        serde_json::to_value(self.state()).unwrap_or_default()
     }
 }
 
@@ -492,35 +497,39 @@ impl ConsumerStats {
         self.last_progress_ms.load(Ordering::Relaxed)
     }
 
-    /// This consumer's counters as JSON.
-    pub fn snapshot(&self) -> serde_json::Value {
+    /// This consumer's entry in the `/state` document.
+    pub fn state(&self) -> ConsumerState {
         let capacity = self.capacity();
         let backlog = self.backlog();
         let window = self.last_window_timing();
-        serde_json::json!({
-            "name": self.name,
-            "initialized": self.initialized(),
-            "backlog": backlog,
-            "peak_backlog": self.peak_backlog(),
-            "mailbox_capacity": capacity,
-            "mailbox_utilization": if capacity > 0 { backlog as f64 / capacity as f64 } else { 0.0 },
-            "received_total": self.received(),
-            "handled_total": self.handled(),
-            "exceptions_total": self.exceptions(),
-            "panics_total": self.panics(),
-            "dropped_total": self.dropped(),
-            "restarts_total": self.restarts(),
-            "handling_seconds_sum": self.handling.get_sample_sum(),
-            "handling_seconds_count": self.handling.get_sample_count(),
-            "last_progress_ms": self.last_progress_ms(),
-            "handling_last_window": {
-                "window_secs": TIMING_WINDOW_SECS,
-                "count": window.count,
-                "min_seconds": window.min,
-                "max_seconds": window.max,
-                "avg_seconds": window.avg(),
+        ConsumerState {
+            backlog,
+            dropped_total: self.dropped(),
+            exceptions_total: self.exceptions(),
+            handled_total: self.handled(),
+            handling_last_window: HandlingWindow {
+                avg_seconds: window.avg(),
+                count: window.count,
+                max_seconds: window.max,
+                min_seconds: window.min,
+                window_secs: TIMING_WINDOW_SECS,
             },
-        })
+            handling_seconds_count: self.handling.get_sample_count(),
+            handling_seconds_sum: self.handling.get_sample_sum(),
+            initialized: self.initialized(),
+            last_progress_ms: self.last_progress_ms(),
+            mailbox_capacity: capacity,
+            mailbox_utilization: if capacity > 0 {
+                backlog as f64 / capacity as f64
+            } else {
+                0.0
+            },
+            name: self.name.clone(),
+            panics_total: self.panics(),
+            peak_backlog: self.peak_backlog(),
+            received_total: self.received(),
+            restarts_total: self.restarts(),
+        }
     }
 }
 
@@ -576,20 +585,20 @@ impl BusStats {
         self.malformed.iter().map(|(_, c)| c.get()).sum()
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        let by_reason: serde_json::Map<String, serde_json::Value> = self
-            .malformed
-            .iter()
-            .filter(|(_, c)| c.get() > 0)
-            .map(|(r, c)| (r.to_string(), c.get().into()))
-            .collect();
-        serde_json::json!({
-            "name": self.name,
-            "messages_total": self.messages(),
-            "bytes_total": self.bytes(),
-            "malformed_total": self.malformed_total(),
-            "malformed_by_reason": by_reason,
-        })
+    /// This bus socket's entry in the `/state` document.
+    pub fn state(&self) -> BusState {
+        BusState {
+            bytes_total: self.bytes(),
+            malformed_by_reason: self
+                .malformed
+                .iter()
+                .filter(|(_, c)| c.get() > 0)
+                .map(|(r, c)| (r.to_string(), c.get()))
+                .collect(),
+            malformed_total: self.malformed_total(),
+            messages_total: self.messages(),
+            name: self.name.clone(),
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The service name is split the way collectd splits `fedmsg-hub` in Fedora's
-//! exec script's identifiers (at the first `-`): `fedmsg-hub` gives plugin
+//! exec script's identifiers (at the first `-`, see
+//! [`fedhub_probe::collectd::split_service`]): `fedmsg-hub` gives plugin
 //! `fedmsg` and instance `hub`, `fedmsg-relay` gives `fedmsg`/`relay`,
 //! `fedmsg-hub-3` gives `fedmsg`/`hub-3`, and a name without `-` is the plugin
 //! with no instance. Both forms (this plugin and `fedhub collectd-exec`) therefore
@@ -20,15 +21,13 @@
 use std::time::Duration;
 
 use collectd_plugin::ConfigItem;
+use fedhub_probe::client::Target;
 use serde::Deserialize;
 
-use crate::http::HubAddress;
+pub use fedhub_probe::collectd::{split_service, DEFAULT_SERVICE};
 
 /// The hub's HTTP address when the block does not name one (fedhub's default).
 pub const DEFAULT_HUB: &str = "127.0.0.1:8940";
-
-/// The service name when the block does not name one (fedhub's default `[hub] name`).
-pub const DEFAULT_SERVICE: &str = "fedmsg-hub";
 
 /// Connect and read timeout when the block does not set `TimeoutMs`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -46,11 +45,12 @@ struct RawConfig {
     timeout_ms: Option<f64>,
 }
 
-/// What the plugin runs with.
+/// What the plugin runs with, from its `<Plugin fedhub>` block (the hub's own
+/// settings are `fedhub::Config`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub struct PluginSettings {
     /// Where `/state` is read.
-    pub hub: HubAddress,
+    pub hub: Target,
     /// The collectd plugin name values are dispatched under (`fedmsg`).
     pub plugin: String,
     /// The collectd plugin instance (`hub`), empty for none.
@@ -61,7 +61,7 @@ pub struct Settings {
 
 /// A bad `<Plugin fedhub>` block: collectd reports it and does not load the plugin.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum PluginConfigError {
     /// A key collectd-plugin could not map (unknown key, wrong value type, ...).
     #[error("invalid <Plugin fedhub> block: {0}")]
     Syntax(String),
@@ -91,27 +91,29 @@ pub enum ConfigError {
 /// collectd's limit on the length of plugin, instance and type names (with the NUL).
 pub const NAME_MAX_BYTES: usize = 128;
 
-impl Settings {
+impl PluginSettings {
     /// Settings from the block (`None`: no block, all defaults).
-    pub fn from_config(items: Option<&[ConfigItem<'_>]>) -> Result<Settings, ConfigError> {
+    pub fn from_config(
+        items: Option<&[ConfigItem<'_>]>,
+    ) -> Result<PluginSettings, PluginConfigError> {
         let raw: RawConfig = match items {
             Some(items) => collectd_plugin::de::from_collectd(items)
-                .map_err(|e| ConfigError::Syntax(e.to_string()))?,
+                .map_err(|e| PluginConfigError::Syntax(e.to_string()))?,
             None => RawConfig::default(),
         };
-        Settings::from_raw(raw)
+        PluginSettings::from_raw(raw)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Settings, ConfigError> {
+    fn from_raw(raw: RawConfig) -> Result<PluginSettings, PluginConfigError> {
         let hub_text = raw.hub.unwrap_or_else(|| DEFAULT_HUB.to_string());
-        let hub = HubAddress::parse(&hub_text).map_err(|reason| ConfigError::Hub {
+        let hub = parse_hub(&hub_text).map_err(|reason| PluginConfigError::Hub {
             value: hub_text.clone(),
             reason,
         })?;
         let service = raw.service.unwrap_or_else(|| DEFAULT_SERVICE.to_string());
         check_name("Service", &service)?;
         if service.is_empty() {
-            return Err(ConfigError::Name {
+            return Err(PluginConfigError::Name {
                 key: "Service",
                 value: service,
                 reason: "it must not be empty",
@@ -130,9 +132,9 @@ impl Settings {
             Some(ms) if ms.is_finite() && ms > 0.0 && ms <= MAX_TIMEOUT.as_millis() as f64 => {
                 Duration::from_secs_f64(ms / 1000.0)
             }
-            Some(ms) => return Err(ConfigError::Timeout(ms)),
+            Some(ms) => return Err(PluginConfigError::Timeout(ms)),
         };
-        Ok(Settings {
+        Ok(PluginSettings {
             hub,
             plugin: plugin.to_string(),
             plugin_instance,
@@ -141,12 +143,51 @@ impl Settings {
     }
 }
 
-/// Splits a service name at its first `-`, as collectd splits `plugin-instance`.
-pub fn split_service(service: &str) -> (&str, &str) {
-    service.split_once('-').unwrap_or((service, ""))
+/// Parses `Hub`: `host:port`, `[v6]:port`, or `http://host:port[/base]` (the
+/// state document is then `<base>/state`).
+pub fn parse_hub(text: &str) -> Result<Target, String> {
+    let text = text.trim();
+    let rest = match text.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "scheme {scheme:?} is not supported: expected host:port or http://host:port"
+            ))
+        }
+        None => text,
+    };
+    let (authority, base) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, ""),
+    };
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port (the hub's [http] listen address)".to_string())?;
+    if host.is_empty() || host == "[]" {
+        return Err("the host is empty".into());
+    }
+    if host.contains(char::is_whitespace) || host.contains('@') {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(format!("{port:?} is not a port (1-65535)")),
+    };
+    if base.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("the path must not contain spaces".into());
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok(Target {
+        host: host.to_string(),
+        port,
+        path: format!("{}/state", base.trim_end_matches('/')),
+    })
 }
 
-fn check_name(key: &'static str, value: &str) -> Result<(), ConfigError> {
+fn check_name(key: &'static str, value: &str) -> Result<(), PluginConfigError> {
     let reason = if value.len() >= NAME_MAX_BYTES {
         Some("it is longer than collectd's 127 bytes")
     } else if value.contains('/') {
@@ -157,7 +198,7 @@ fn check_name(key: &'static str, value: &str) -> Result<(), ConfigError> {
         None
     };
     match reason {
-        Some(reason) => Err(ConfigError::Name {
+        Some(reason) => Err(PluginConfigError::Name {
             key,
             value: value.to_string(),
             reason,
@@ -181,7 +222,7 @@ mod tests {
 
     #[test]
     fn no_block_means_fedoras_defaults() {
-        let settings = Settings::from_config(None).unwrap();
+        let settings = PluginSettings::from_config(None).unwrap();
         assert_eq!(settings.hub.authority(), "127.0.0.1:8940");
         assert_eq!(settings.hub.path(), "/state");
         assert_eq!(settings.plugin, "fedmsg");
@@ -196,7 +237,7 @@ mod tests {
             item("Service", ConfigValue::String("fedmsg-relay")),
             item("TimeoutMs", ConfigValue::Number(250.0)),
         ];
-        let settings = Settings::from_config(Some(&items)).unwrap();
+        let settings = PluginSettings::from_config(Some(&items)).unwrap();
         assert_eq!(settings.hub.authority(), "10.0.0.5:9000");
         assert_eq!(settings.hub.path(), "/fedhub/state");
         assert_eq!(
@@ -212,11 +253,36 @@ mod tests {
             item("Hub", ConfigValue::String("127.0.0.1:1")),
             item("Instance", ConfigValue::String("bus1")),
         ];
-        let settings = Settings::from_config(Some(&items)).unwrap();
+        let settings = PluginSettings::from_config(Some(&items)).unwrap();
         assert_eq!(
             (settings.plugin.as_str(), settings.plugin_instance.as_str()),
             ("fedmsg", "bus1")
         );
+    }
+
+    #[test]
+    fn addresses_parse() {
+        let a = parse_hub("127.0.0.1:8940").unwrap();
+        assert_eq!(
+            (a.authority().as_str(), a.path()),
+            ("127.0.0.1:8940", "/state")
+        );
+        let a = parse_hub("http://[::1]:8940/").unwrap();
+        assert_eq!((a.authority().as_str(), a.path()), ("[::1]:8940", "/state"));
+        let a = parse_hub("http://hub.example:80/x/y").unwrap();
+        assert_eq!(a.to_string(), "http://hub.example:80/x/y/state");
+        for bad in [
+            "",
+            "host",
+            ":80",
+            "h:0",
+            "h:x",
+            "ftp://h:1",
+            "a b:1",
+            "h:1/a b",
+        ] {
+            assert!(parse_hub(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]
@@ -270,7 +336,9 @@ mod tests {
             ),
         ];
         for (items, expected) in cases {
-            let error = Settings::from_config(Some(&items)).unwrap_err().to_string();
+            let error = PluginSettings::from_config(Some(&items))
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.contains(expected),
                 "{error:?} should mention {expected:?}"

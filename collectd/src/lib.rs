@@ -1,6 +1,6 @@
 //! fedhub's collectd read plugin.
 //!
-//! Built as a cdylib (`libfedhub.so`), installed as `fedhub.so` in collectd's
+//! Built as a cdylib (`libfedhub_collectd.so`), installed as `fedhub.so` in collectd's
 //! `PluginDir` and loaded with `LoadPlugin fedhub`. At every collectd interval it
 //! reads the hub's `/state` over HTTP and dispatches each initialized consumer's
 //! backlog, per-interval in/out/exception counts and handling times under the
@@ -9,8 +9,10 @@
 //! existing graphs keep working. See `examples/collectd/fedhub.conf`.
 //!
 //! - [`config`]: the `<Plugin fedhub>` block.
-//! - [`http`]: a bounded HTTP/1.0 GET on a std `TcpStream` (no runtime inside collectd).
 //! - [`readings`]: `/state` -> collectd values, with per-read deltas of the totals.
+//!
+//! The bounded HTTP GET (no runtime, no thread inside collectd), the typed
+//! `/state` document and collectd's names come from `fedhub_probe`.
 //!
 //! A hub that is down, slow or answering garbage is logged as a warning and the
 //! read returns success with nothing dispatched: collectd suspends a failing read
@@ -19,7 +21,6 @@
 //! with `panic = "abort"`.
 
 pub mod config;
-pub mod http;
 pub mod readings;
 
 use std::error::Error;
@@ -30,8 +31,16 @@ use collectd_plugin::{
     PluginRegistration, Value, ValueListBuilder,
 };
 
-use crate::config::{Settings, NAME_MAX_BYTES};
+use fedhub_probe::client::{self, Limits};
+
+use crate::config::{PluginSettings, NAME_MAX_BYTES};
 use crate::readings::{Reading, Tracker};
+
+/// The largest `/state` response accepted; a bigger one is an error, not an allocation.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many `TimeoutMs` the whole exchange may take (connect, and each read, take one).
+pub const TIMEOUTS_PER_READ: u32 = 4;
 
 /// The name collectd knows the plugin by: `LoadPlugin fedhub`, `<Plugin fedhub>`.
 pub const PLUGIN_NAME: &str = "fedhub";
@@ -52,7 +61,7 @@ impl PluginManager for FedhubManager {
             .filter_level(log::LevelFilter::Info)
             .format(|buf, record| write!(buf, "{}", record.args()))
             .try_init();
-        let settings = Settings::from_config(config)?;
+        let settings = PluginSettings::from_config(config)?;
         log::info!(
             "reading {} every interval as plugin {}{}{} (timeout {:?})",
             settings.hub,
@@ -73,13 +82,13 @@ impl PluginManager for FedhubManager {
 
 /// The read plugin: one hub, its previous totals.
 pub struct FedhubPlugin {
-    settings: Settings,
+    settings: PluginSettings,
     tracker: Mutex<Tracker>,
 }
 
 impl FedhubPlugin {
     /// A plugin reading the hub these settings name.
-    pub fn new(settings: Settings) -> FedhubPlugin {
+    pub fn new(settings: PluginSettings) -> FedhubPlugin {
         FedhubPlugin {
             settings,
             tracker: Mutex::new(Tracker::new()),
@@ -92,7 +101,13 @@ impl FedhubPlugin {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let body = match http::get(&self.settings.hub, self.settings.timeout) {
+        let limits = Limits {
+            step: self.settings.timeout,
+            total: self.settings.timeout * TIMEOUTS_PER_READ,
+            max_response_bytes: MAX_RESPONSE_BYTES,
+            user_agent: "fedhub-collectd",
+        };
+        let body = match client::get(&self.settings.hub, &limits) {
             Ok(body) => body,
             Err(e) => {
                 // The next successful read starts a new baseline: counts across
@@ -191,13 +206,13 @@ mod tests {
         addr.to_string()
     }
 
-    fn settings(hub: &str) -> Settings {
+    fn settings(hub: &str) -> PluginSettings {
         let items = vec![ConfigItem {
             key: "Hub",
             values: vec![collectd_plugin::ConfigValue::String(hub)],
             children: vec![],
         }];
-        Settings::from_config(Some(&items)).unwrap()
+        PluginSettings::from_config(Some(&items)).unwrap()
     }
 
     #[test]

@@ -22,7 +22,9 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use fedhub_probe::client;
+use fedhub_probe::collectd::Series;
+use fedhub_probe::state::{ConsumerView, StateView};
 
 /// One value to dispatch.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,17 @@ pub struct Reading {
     pub type_instance: String,
     /// The value (NaN: undefined).
     pub value: f64,
+}
+
+impl Reading {
+    /// The reading of `series` for the consumer `name`.
+    pub fn new(series: Series, name: &str, value: f64) -> Reading {
+        Reading {
+            type_: series.type_(),
+            type_instance: series.type_instance(name),
+            value,
+        }
+    }
 }
 
 /// Why a document gave no readings at all.
@@ -78,83 +91,63 @@ impl Tracker {
     /// Parses a `/state` body and returns the readings, plus the names of
     /// consumers that were skipped because an entry was malformed.
     pub fn read_body(&mut self, body: &[u8]) -> Result<(Vec<Reading>, Vec<String>), StateError> {
-        let state: Value =
-            serde_json::from_slice(body).map_err(|e| StateError::NotJson(e.to_string()))?;
+        let state = client::parse_state(body).map_err(|e| StateError::NotJson(e.to_string()))?;
         self.readings(&state)
     }
 
     /// The readings for one `/state` document, plus descriptions of the
     /// consumer entries that were skipped because they were malformed.
-    pub fn readings(&mut self, state: &Value) -> Result<(Vec<Reading>, Vec<String>), StateError> {
-        let consumers = state
-            .get("consumers")
-            .and_then(Value::as_array)
-            .ok_or(StateError::NoConsumers)?;
-        let started_at = state.get("started_at").and_then(Value::as_f64);
-        if started_at != self.started_at {
+    pub fn readings(
+        &mut self,
+        state: &StateView,
+    ) -> Result<(Vec<Reading>, Vec<String>), StateError> {
+        let consumers = state.consumers.as_ref().ok_or(StateError::NoConsumers)?;
+        if state.started_at != self.started_at {
             // A different hub process: its totals started again from zero.
             self.previous.clear();
-            self.started_at = started_at;
+            self.started_at = state.started_at;
         }
-        let mut readings = Vec::with_capacity(consumers.len() * 7);
+        let mut readings = Vec::with_capacity(consumers.len() * Series::CONSUMER.len());
         let mut skipped = Vec::new();
         let mut current = HashMap::with_capacity(consumers.len());
         for (index, consumer) in consumers.iter().enumerate() {
-            let Some(name) = consumer
-                .get("name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-            else {
+            let Some((consumer, name)) = consumer.get().and_then(|c| Some((c, named(c)?))) else {
                 skipped.push(format!("consumer #{index} has no name"));
                 continue;
             };
-            if consumer.get("initialized").and_then(Value::as_bool) != Some(true) {
+            if consumer.initialized != Some(true) {
                 continue;
             }
             let totals = Totals {
-                received: consumer.get("received_total").and_then(Value::as_u64),
-                handled: consumer.get("handled_total").and_then(Value::as_u64),
-                exceptions: consumer.get("exceptions_total").and_then(Value::as_u64),
+                received: consumer.received_total,
+                handled: consumer.handled_total,
+                exceptions: consumer.exceptions_total,
             };
             let previous = self.previous.get(name).copied().unwrap_or_default();
             current.insert(name.to_string(), totals);
 
-            match consumer.get("backlog").and_then(Value::as_f64) {
-                Some(backlog) if backlog.is_finite() => {
-                    readings.push(reading("queue_length", name, "backlog", backlog.max(0.0)))
+            match consumer.backlog {
+                Some(backlog) => {
+                    readings.push(Reading::new(Series::Backlog, name, backlog.max(0) as f64))
                 }
-                _ => skipped.push(format!("consumer {name} has no numeric backlog")),
+                None => skipped.push(format!("consumer {name} has no numeric backlog")),
             }
-            readings.push(reading(
-                "gauge",
-                name,
-                "exceptions",
-                delta(previous.exceptions, totals.exceptions),
-            ));
-            readings.push(reading(
-                "gauge",
-                name,
-                "in",
-                delta(previous.received, totals.received),
-            ));
-            readings.push(reading(
-                "gauge",
-                name,
-                "out",
-                delta(previous.handled, totals.handled),
-            ));
-            let window = consumer.get("handling_last_window");
-            for (suffix, key) in [
-                ("min", "min_seconds"),
-                ("max", "max_seconds"),
-                ("avg", "avg_seconds"),
+            for (series, previous, current) in [
+                (Series::Exceptions, previous.exceptions, totals.exceptions),
+                (Series::In, previous.received, totals.received),
+                (Series::Out, previous.handled, totals.handled),
             ] {
-                if let Some(seconds) = window
-                    .and_then(|w| w.get(key))
-                    .and_then(Value::as_f64)
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                {
-                    readings.push(reading("response_time", name, suffix, seconds * 1000.0));
+                readings.push(Reading::new(series, name, delta(previous, current)));
+            }
+            if let Some(window) = consumer.handling_last_window.as_ref() {
+                for (series, seconds) in [
+                    (Series::ResponseMin, window.min_seconds),
+                    (Series::ResponseMax, window.max_seconds),
+                    (Series::ResponseAvg, window.avg_seconds),
+                ] {
+                    if let Some(seconds) = seconds.filter(|s| s.is_finite() && *s >= 0.0) {
+                        readings.push(Reading::new(series, name, seconds * 1000.0));
+                    }
                 }
             }
         }
@@ -164,12 +157,9 @@ impl Tracker {
     }
 }
 
-fn reading(type_: &'static str, consumer: &str, suffix: &str, value: f64) -> Reading {
-    Reading {
-        type_,
-        type_instance: format!("{consumer}_{suffix}"),
-        value,
-    }
+/// The entry's name, if it has a non-empty one.
+fn named(consumer: &ConsumerView) -> Option<&str> {
+    consumer.name.as_deref().filter(|n| !n.is_empty())
 }
 
 /// The count since the previous read; NaN when unknown (first read, reset, missing).
@@ -183,7 +173,12 @@ fn delta(previous: Option<u64>, current: Option<u64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// A JSON document read the way `read_body` reads a body.
+    fn view(doc: &Value) -> StateView {
+        client::parse_state(&serde_json::to_vec(doc).unwrap()).unwrap()
+    }
 
     fn consumer(name: &str, backlog: i64, received: u64, handled: u64, exceptions: u64) -> Value {
         json!({
@@ -206,7 +201,7 @@ mod tests {
         let mut tracker = Tracker::new();
         let doc =
             json!({"started_at": 1.0, "consumers": [consumer("FMNConsumer", 12, 100, 88, 2)]});
-        let (first, skipped) = tracker.readings(&doc).unwrap();
+        let (first, skipped) = tracker.readings(&view(&doc)).unwrap();
         assert!(skipped.is_empty());
         let names: Vec<_> = first
             .iter()
@@ -256,7 +251,7 @@ mod tests {
 
         let doc =
             json!({"started_at": 1.0, "consumers": [consumer("FMNConsumer", 0, 130, 130, 5)]});
-        let (second, _) = tracker.readings(&doc).unwrap();
+        let (second, _) = tracker.readings(&view(&doc)).unwrap();
         assert_eq!(
             find(&second, "gauge", "FMNConsumer_in").unwrap().value,
             30.0
@@ -284,23 +279,23 @@ mod tests {
         let mut tracker = Tracker::new();
         let c = consumer("C", 0, 100, 100, 0);
         tracker
-            .readings(&json!({"started_at": 1.0, "consumers": [c]}))
+            .readings(&view(&json!({"started_at": 1.0, "consumers": [c]})))
             .unwrap();
         // New process (started_at changed): rebased.
         let c = consumer("C", 0, 5, 5, 0);
         let (r, _) = tracker
-            .readings(&json!({"started_at": 2.0, "consumers": [c]}))
+            .readings(&view(&json!({"started_at": 2.0, "consumers": [c]})))
             .unwrap();
         assert!(find(&r, "gauge", "C_in").unwrap().value.is_nan());
         // A total going down without a new started_at is also a reset.
         let c = consumer("C", 0, 1, 1, 0);
         let (r, _) = tracker
-            .readings(&json!({"started_at": 2.0, "consumers": [c]}))
+            .readings(&view(&json!({"started_at": 2.0, "consumers": [c]})))
             .unwrap();
         assert!(find(&r, "gauge", "C_out").unwrap().value.is_nan());
         let c = consumer("C", 0, 4, 4, 0);
         let (r, _) = tracker
-            .readings(&json!({"started_at": 2.0, "consumers": [c]}))
+            .readings(&view(&json!({"started_at": 2.0, "consumers": [c]})))
             .unwrap();
         assert_eq!(find(&r, "gauge", "C_out").unwrap().value, 3.0);
     }
@@ -317,7 +312,7 @@ mod tests {
             "not an object",
             null,
         ]});
-        let (readings, skipped) = tracker.readings(&doc).unwrap();
+        let (readings, skipped) = tracker.readings(&view(&doc)).unwrap();
         assert!(readings
             .iter()
             .all(|r| !r.type_instance.starts_with("Down")));
@@ -332,7 +327,7 @@ mod tests {
         );
         // A negative backlog (cannot happen, but) is clamped to queue_length's minimum.
         let doc = json!({"consumers": [consumer("Neg", -2, 0, 0, 0)]});
-        let (r, _) = tracker.readings(&doc).unwrap();
+        let (r, _) = tracker.readings(&view(&doc)).unwrap();
         assert_eq!(find(&r, "queue_length", "Neg_backlog").unwrap().value, 0.0);
     }
 

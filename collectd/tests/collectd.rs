@@ -1,6 +1,7 @@
 //! collectd against a live hub, with a real collectd 5.12 and no mocks.
 //!
-//! - The read plugin (`collectd/`, built as `fedhub.so`) loaded by `collectd -f`
+//! - The read plugin (`collectd/`, built as `libfedhub_collectd.so`, installed
+//!   as `fedhub.so`) loaded by `collectd -f`
 //!   with the csv plugin: a deliberately slow consumer's backlog rises above 0
 //!   and falls back to 0 in `queue_length-NullConsumer_backlog`, and the
 //!   per-interval in/out counts and handling times are there with plausible values.
@@ -63,7 +64,7 @@ fn stock_plugin(name: &str) -> PathBuf {
     path
 }
 
-/// `target/<profile>/libfedhub.so`, built (once per test process) with
+/// `target/<profile>/libfedhub_collectd.so`, built (once per test process) with
 /// `cargo build -p fedhub-collectd` so it is never stale.
 fn plugin_library() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -75,7 +76,7 @@ fn plugin_library() -> PathBuf {
             .and_then(Path::parent)
             .ok_or("cannot find the target directory")?
             .to_path_buf();
-        let library = profile_dir.join("libfedhub.so");
+        let library = profile_dir.join("libfedhub_collectd.so");
         let how = "cargo build -p fedhub-collectd (or cargo build --workspace)";
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);

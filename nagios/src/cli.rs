@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fedhub_probe::client::Target;
+
 use crate::fedora::{FedoraCheck, Kind, DEFAULT_SOCKET_DIR, DEFAULT_TIMEOUT_MS};
-use crate::http::Target;
 use crate::plugin::{Metric, PluginCheck, DEFAULT_PORT, DEFAULT_TIMEOUT};
 use crate::range::{parse_decimal, Range, Thresholds};
 use crate::status::{Outcome, State};

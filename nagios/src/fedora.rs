@@ -89,7 +89,7 @@ impl FedoraCheck {
         )
     }
 
-    /// Runs the check: find the socket, read one document, judge it.
+    /// Runs the check: find the socket, read one document, check it.
     pub fn run(&self) -> Outcome {
         if let Kind::Consumers { names } = &self.kind {
             if names.is_empty() {
@@ -113,7 +113,7 @@ impl FedoraCheck {
                 ))
             }
         };
-        self.judge(&document, unix_now())
+        self.check_monitoring_document(&document, unix_now())
     }
 
     /// The ZeroMQ address to read, after Fedora's file checks.
@@ -162,8 +162,9 @@ impl FedoraCheck {
         })
     }
 
-    /// Judges a monitoring document at time `now` (Unix seconds).
-    pub fn judge(&self, document: &Value, now: f64) -> Outcome {
+    /// Applies this script's rule to a moksha monitoring document at time
+    /// `now` (Unix seconds): the line and state Fedora's script would give.
+    pub fn check_monitoring_document(&self, document: &Value, now: f64) -> Outcome {
         let consumers = match list(document, "consumers") {
             Ok(list) => list,
             Err(outcome) => return outcome,
@@ -442,8 +443,8 @@ mod tests {
         })
     }
 
-    fn judge(kind: Kind, now: f64) -> (i32, String) {
-        let o = check(kind).judge(&doc(), now);
+    fn outcome(kind: Kind, now: f64) -> (i32, String) {
+        let o = check(kind).check_monitoring_document(&doc(), now);
         (o.state.code(), o.text)
     }
 
@@ -485,7 +486,7 @@ mod tests {
             ),
         ];
         for (kind, code, line) in cases {
-            assert_eq!(judge(kind, 0.0), (code, line.to_string()));
+            assert_eq!(outcome(kind, 0.0), (code, line.to_string()));
         }
     }
 
@@ -497,28 +498,28 @@ mod tests {
             crit,
         };
         assert_eq!(
-            judge(k("FMNConsumer", 1.0, 10.0), 0.0),
+            outcome(k("FMNConsumer", 1.0, 10.0), 0.0),
             (
                 1,
                 "WARNING: fedmsg consumer FMNConsumer exceptions value is 3".into()
             )
         );
         assert_eq!(
-            judge(k("FMNConsumer", 1.0, 2.0), 0.0),
+            outcome(k("FMNConsumer", 1.0, 2.0), 0.0),
             (
                 2,
                 "CRITICAL: fedmsg consumer FMNConsumer exceptions value is 3".into()
             )
         );
         assert_eq!(
-            judge(k("FMNConsumer", 3.0, 10.0), 0.0),
+            outcome(k("FMNConsumer", 3.0, 10.0), 0.0),
             (
                 0,
                 "OK: fedmsg consumer FMNConsumer exceptions value is 3".into()
             )
         );
         assert_eq!(
-            judge(k("Nope", 1.0, 10.0), 0.0),
+            outcome(k("Nope", 1.0, 10.0), 0.0),
             (3, "UNKNOWN: fedmsg consumers Nope not found".into())
         );
     }
@@ -529,22 +530,22 @@ mod tests {
             names: names.iter().map(|s| s.to_string()).collect(),
         };
         assert_eq!(
-            judge(k(&["FMNConsumer", "DigestProducer"]), 0.0),
+            outcome(k(&["FMNConsumer", "DigestProducer"]), 0.0),
             (
                 0,
                 "OK: fedmsg consumer(s) and producer(s) initialized".into()
             )
         );
         assert_eq!(
-            judge(k(&["FMNConsumer", "Lazy"]), 0.0),
+            outcome(k(&["FMNConsumer", "Lazy"]), 0.0),
             (2, "ERROR: fedmsg consumer Lazy is not initialized".into())
         );
         assert_eq!(
-            judge(k(&["Broken", "FMNConsumer"]), 0.0),
+            outcome(k(&["Broken", "FMNConsumer"]), 0.0),
             (2, "ERROR: fedmsg producer Broken is not initialized".into())
         );
         assert_eq!(
-            judge(k(&["FMNConsumer", "Ghost"]), 0.0),
+            outcome(k(&["FMNConsumer", "Ghost"]), 0.0),
             (2, "ERROR: Ghost not found among installed plugins".into())
         );
         let empty = check(k(&[])).run();
@@ -565,31 +566,31 @@ mod tests {
             crit,
         };
         assert_eq!(
-            judge(k("DigestProducer", 90.0, 600.0), 1003.5),
+            outcome(k("DigestProducer", 90.0, 600.0), 1003.5),
             (
                 0,
                 "OK: DigestProducer last ran just now (3 seconds ago)".into()
             )
         );
         assert_eq!(
-            judge(k("DigestProducer", 90.0, 600.0), 1150.9),
+            outcome(k("DigestProducer", 90.0, 600.0), 1150.9),
             (
                 1,
                 "WARNING: DigestProducer last ran 2 minutes ago (150 seconds ago)".into()
             )
         );
         assert_eq!(
-            judge(k("DigestProducer", 90.0, 600.0), 4600.0),
+            outcome(k("DigestProducer", 90.0, 600.0), 4600.0),
             (
                 2,
                 "CRITICAL: DigestProducer last ran an hour ago (3600 seconds ago)".into()
             )
         );
         assert_eq!(
-            judge(k("Ghost", 90.0, 600.0), 0.0),
+            outcome(k("Ghost", 90.0, 600.0), 0.0),
             (3, "UNKNOWN: fedmsg producer Ghost not found".into())
         );
-        let (code, line) = judge(k("Never", 90.0, 600.0), 0.0);
+        let (code, line) = outcome(k("Never", 90.0, 600.0), 0.0);
         assert_eq!(code, 3);
         assert!(line.starts_with("UNKNOWN: fedmsg producer Never has not run"));
     }
@@ -605,7 +606,7 @@ mod tests {
             json!({"consumers": [{"name": "FMNConsumer", "backlog": "many"}], "producers": []}),
             json!({"consumers": [{"name": 7}], "producers": []}),
         ] {
-            let o = c.judge(&document, 0.0);
+            let o = c.check_monitoring_document(&document, 0.0);
             assert_eq!(o.state, State::Unknown, "{document}");
             assert!(o.text.starts_with("UNKNOWN: "), "{}", o.text);
         }

@@ -8,6 +8,12 @@
 //! (more than 14 spare days count as a month, at most 12), otherwise weeks; then
 //! "a year" until two years, then years. Past times end in "ago", future ones
 //! start with "in".
+//!
+//! Written here because no crate prints arrow's words for the same times:
+//! chrono-humanize 0.2.3 uses moment.js's thresholds ("now" up to 10 s, "a
+//! minute" from 45 s and "2 minutes" from 90 s, "an hour" from 45 minutes, "a
+//! day" from 22 hours, fixed 30-day months), and timeago 0.6.1 says "1 minute
+//! ago", "now" and can combine units ("1 hour 1 minute ago").
 
 const MINUTE: i64 = 60;
 const HOUR: i64 = 3600;

@@ -5,7 +5,8 @@
 //!   `consumers`, `producer-last-ran`), reading the moksha monitoring socket
 //!   and printing exactly their lines and exit codes;
 //! - [`plugin`]: the monitoring-plugins form (`-H`/`--url`, `-w`/`-c` ranges from
-//!   [`range`], perfdata), reading the hub's `/state` through [`http`].
+//!   [`range`], perfdata), reading the hub's `/state` with `fedhub_probe`'s
+//!   client into its typed view of the document.
 //!
 //! [`cli`] parses both; [`status`] holds states and exit codes; [`humanize`]
 //! words "2 minutes ago". Everything the plugin says goes to stdout on one line;
@@ -14,7 +15,6 @@
 
 mod cli;
 mod fedora;
-mod http;
 mod humanize;
 mod plugin;
 mod range;

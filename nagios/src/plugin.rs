@@ -2,11 +2,11 @@
 //! metric of each selected consumer with `-w`/`-c` ranges, print one line with
 //! perfdata, exit with the worst state (CRITICAL > WARNING > UNKNOWN > OK).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
+use fedhub_probe::client::{self, FetchError, Limits, Target};
+use fedhub_probe::state::{ConsumerView, Lenient, StateView};
 
-use crate::http::{self, Target};
 use crate::range::Thresholds;
 use crate::status::{Outcome, State};
 
@@ -15,6 +15,9 @@ pub const DEFAULT_PORT: u16 = 8940;
 
 /// Default time budget, as the plugin guidelines suggest.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Larger responses are refused rather than buffered.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What is compared with the thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +54,23 @@ impl Metric {
         }
     }
 
+    /// The `/state` field compared (named in messages).
     fn key(self) -> &'static str {
         match self {
             Metric::Backlog => "backlog",
             Metric::Exceptions => "exceptions_total",
             Metric::Dropped => "dropped_total",
             Metric::Utilization => "mailbox_utilization",
+        }
+    }
+
+    /// The field's value in `entry`, as a number.
+    fn value(self, entry: &ConsumerView) -> Option<f64> {
+        match self {
+            Metric::Backlog => entry.backlog.map(|v| v as f64),
+            Metric::Exceptions => entry.exceptions_total.map(|v| v as f64),
+            Metric::Dropped => entry.dropped_total.map(|v| v as f64),
+            Metric::Utilization => entry.mailbox_utilization,
         }
     }
 
@@ -136,26 +150,21 @@ impl PluginCheck {
         )
     }
 
-    /// Fetches `/state` and judges it.
+    /// Fetches `/state` and compares it with the thresholds.
     pub fn run(&self) -> Outcome {
-        let deadline = Instant::now() + self.timeout;
-        let response = match http::get(&self.target, deadline) {
-            Ok(response) => response,
-            Err(http::HttpError::Timeout) => return self.timeout_outcome(),
-            Err(http::HttpError::Failed(e)) => return self.line(State::Unknown, &e),
+        let limits = Limits {
+            step: self.timeout,
+            total: self.timeout,
+            max_response_bytes: MAX_RESPONSE_BYTES,
+            user_agent: concat!("check_fedhub/", env!("CARGO_PKG_VERSION")),
         };
-        if response.status != 200 {
-            return self.line(
-                State::Unknown,
-                &format!(
-                    "{} answered HTTP {} (is this a fedhub?)",
-                    self.target.url(),
-                    response.status
-                ),
-            );
-        }
-        match serde_json::from_slice::<Value>(&response.body) {
-            Ok(state) => self.judge(&state),
+        let body = match client::get(&self.target, &limits) {
+            Ok(body) => body,
+            Err(e) if e.is_timeout() => return self.timeout_outcome(),
+            Err(e) => return self.line(State::Unknown, &self.describe(&e)),
+        };
+        match client::parse_state(&body) {
+            Ok(state) => self.compare_with_thresholds(&state),
             Err(e) => self.line(
                 State::Unknown,
                 &format!("{} is not valid JSON: {e}", self.target.url()),
@@ -163,19 +172,52 @@ impl PluginCheck {
         }
     }
 
-    /// Judges a `/state` document.
-    pub fn judge(&self, state: &Value) -> Outcome {
-        let Some(all) = state.get("consumers").and_then(Value::as_array) else {
+    /// What went wrong with the request, in this plugin's words.
+    fn describe(&self, error: &FetchError) -> String {
+        let url = self.target.url();
+        match error {
+            FetchError::Resolve { host, source, .. } => {
+                format!("cannot resolve '{host}': {source}")
+            }
+            FetchError::Connect { authority, source } => {
+                format!("cannot connect to the hub at {authority}: {source}")
+            }
+            FetchError::Send { source, .. } => {
+                format!("cannot send the request to {url}: {source}")
+            }
+            FetchError::Receive { source, .. } => {
+                format!("cannot read the response from {url}: {source}")
+            }
+            FetchError::TooLarge { limit, .. } => {
+                format!("the response from {url} is larger than {limit} bytes")
+            }
+            FetchError::Malformed { reason, .. } => {
+                format!("bad HTTP response from {url}: {reason}")
+            }
+            FetchError::Status { status, .. } => {
+                format!("{url} answered HTTP {status} (is this a fedhub?)")
+            }
+            FetchError::Timeout { .. } | FetchError::Deadline { .. } => format!(
+                "no answer from {url} within {} (timeout)",
+                seconds(self.timeout)
+            ),
+        }
+    }
+
+    /// Compares the metric of each selected consumer in a `/state` document
+    /// with the thresholds: one line, worst state first, with perfdata.
+    pub fn compare_with_thresholds(&self, state: &StateView) -> Outcome {
+        let Some(entries) = &state.consumers else {
             return self.line(
                 State::Unknown,
                 &format!("{} has no \"consumers\" list", self.target.url()),
             );
         };
-        let name_of = |c: &Value| c["name"].as_str().map(str::to_string);
-        let known: Vec<String> = all.iter().filter_map(name_of).collect();
-        let selected: Vec<(String, Option<&Value>)> = if self.consumers.is_empty() {
+        let all: Vec<&ConsumerView> = entries.iter().filter_map(Lenient::get).collect();
+        let known: Vec<String> = all.iter().filter_map(|c| c.name.clone()).collect();
+        let selected: Vec<(String, Option<&ConsumerView>)> = if self.consumers.is_empty() {
             all.iter()
-                .filter_map(|c| name_of(c).map(|n| (n, Some(c))))
+                .filter_map(|c| c.name.clone().map(|n| (n, Some(*c))))
                 .collect()
         } else {
             self.consumers
@@ -183,7 +225,9 @@ impl PluginCheck {
                 .map(|n| {
                     (
                         n.clone(),
-                        all.iter().find(|c| c["name"].as_str() == Some(n)),
+                        all.iter()
+                            .find(|c| c.name.as_deref() == Some(n.as_str()))
+                            .copied(),
                     )
                 })
                 .collect()
@@ -208,7 +252,7 @@ impl PluginCheck {
                 ));
                 continue;
             };
-            let Some(value) = entry[metric.key()].as_f64().map(|v| v * metric.scale()) else {
+            let Some(value) = metric.value(entry).map(|v| v * metric.scale()) else {
                 items.push((
                     State::Unknown,
                     format!("{name} has no numeric {}", metric.key()),
@@ -225,7 +269,7 @@ impl PluginCheck {
                 self.thresholds.critical.as_ref().map_or("", |r| r.as_str()),
                 metric.max()
             ));
-            if entry["initialized"] == Value::Bool(false) {
+            if entry.initialized == Some(false) {
                 items.push((
                     State::Unknown,
                     format!("{name} not initialized, {} {shown}", metric.name()),
@@ -307,7 +351,12 @@ fn clean(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::range::Range;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// A JSON document read the way `run` reads a body.
+    fn view(doc: &Value) -> StateView {
+        client::parse_state(&serde_json::to_vec(doc).unwrap()).unwrap()
+    }
 
     fn check(w: &str, c: &str, consumers: &[&str], metric: Metric) -> PluginCheck {
         PluginCheck {
@@ -338,15 +387,15 @@ mod tests {
         ]})
     }
 
-    fn judge(c: &PluginCheck) -> (i32, String) {
-        let o = c.judge(&state());
+    fn compare(c: &PluginCheck) -> (i32, String) {
+        let o = c.compare_with_thresholds(&view(&state()));
         (o.state.code(), o.text)
     }
 
     #[test]
     fn one_consumer_ok() {
         assert_eq!(
-            judge(&check("30", "60", &["NullConsumer"], Metric::Backlog)),
+            compare(&check("30", "60", &["NullConsumer"], Metric::Backlog)),
             (
                 0,
                 "FEDHUB BACKLOG OK - NullConsumer backlog 0 | 'NullConsumer_backlog'=0;30;60;0;"
@@ -358,14 +407,14 @@ mod tests {
     #[test]
     fn worst_state_wins_and_problems_come_first() {
         assert_eq!(
-            judge(&check("30", "60", &["NullConsumer", "Badges"], Metric::Backlog)),
+            compare(&check("30", "60", &["NullConsumer", "Badges"], Metric::Backlog)),
             (
                 1,
                 "FEDHUB BACKLOG WARNING - Badges backlog 45 (WARNING), NullConsumer backlog 0 | 'NullConsumer_backlog'=0;30;60;0; 'Badges_backlog'=45;30;60;0;".into()
             )
         );
         // All consumers: the uninitialized one is UNKNOWN, WARNING is worse.
-        let (code, line) = judge(&check("30", "60", &[], Metric::Backlog));
+        let (code, line) = compare(&check("30", "60", &[], Metric::Backlog));
         assert_eq!(code, 1);
         assert!(line.starts_with("FEDHUB BACKLOG WARNING - Badges backlog 45 (WARNING), It's not initialized, backlog 3, NullConsumer backlog 0 | "), "{line}");
         assert!(line.ends_with(" 'It''s_backlog'=3;30;60;0;"), "{line}");
@@ -374,14 +423,14 @@ mod tests {
     #[test]
     fn unknown_consumer_is_named() {
         assert_eq!(
-            judge(&check("30", "60", &["Ghost"], Metric::Backlog)),
+            compare(&check("30", "60", &["Ghost"], Metric::Backlog)),
             (
                 3,
                 "FEDHUB BACKLOG UNKNOWN - consumer 'Ghost' not found (the hub has: NullConsumer, Badges, It's)".into()
             )
         );
         // CRITICAL elsewhere outranks the missing consumer.
-        let (code, line) = judge(&check("10", "20", &["Ghost", "Badges"], Metric::Backlog));
+        let (code, line) = compare(&check("10", "20", &["Ghost", "Badges"], Metric::Backlog));
         assert_eq!(code, 2);
         assert!(line.starts_with("FEDHUB BACKLOG CRITICAL - Badges backlog 45 (CRITICAL), consumer 'Ghost' not found"), "{line}");
     }
@@ -389,21 +438,21 @@ mod tests {
     #[test]
     fn other_metrics() {
         assert_eq!(
-            judge(&check("5", "10", &["NullConsumer"], Metric::Exceptions)),
+            compare(&check("5", "10", &["NullConsumer"], Metric::Exceptions)),
             (
                 1,
                 "FEDHUB EXCEPTIONS WARNING - NullConsumer exceptions 7 | 'NullConsumer_exceptions'=7c;5;10;0;".into()
             )
         );
         assert_eq!(
-            judge(&check("10", "20", &["Badges"], Metric::Utilization)),
+            compare(&check("10", "20", &["Badges"], Metric::Utilization)),
             (
                 1,
                 "FEDHUB UTILIZATION WARNING - Badges utilization 12.5% | 'Badges_utilization'=12.5%;10;20;0;100".into()
             )
         );
         assert_eq!(
-            judge(&check("1", "5", &["Badges"], Metric::Dropped)),
+            compare(&check("1", "5", &["Badges"], Metric::Dropped)),
             (
                 1,
                 "FEDHUB DROPPED WARNING - Badges dropped 2 | 'Badges_dropped'=2c;1;5;0;".into()
@@ -420,7 +469,7 @@ mod tests {
             json!({"consumers": []}),
             json!({"consumers": [{"name": "A|B"}]}),
         ] {
-            let o = c.judge(&doc);
+            let o = c.compare_with_thresholds(&view(&doc));
             assert_eq!(o.state, State::Unknown, "{doc}");
             assert!(
                 o.text.starts_with("FEDHUB BACKLOG UNKNOWN - "),
@@ -428,6 +477,22 @@ mod tests {
                 o.text
             );
             assert!(!o.text.contains('|'), "{}", o.text);
+        }
+    }
+
+    #[test]
+    fn metric_keys_are_state_fields() {
+        for metric in [
+            Metric::Backlog,
+            Metric::Exceptions,
+            Metric::Dropped,
+            Metric::Utilization,
+        ] {
+            assert!(
+                fedhub_probe::state::ConsumerState::FIELDS.contains(&metric.key()),
+                "{}",
+                metric.key()
+            );
         }
     }
 

@@ -21,7 +21,8 @@
 //! `times`; values are truncated to integers, response times are in ms (min, max
 //! and mean of the window's `times`, 0 when it is empty). collectd splits
 //! `fedmsg-hub` at its first `-`: plugin `fedmsg`, instance `hub`. These are
-//! exactly the lines, and so the files and graphs, of Fedora's script.
+//! exactly the lines, and so the files and graphs, of Fedora's script; the
+//! names come from `fedhub_probe::collectd`, as the read plugin's do.
 //!
 //! Where Fedora's script would crash (a missing key, a value that is not a
 //! number), the line is left out instead. Logs go to stderr, which the exec
@@ -38,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use fedhub_probe::collectd::{Identifier, PluginName, Series};
 use serde_json::Value;
 
 /// The interval written when neither the options nor the document give one (moksha's).
@@ -153,10 +155,17 @@ pub fn putval_lines(
     timestamp: u64,
 ) -> Vec<String> {
     let interval = format_interval(interval_secs);
+    let plugin = PluginName::from_service(service);
     let mut lines = Vec::new();
-    let mut put = |type_: &str, instance: String, value: Option<i128>| {
+    let mut put = |series: Series, name: &str, value: Option<i128>| {
         if let Some(value) = value {
-            let identifier = quote_if_needed(&format!("{host}/{service}/{type_}-{instance}"));
+            let identifier = Identifier {
+                host,
+                plugin,
+                series,
+                name,
+            };
+            let identifier = quote_if_needed(&identifier.to_string());
             lines.push(format!(
                 "PUTVAL {identifier} interval={interval} {timestamp}:{value}"
             ));
@@ -174,20 +183,20 @@ pub fn putval_lines(
             continue;
         };
         put(
-            "queue_length",
-            format!("{name}_backlog"),
+            Series::Backlog,
+            name,
             consumer.get("backlog").and_then(as_int),
         );
         put(
-            "gauge",
-            format!("{name}_exceptions"),
+            Series::Exceptions,
+            name,
             consumer.get("exceptions").and_then(as_int),
         );
         if let Some(value) = consumer.get("headcount_in") {
-            put("gauge", format!("{name}_in"), as_int(value));
+            put(Series::In, name, as_int(value));
         }
         if let Some(value) = consumer.get("headcount_out") {
-            put("gauge", format!("{name}_out"), as_int(value));
+            put(Series::Out, name, as_int(value));
         }
         if let Some(times) = consumer.get("times") {
             let times: Vec<f64> = match times {
@@ -201,21 +210,9 @@ pub fn putval_lines(
                 let max = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 (min, max, times.iter().sum::<f64>() / times.len() as f64)
             };
-            put(
-                "response_time",
-                format!("{name}_min"),
-                truncate(1000.0 * min),
-            );
-            put(
-                "response_time",
-                format!("{name}_max"),
-                truncate(1000.0 * max),
-            );
-            put(
-                "response_time",
-                format!("{name}_avg"),
-                truncate(1000.0 * avg),
-            );
+            put(Series::ResponseMin, name, truncate(1000.0 * min));
+            put(Series::ResponseMax, name, truncate(1000.0 * max));
+            put(Series::ResponseAvg, name, truncate(1000.0 * avg));
         }
     }
     for producer in entries("producers") {
@@ -223,8 +220,8 @@ pub fn putval_lines(
             continue;
         };
         put(
-            "gauge",
-            format!("{name}_exceptions"),
+            Series::Exceptions,
+            name,
             producer.get("exceptions").and_then(as_int),
         );
     }
@@ -438,6 +435,7 @@ mod tests {
     /// expected values were computed with the Python script's own formulas
     /// (`"%i" % (1000 * max(times or [0]))`, ...) on the same file.
     fn fixture_lines(file: &str, service: &str) -> Vec<String> {
+        // The workspace's fixtures, beside the core crate's tests.
         let path = format!(
             "{}/../tests/fixtures/monitoring/{file}",
             env!("CARGO_MANIFEST_DIR")
