@@ -42,20 +42,15 @@ const STOCK_PLUGINS: &str = "/usr/lib/collectd";
 const CHILD_SOCKET_ENV: &str = "FEDHUB_TEST_COLLECTD_EXEC_SOCKET";
 
 fn collectd_binary() -> PathBuf {
-    let candidates = [
-        "/usr/sbin/collectd",
-        "/usr/bin/collectd",
-        "/usr/local/sbin/collectd",
-    ];
-    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
-        return found;
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("collectd"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| panic!("collectd is not installed: {INSTALL}"))
+    find_program(
+        "collectd",
+        &[
+            "/usr/sbin/collectd",
+            "/usr/bin/collectd",
+            "/usr/local/sbin/collectd",
+        ],
+        INSTALL,
+    )
 }
 
 fn stock_plugin(name: &str) -> PathBuf {

@@ -22,20 +22,15 @@ const INSTALL: &str =
 
 /// The nagios4 daemon binary.
 fn nagios4() -> PathBuf {
-    let candidates = [
-        "/usr/sbin/nagios4",
-        "/usr/bin/nagios4",
-        "/usr/local/bin/nagios4",
-    ];
-    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
-        return found;
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("nagios4"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| panic!("nagios4 is not installed: {INSTALL}"))
+    fedhub_testkit::find_program(
+        "nagios4",
+        &[
+            "/usr/sbin/nagios4",
+            "/usr/bin/nagios4",
+            "/usr/local/bin/nagios4",
+        ],
+        INSTALL,
+    )
 }
 
 /// The nagios user's uid and gid.

@@ -277,3 +277,17 @@ pub fn workspace_root() -> PathBuf {
         .expect("testkit/ sits in the workspace")
         .to_path_buf()
 }
+
+/// A daemon or tool the tests run: the first of `candidates` that exists,
+/// else `name` on `PATH`. Fails (never skips) naming what to install.
+pub fn find_program(name: &str, candidates: &[&str], install: &str) -> PathBuf {
+    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return found;
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| panic!("{name} is not installed: {install}"))
+}

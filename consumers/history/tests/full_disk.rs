@@ -3,12 +3,13 @@
 //! every message it was given, and stores them all once space is available.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fedhub::Envelope;
 use fedhub_history::{
     BatchWriter, Filter, NewMessage, SqliteOptions, SqliteStore, Store, WriterOptions, WriterState,
 };
+use fedhub_testkit::wait_until;
 use serde_json::json;
 
 fn message(k: usize) -> NewMessage {
@@ -21,17 +22,6 @@ fn message(k: usize) -> NewMessage {
                            "summary": "x".repeat(8000)}},
     });
     NewMessage::from_envelope(&Envelope::from_value(body).unwrap())
-}
-
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    check()
 }
 
 #[test]

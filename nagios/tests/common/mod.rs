@@ -112,17 +112,9 @@ pub fn null_settings(sleep_ms: f64, fail_every: u64) -> Map<String, Value> {
 /// A hub config reading `bus`, HTTP on a free port, the monitoring socket at
 /// `monitoring` (publishing every 0.2 s), NullConsumer configured by `settings`.
 pub fn hub_config(bus: &Bus, monitoring: &str, settings: Map<String, Value>) -> Config {
-    let mut config = Config::default();
-    config.bus.endpoints.insert(
-        "test".into(),
-        fedhub::OneOrMany::Many(vec![bus.endpoint.clone()]),
-    );
-    config.bus.inbound = String::new();
-    config.http.listen = "127.0.0.1:0".into();
+    let mut config = fedhub_testkit::config(bus);
     config.monitoring.socket = monitoring.to_string();
     config.monitoring.interval_secs = 0.2;
-    config.hub.status_log_interval_secs = 0;
-    config.hub.shutdown_grace_secs = 10;
     config.consumers.insert("NullConsumer".into(), settings);
     config
 }
