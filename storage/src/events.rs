@@ -147,7 +147,7 @@ impl ItemDeadLettered<'_> {
         let m = &self.target.metrics;
         m.dead_letters.inc();
         m.errors.with_label_values(&[self.kind.as_str()]).inc();
-        self.state.count_dead_letter(self.error);
+        self.state.count_dead_letter(self.kind, self.error);
         m.queue.set(self.state.queued_gauge());
         tracing::error!(
             consumer = %self.target.consumer,

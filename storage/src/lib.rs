@@ -45,6 +45,8 @@
 //!   per-consumer history table name, checksums applied migrations (an edited
 //!   migration is refused), and applies a group in one transaction.
 
+#![warn(missing_docs)]
+
 mod error;
 mod events;
 pub mod metrics;

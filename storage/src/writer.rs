@@ -280,12 +280,11 @@ impl WriterState {
             Some((kind, error.to_string()));
     }
 
-    pub(crate) fn count_dead_letter(&self, error: &str) {
+    pub(crate) fn count_dead_letter(&self, kind: ErrorKind, error: &str) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         self.queued.fetch_sub(1, Ordering::Relaxed);
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        let kind = last.as_ref().map(|l| l.0).unwrap_or(ErrorKind::Other);
-        *last = Some((kind, error.to_string()));
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((kind, error.to_string()));
     }
 
     pub(crate) fn count_abandoned(&self, items: usize) {
@@ -317,7 +316,8 @@ impl<T: Send + 'static> BatchWriter<T> {
         let (tx, rx) = bounded(options.queue_items.max(1));
         let state = Arc::new(WriterState::default());
         let thread_state = state.clone();
-        let name = format!("fedhub-writer-{}", target.consumer);
+        // Linux keeps 15 bytes of a thread's name.
+        let name = format!("fedhub-db-{}", target.consumer);
         let handle = std::thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || {
