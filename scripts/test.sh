@@ -14,16 +14,18 @@ declare -A needs=(
   [promtool]=prometheus
   [curl]=curl
   [openssl]=openssl
+  ['/usr/lib/postgresql/*/bin/initdb']=postgresql
 )
 missing=()
 for probe in "${!needs[@]}"; do
-  if [[ $probe == /* ]]; then [[ -e $probe ]] || missing+=("${needs[$probe]}")
+  if [[ $probe == *'*'* ]]; then compgen -G "$probe" >/dev/null || missing+=("${needs[$probe]}")
+  elif [[ $probe == /* ]]; then [[ -e $probe ]] || missing+=("${needs[$probe]}")
   else command -v "$probe" >/dev/null || missing+=("${needs[$probe]}"); fi
 done
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "[test] installing ${missing[*]}" >&2
-  # Packaged daemons (prometheus, collectd) must not start on install: the tests run their own.
+  # Packaged daemons (prometheus, collectd, postgresql) must not start on install: the tests run their own.
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi

@@ -1,5 +1,10 @@
 //! fedhub-testkit: what the workspace's end-to-end tests share: a real ZeroMQ publisher the hub connects
-//! to, hub configs on free ports, recording consumers, polling with timeouts.
+//! to, hub configs on free ports, recording consumers, polling with timeouts, and a
+//! throwaway PostgreSQL server ([`PgCluster`]).
+
+mod postgres;
+
+pub use postgres::{postgres_bin, PgCluster, PG_USER};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
