@@ -9,8 +9,7 @@
 //! closes it, the body is delimited by `Content-Length` or the close (chunked
 //! bodies are decoded anyway, for proxies).
 //!
-//! Why not an HTTP client crate: ureq 3.2.1 (the newest that builds with the
-//! workspace's Rust 1.80; 3.3 needs 1.85) was tried against the answers the
+//! Why not an HTTP client crate: ureq 3.2.1 was tried against the answers the
 //! probes must explain. It reports a service that is not HTTP as "http parse
 //! fail: invalid HTTP version", a connection closed with no answer and a body cut
 //! short both as "Peer disconnected", and a refused connection and a failed read
