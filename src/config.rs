@@ -513,17 +513,17 @@ impl Config {
         if !self.bus.inbound.is_empty() {
             check_zmq_address("[bus] inbound", &self.bus.inbound)?;
         }
-        for addr in self.publish.bind.iter().chain(&self.publish.connect) {
-            check_zmq_address("[publish]", addr)?;
+        for addr in &self.publish.bind {
+            check_zmq_address("[publish] bind", addr)?;
+        }
+        for addr in &self.publish.connect {
+            check_zmq_address("[publish] connect", addr)?;
         }
         if !self.monitoring.socket.is_empty() {
             check_zmq_address("[monitoring] socket", &self.monitoring.socket)?;
         }
-        if !self.http.listen.is_empty() && !self.http.listen.contains(':') {
-            return invalid(format!(
-                "[http] listen = {:?}: expected host:port",
-                self.http.listen
-            ));
+        if !self.http.listen.is_empty() {
+            check_listen_address("[http] listen", &self.http.listen)?;
         }
         for (name, raw) in &self.consumers {
             ConsumerSection::parse(name, raw)?;
@@ -532,18 +532,48 @@ impl Config {
     }
 }
 
-/// Rejects addresses libzmq would not understand, naming the option.
+/// Rejects addresses libzmq would not understand, naming the option. A tcp,
+/// pgm or epgm address must end in a port from 0 to 65535 or `*` (libzmq would
+/// silently wrap a larger number around to another port).
 pub fn check_zmq_address(option: &str, addr: &str) -> Result<(), ConfigError> {
-    let ok = ["tcp://", "ipc://", "inproc://", "pgm://", "epgm://"]
-        .iter()
-        .any(|scheme| addr.starts_with(scheme) && addr.len() > scheme.len());
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(format!(
-            "{option}: {addr:?} is not a ZeroMQ address (expected tcp://host:port or ipc:///path)"
-        )))
+    let scheme = ["tcp://", "ipc://", "inproc://", "pgm://", "epgm://"]
+        .into_iter()
+        .find(|scheme| addr.starts_with(scheme) && addr.len() > scheme.len());
+    let Some(scheme) = scheme else {
+        return Err(ConfigError::Invalid(format!(
+            "{option} = {addr:?}: not a ZeroMQ address (expected tcp://host:port or ipc:///path)"
+        )));
+    };
+    if matches!(scheme, "ipc://" | "inproc://") {
+        return Ok(());
     }
+    let port = addr[scheme.len()..].rsplit_once(':').map(|(_, port)| port);
+    match port {
+        Some("*") => Ok(()),
+        Some(port) if parse_port(port).is_some() => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{option} = {addr:?}: expected {scheme}host:port with a port from 0 to 65535 (or * for any free port)"
+        ))),
+    }
+}
+
+/// Rejects an HTTP listen address that is not `host:port` with a port from 0
+/// to 65535, naming the option.
+pub fn check_listen_address(option: &str, addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && parse_port(port).is_some() => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{option} = {addr:?}: expected host:port with a port from 0 to 65535 (0 for any free port)"
+        ))),
+    }
+}
+
+/// A port number written in decimal digits only, within 0..=65535.
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[cfg(test)]

@@ -277,3 +277,59 @@ fn embedded_defaults_run_the_demo_with_the_history_store() {
     assert!(output.status.success(), "{output:?}");
     assert!(dir.path().join("fedhub-history.sqlite").is_file());
 }
+
+/// Runs `fedhub run --check` on `text`; returns the exit code and stderr.
+fn check_config(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), text);
+    let output = Command::new(fedhub_binary())
+        .args(["run", "--check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A port above 65535 is refused at load (so by `--check` too), naming the key,
+/// instead of wrapping around to another (possibly privileged) port at run.
+#[test]
+fn ports_out_of_range_are_refused_naming_the_key() {
+    let cases = [
+        ("[bus]\ninbound = \"tcp://127.0.0.1:99999\"\n", "[bus] inbound"),
+        ("[bus]\ninbound = \"tcp://127.0.0.1:65599\"\n", "[bus] inbound"),
+        ("[bus]\ninbound = \"tcp://127.0.0.1:port\"\n", "[bus] inbound"),
+        ("[bus]\ninbound = \"tcp://127.0.0.1\"\n", "[bus] inbound"),
+        (
+            "[bus]\nendpoints = { \"bodhi.app01\" = [\"tcp://127.0.0.1:3000\", \"tcp://127.0.0.1:70000\"] }\n",
+            "[bus] endpoints.bodhi.app01",
+        ),
+        (
+            "[monitoring]\nsocket = \"tcp://127.0.0.1:99999\"\n",
+            "[monitoring] socket",
+        ),
+        ("[publish]\nbind = [\"tcp://*:123456\"]\n", "[publish] bind"),
+        (
+            "[publish]\nconnect = [\"tcp://127.0.0.1:-1\"]\n",
+            "[publish] connect",
+        ),
+        ("[http]\nlisten = \"127.0.0.1:99999\"\n", "[http] listen"),
+        ("[http]\nlisten = \"127.0.0.1:\"\n", "[http] listen"),
+    ];
+    for (text, key) in cases {
+        let (code, stderr) = check_config(text);
+        assert_eq!(code, Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(key), "{text:?} should name {key}: {stderr}");
+        assert!(stderr.contains("65535"), "{text:?}: {stderr}");
+    }
+    // The edges and the wildcard stay valid.
+    for text in [
+        "[bus]\ninbound = \"tcp://127.0.0.1:65535\"\n[http]\nlisten = \"[::1]:0\"\n",
+        "[bus]\ninbound = \"tcp://*:*\"\n[monitoring]\nsocket = \"ipc:///tmp/fedhub-monitoring.sock\"\n",
+    ] {
+        let (code, stderr) = check_config(text);
+        assert_eq!(code, Some(0), "{text:?}: {stderr}");
+    }
+}
