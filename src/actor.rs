@@ -161,8 +161,14 @@ impl ConsumerActor {
             .append(true)
             .open(path)
             .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
-            tracing::error!(consumer = %self.name, path = %path.display(), error = %e, "cannot write dead letter");
+        match written {
+            Ok(()) => self.stats.clear_dead_letter_problem(),
+            Err(error) => crate::events::DeadLetterFailed {
+                consumer: &self.stats,
+                path,
+                error: &error,
+            }
+            .emit(),
         }
     }
 }

@@ -333,12 +333,14 @@ impl ConsumerSection {
                     section.topics = Some(spec.to_vec());
                 }
                 "capacity_messages" => {
-                    let cap: usize = field(name, key, value, "a positive number of messages")?;
-                    if cap == 0 {
-                        return Err(ConfigError::Invalid(format!(
-                            "[consumers.{name}] capacity_messages = 0: expected a positive number of messages"
-                        )));
-                    }
+                    let expected = "1 to 100000000 messages";
+                    let cap: usize = field(name, key, value, expected)?;
+                    in_range(
+                        &format!("[consumers.{name}] capacity_messages"),
+                        cap,
+                        1..=MAX_CAPACITY_MESSAGES,
+                        expected,
+                    )?;
                     section.capacity_messages = cap;
                 }
                 "when_full" => {
@@ -353,7 +355,17 @@ impl ConsumerSection {
                         }
                     };
                 }
-                "retries" => section.retries = field(name, key, value, "a number of retries")?,
+                "retries" => {
+                    let expected = "0 to 100 retries";
+                    let retries: u32 = field(name, key, value, expected)?;
+                    in_range(
+                        &format!("[consumers.{name}] retries"),
+                        retries,
+                        0..=MAX_RETRIES,
+                        expected,
+                    )?;
+                    section.retries = retries;
+                }
                 "dead_letter_file" => {
                     section.dead_letter_file = Some(field(name, key, value, "a file path")?)
                 }
@@ -390,6 +402,16 @@ impl Settings {
     /// The raw settings.
     pub fn values(&self) -> &Map<String, Value> {
         &self.values
+    }
+
+    /// An error naming one of these settings, its value and what was expected
+    /// (`[consumers.<Name>] key = value: expected ...`), for a consumer's own
+    /// range checks.
+    pub fn invalid(&self, key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+        ConfigError::Invalid(format!(
+            "[consumers.{}] {key} = {value}: expected {expected}",
+            self.consumer
+        ))
     }
 
     /// Deserializes the settings into the consumer's config struct. Use
@@ -476,6 +498,90 @@ impl Config {
         }
     }
 
+    /// Every numeric setting of the runtime's own sections within its range.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let (hub, bus, publish) = (&self.hub, &self.bus, &self.publish);
+        in_range(
+            "[hub] shutdown_grace_secs",
+            hub.shutdown_grace_secs,
+            0..=3600,
+            "0 to 3600 seconds",
+        )?;
+        in_range(
+            "[hub] status_log_interval_secs",
+            hub.status_log_interval_secs,
+            0..=86_400,
+            "0 (never) to 86400 seconds",
+        )?;
+        in_range(
+            "[hub] start_timeout_secs",
+            hub.start_timeout_secs,
+            1..=3600,
+            "1 to 3600 seconds",
+        )?;
+        in_range(
+            "[bus] rcvhwm_messages",
+            bus.rcvhwm_messages,
+            0..=i32::MAX,
+            "0 (unlimited) or a positive number of messages",
+        )?;
+        in_range(
+            "[bus] reconnect_ivl_ms",
+            bus.reconnect_ivl_ms,
+            1..=600_000,
+            "1 to 600000 milliseconds",
+        )?;
+        in_range(
+            "[bus] reconnect_ivl_max_ms",
+            bus.reconnect_ivl_max_ms,
+            0..=3_600_000,
+            "0 (no backoff) to 3600000 milliseconds",
+        )?;
+        in_range(
+            "[bus] tcp_keepalive_cnt",
+            bus.tcp_keepalive_cnt,
+            1..=127,
+            "1 to 127 probes",
+        )?;
+        in_range(
+            "[bus] tcp_keepalive_idle_secs",
+            bus.tcp_keepalive_idle_secs,
+            1..=32_767,
+            "1 to 32767 seconds",
+        )?;
+        in_range(
+            "[bus] tcp_keepalive_intvl_secs",
+            bus.tcp_keepalive_intvl_secs,
+            1..=32_767,
+            "1 to 32767 seconds",
+        )?;
+        in_range(
+            "[bus] max_message_bytes",
+            bus.max_message_bytes,
+            1..=MAX_MESSAGE_BYTES_LIMIT,
+            "1 to 1073741824 bytes",
+        )?;
+        in_range(
+            "[publish] sndhwm_messages",
+            publish.sndhwm_messages,
+            0..=i32::MAX,
+            "0 (unlimited) or a positive number of messages",
+        )?;
+        in_range(
+            "[publish] linger_ms",
+            publish.linger_ms,
+            0..=600_000,
+            "0 to 600000 milliseconds",
+        )?;
+        in_range(
+            "[publish] queue_capacity_messages",
+            publish.queue_capacity_messages,
+            1..=MAX_CAPACITY_MESSAGES,
+            "1 to 100000000 messages",
+        )?;
+        Ok(())
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
@@ -502,9 +608,7 @@ impl Config {
                 self.monitoring.socket_mode
             ));
         }
-        if self.bus.max_message_bytes == 0 {
-            return invalid("[bus] max_message_bytes must be positive".into());
-        }
+        self.check_ranges()?;
         for (name, addrs) in &self.bus.endpoints {
             for addr in addrs.to_vec() {
                 check_zmq_address(&format!("[bus] endpoints.{name}"), &addr)?;
@@ -529,6 +633,31 @@ impl Config {
             ConsumerSection::parse(name, raw)?;
         }
         Ok(())
+    }
+}
+
+/// The largest `[bus] max_message_bytes` accepted (1 GiB).
+pub const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 30;
+
+/// The largest mailbox or queue bound accepted, in messages.
+pub const MAX_CAPACITY_MESSAGES: usize = 100_000_000;
+
+/// The most `retries` a consumer section may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
+/// `value` within `range`, else an error naming `key` and what was `expected`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    expected: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} = {value}: expected {expected}"
+        )))
     }
 }
 

@@ -48,6 +48,7 @@ impl LogLimiter {
 static REJECTED_LOG: LogLimiter = LogLimiter::new(10);
 static DROPPED_LOG: LogLimiter = LogLimiter::new(10);
 static FAILED_LOG: LogLimiter = LogLimiter::new(20);
+static DEAD_LETTER_LOG: LogLimiter = LogLimiter::new(5);
 
 /// A message from the bus that could not be decoded.
 pub struct MessageRejected<'a> {
@@ -155,6 +156,38 @@ impl ConsumerRestarted<'_> {
     pub fn emit(self) {
         tracing::warn!(consumer = %self.consumer.name(), reason = %self.reason, "restarting consumer after a fatal error");
         self.consumer.count_restart();
+    }
+}
+
+/// A failed message could not be written to the consumer's dead-letter file.
+pub struct DeadLetterFailed<'a> {
+    /// The consumer.
+    pub consumer: &'a ConsumerStats,
+    /// The dead-letter file.
+    pub path: &'a std::path::Path,
+    /// What the system said.
+    pub error: &'a std::io::Error,
+}
+
+impl DeadLetterFailed<'_> {
+    /// Counts it, makes readyz fail with the reason (until a dead letter is
+    /// written again) and logs it (rate limited).
+    pub fn emit(self) {
+        let problem = format!(
+            "cannot write dead letters to {}: {}",
+            self.path.display(),
+            self.error
+        );
+        if let Some(suppressed) = DEAD_LETTER_LOG.allow() {
+            tracing::error!(
+                consumer = %self.consumer.name(),
+                path = %self.path.display(),
+                error = %self.error,
+                suppressed,
+                "cannot write dead letter: the failed message is lost"
+            );
+        }
+        self.consumer.count_dead_letter_error(problem);
     }
 }
 

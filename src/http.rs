@@ -118,6 +118,9 @@ pub fn readiness_problems(stats: &Stats, consumers: &[String], now: SystemTime) 
         if let Some(problem) = c.problem() {
             problems.push(format!("consumer {name}: {problem}"));
         }
+        if let Some(problem) = c.dead_letter_problem() {
+            problems.push(format!("consumer {name}: {problem}"));
+        }
         let last = c.last_progress_ms();
         let since = if last == 0 {
             unix_millis(stats.started_at())

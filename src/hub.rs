@@ -224,6 +224,9 @@ impl HubBuilder {
             tracing::info!(consumer = factory.name(), "disabled by config");
             return Ok(None);
         }
+        if let Some(path) = &section.dead_letter_file {
+            check_dead_letter_directory(factory.name(), path)?;
+        }
         let topic_list = section
             .topics
             .clone()
@@ -290,6 +293,24 @@ impl HubBuilder {
             "hub running"
         );
         Ok(hub)
+    }
+}
+
+/// A dead-letter file must be creatable: its directory has to exist when the
+/// hub starts (the file itself is created on the first dead letter).
+fn check_dead_letter_directory(consumer: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    let directory = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if directory.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "[consumers.{consumer}] dead_letter_file = {:?}: expected a file in an existing directory ({} is not a directory)",
+            path.display().to_string(),
+            directory.display()
+        )))
     }
 }
 

@@ -17,6 +17,8 @@ pub const CONSUMER_EXCEPTIONS_TOTAL: &str = "fedhub_consumer_exceptions_total";
 pub const CONSUMER_PANICS_TOTAL: &str = "fedhub_consumer_panics_total";
 /// Messages routed to a consumer but not delivered, by reason.
 pub const CONSUMER_DROPPED_TOTAL: &str = "fedhub_consumer_dropped_total";
+/// Dead letters that could not be written to a consumer's `dead_letter_file`.
+pub const CONSUMER_DEAD_LETTER_ERRORS_TOTAL: &str = "fedhub_consumer_dead_letter_errors_total";
 /// Restarts of a consumer after a fatal error.
 pub const CONSUMER_RESTARTS_TOTAL: &str = "fedhub_consumer_restarts_total";
 /// Handling time per message (histogram).

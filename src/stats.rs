@@ -121,6 +121,7 @@ pub struct Stats {
     consumer_panics: IntCounterVec,
     consumer_dropped: IntCounterVec,
     consumer_restarts: IntCounterVec,
+    consumer_dead_letter_errors: IntCounterVec,
     consumer_handling: HistogramVec,
     bus_frames: IntCounterVec,
     bus_bytes: IntCounterVec,
@@ -157,6 +158,7 @@ impl Stats {
             consumer_panics: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_PANICS_TOTAL, "Panics caught while a consumer handled a message."), consumer).unwrap()),
             consumer_dropped: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_DROPPED_TOTAL, "Messages routed to a consumer but not delivered, by reason."), &["consumer", "reason"]).unwrap()),
             consumer_restarts: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_RESTARTS_TOTAL, "Times a consumer was restarted after a fatal error."), consumer).unwrap()),
+            consumer_dead_letter_errors: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_DEAD_LETTER_ERRORS_TOTAL, "Failed messages that could not be written to the consumer's dead_letter_file."), consumer).unwrap()),
             consumer_handling: register(r, HistogramVec::new(HistogramOpts::new(names::CONSUMER_HANDLING_SECONDS, "Time a consumer spent handling one message.").buckets(vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), consumer).unwrap()),
             bus_frames: register(r, IntCounterVec::new(Opts::new(names::BUS_MESSAGES_RECEIVED_TOTAL, "ZeroMQ messages received on a bus socket, valid or not."), &["bus"]).unwrap()),
             bus_bytes: register(r, IntCounterVec::new(Opts::new(names::BUS_RECEIVED_BYTES_TOTAL, "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
@@ -208,6 +210,8 @@ impl Stats {
             dropped_stopped: dropped(DropReason::ConsumerStopped),
             dropped_shutdown: dropped(DropReason::Shutdown),
             restarts: self.consumer_restarts.with_label_values(label),
+            dead_letter_errors: self.consumer_dead_letter_errors.with_label_values(label),
+            dead_letter_problem: Mutex::new(None),
             handling: self.consumer_handling.with_label_values(label),
             timing: Mutex::new(Timing::default()),
             initialized: AtomicBool::new(false),
@@ -324,6 +328,8 @@ pub struct ConsumerStats {
     dropped_stopped: IntCounter,
     dropped_shutdown: IntCounter,
     restarts: IntCounter,
+    dead_letter_errors: IntCounter,
+    dead_letter_problem: Mutex<Option<String>>,
     handling: Histogram,
     timing: Mutex<Timing>,
     initialized: AtomicBool,
@@ -487,6 +493,39 @@ impl ConsumerStats {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
+    /// Dead letters that could not be written so far.
+    pub fn dead_letter_errors(&self) -> u64 {
+        self.dead_letter_errors.get()
+    }
+
+    /// Why the last dead letter could not be written, until one is written again.
+    pub fn dead_letter_problem(&self) -> Option<String> {
+        self.dead_letter_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts a dead letter that could not be written, and why.
+    pub(crate) fn count_dead_letter_error(&self, problem: String) {
+        self.dead_letter_errors.inc();
+        *self
+            .dead_letter_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(problem);
+    }
+
+    /// A dead letter was written: the last failure no longer holds.
+    pub(crate) fn clear_dead_letter_problem(&self) {
+        let mut problem = self
+            .dead_letter_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if problem.is_some() {
+            *problem = None;
+        }
+    }
+
     /// When the consumer last finished a message (epoch ms, 0 if never).
     pub fn last_progress_ms(&self) -> u64 {
         self.last_progress_ms.load(Ordering::Relaxed)
@@ -510,6 +549,7 @@ impl ConsumerStats {
             "panics_total": self.panics(),
             "dropped_total": self.dropped(),
             "restarts_total": self.restarts(),
+            "dead_letter_errors_total": self.dead_letter_errors(),
             "handling_seconds_sum": self.handling.get_sample_sum(),
             "handling_seconds_count": self.handling.get_sample_count(),
             "last_progress_ms": self.last_progress_ms(),

@@ -379,6 +379,69 @@ fn messages_that_keep_failing_go_to_the_dead_letter_file() {
     hub.shutdown();
 }
 
+/// A dead letter that cannot be written (here the path is a directory) is
+/// counted, and readyz fails naming the file, until one is written again.
+#[test]
+fn dead_letters_that_cannot_be_written_are_counted_and_fail_readyz() {
+    let bus = TestBus::new();
+    let config = config(&bus);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_with_null_consumer(
+        config,
+        &[
+            ("fail_every", json!(1)),
+            ("dead_letter_file", json!(dir.path())),
+        ],
+    );
+    bus.wait_subscribed();
+    let addr = hub.http_addr().unwrap();
+    assert_eq!(http_get(addr, "/health/readyz").0, 200);
+    bus.burst("x", 3);
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.handled() == 3));
+    assert_eq!(null.exceptions(), 3);
+    assert_eq!(null.dead_letter_errors(), 3);
+    let (status, ready) = http_get(addr, "/health/readyz");
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("cannot write dead letters to"), "{ready}");
+    assert!(ready.contains(&dir.path().display().to_string()), "{ready}");
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("fedhub_consumer_dead_letter_errors_total{consumer=\"NullConsumer\"} 3"),
+        "{metrics}"
+    );
+    let (_, state) = http_get(addr, "/state");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["consumers"][0]["dead_letter_errors_total"], 3);
+    hub.shutdown();
+}
+
+/// A dead-letter file in a directory that does not exist is refused at start,
+/// naming the key, rather than failing on every message later.
+#[test]
+fn a_dead_letter_file_in_a_missing_directory_is_refused_at_start() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[
+            ("enabled", json!(true)),
+            ("dead_letter_file", json!("/nonexistent/dir/dead.jsonl")),
+        ]),
+    );
+    let error = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .err()
+        .expect("refused");
+    let text = fedhub::error_chain(&error);
+    assert!(
+        text.contains("[consumers.NullConsumer] dead_letter_file"),
+        "{text}"
+    );
+    assert!(text.contains("/nonexistent/dir"), "{text}");
+}
+
 #[test]
 fn bad_input_is_rejected_counted_and_loses_nothing_else() {
     let bus = TestBus::new();

@@ -333,3 +333,63 @@ fn ports_out_of_range_are_refused_naming_the_key() {
         assert_eq!(code, Some(0), "{text:?}: {stderr}");
     }
 }
+
+/// Every numeric setting has a range, checked at load (and by `--check`), and
+/// the error names the key: nothing is accepted that misbehaves at run.
+#[test]
+fn numeric_settings_out_of_range_are_refused_naming_the_key() {
+    let cases = [
+        ("[bus]\nreconnect_ivl_ms = -100\n", "[bus] reconnect_ivl_ms"),
+        ("[bus]\nreconnect_ivl_max_ms = -1\n", "[bus] reconnect_ivl_max_ms"),
+        ("[bus]\nrcvhwm_messages = -1\n", "[bus] rcvhwm_messages"),
+        ("[bus]\ntcp_keepalive_cnt = 0\n", "[bus] tcp_keepalive_cnt"),
+        ("[bus]\ntcp_keepalive_idle_secs = -5\n", "[bus] tcp_keepalive_idle_secs"),
+        ("[bus]\ntcp_keepalive_intvl_secs = 0\n", "[bus] tcp_keepalive_intvl_secs"),
+        ("[bus]\nmax_message_bytes = 0\n", "[bus] max_message_bytes"),
+        ("[hub]\nshutdown_grace_secs = 100000\n", "[hub] shutdown_grace_secs"),
+        ("[hub]\nstart_timeout_secs = 0\n", "[hub] start_timeout_secs"),
+        ("[hub]\nstatus_log_interval_secs = 1000000\n", "[hub] status_log_interval_secs"),
+        ("[publish]\nlinger_ms = -5\n", "[publish] linger_ms"),
+        ("[publish]\nsndhwm_messages = -1\n", "[publish] sndhwm_messages"),
+        ("[publish]\nqueue_capacity_messages = 0\n", "[publish] queue_capacity_messages"),
+        (
+            "[consumers.NullConsumer]\nenabled = true\nsleep_ms = 1e300\n",
+            "[consumers.NullConsumer] sleep_ms",
+        ),
+        (
+            "[consumers.NullConsumer]\nenabled = true\nsleep_ms = -5\n",
+            "[consumers.NullConsumer] sleep_ms",
+        ),
+        (
+            "[consumers.NullConsumer]\nenabled = true\nretries = 1000000\n",
+            "[consumers.NullConsumer] retries",
+        ),
+        (
+            "[consumers.NullConsumer]\nenabled = true\ncapacity_messages = 1000000000000\n",
+            "[consumers.NullConsumer] capacity_messages",
+        ),
+        (
+            "[consumers.NullConsumer]\nenabled = true\ndead_letter_file = \"/nonexistent/dir/dead.jsonl\"\n",
+            "[consumers.NullConsumer] dead_letter_file",
+        ),
+        (
+            "[consumers.Nommer]\nenabled = true\nbusy_timeout_ms = 100000000000\n",
+            "[consumers.Nommer] busy_timeout_ms",
+        ),
+        (
+            "[consumers.Nommer]\nenabled = true\ncache_mib = 100000000\n",
+            "[consumers.Nommer] cache_mib",
+        ),
+    ];
+    for (text, key) in cases {
+        let (code, stderr) = check_config(text);
+        assert_eq!(code, Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(key), "{text:?} should name {key}: {stderr}");
+        assert!(stderr.contains("expected"), "{text:?}: {stderr}");
+    }
+    // The edges of each range are accepted.
+    let (code, stderr) = check_config(
+        "[hub]\nshutdown_grace_secs = 0\n[bus]\nreconnect_ivl_ms = 1\nreconnect_ivl_max_ms = 0\n[publish]\nlinger_ms = 0\n[consumers.NullConsumer]\nenabled = true\nsleep_ms = 60000.0\n",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+}

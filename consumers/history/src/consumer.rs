@@ -102,11 +102,25 @@ impl NommerConfig {
                 "1 to 60000 milliseconds",
             ));
         }
-        if self.queue_messages == 0 {
+        if self.queue_messages == 0 || self.queue_messages > 10_000_000 {
             return Err(invalid(
                 "queue_messages",
                 self.queue_messages,
-                "a positive number of messages",
+                "1 to 10000000 messages",
+            ));
+        }
+        if self.busy_timeout_ms > 3_600_000 {
+            return Err(invalid(
+                "busy_timeout_ms",
+                self.busy_timeout_ms,
+                "0 to 3600000 milliseconds",
+            ));
+        }
+        if self.max_database_bytes == Some(0) {
+            return Err(invalid(
+                "max_database_bytes",
+                0,
+                "a positive number of bytes (or no limit: leave it unset)",
             ));
         }
         if !self.default_query_delta_secs.is_finite() || self.default_query_delta_secs < 0.0 {
@@ -116,12 +130,8 @@ impl NommerConfig {
                 "0 (no default window) or a positive number of seconds",
             ));
         }
-        if self.cache_mib == 0 {
-            return Err(invalid(
-                "cache_mib",
-                self.cache_mib,
-                "a positive size in MiB",
-            ));
+        if self.cache_mib == 0 || self.cache_mib > 1_048_576 {
+            return Err(invalid("cache_mib", self.cache_mib, "1 to 1048576 MiB"));
         }
         Ok(())
     }
