@@ -65,7 +65,7 @@ pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
     ShutdownReport,
 };
-pub use message::{DecodeError, Envelope};
+pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
 pub use socket::BusError;
 pub use stats::Stats;

@@ -56,6 +56,12 @@ pub enum DecodeError {
     /// The body has no `topic`.
     #[error("body has no \"topic\" field")]
     MissingTopic,
+    /// The body nests arrays and objects deeper than [`MAX_JSON_DEPTH`].
+    #[error("body nests arrays and objects deeper than {limit} levels")]
+    TooDeep {
+        /// The limit ([`MAX_JSON_DEPTH`]).
+        limit: usize,
+    },
     /// The body's `topic` differs from the topic frame.
     #[error("topic frame {frame:?} disagrees with body topic {body:?}")]
     TopicMismatch {
@@ -80,11 +86,12 @@ impl DecodeError {
             DecodeError::WrongType(_) => "wrong_type",
             DecodeError::MissingTopic => "missing_topic",
             DecodeError::TopicMismatch { .. } => "topic_mismatch",
+            DecodeError::TooDeep { .. } => "too_deep",
         }
     }
 
     /// Every reason, for pre-registering metric series.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 11] = [
         "frame_count",
         "missing_separator",
         "too_large",
@@ -95,8 +102,16 @@ impl DecodeError {
         "wrong_type",
         "missing_topic",
         "topic_mismatch",
+        "too_deep",
     ];
 }
+
+/// How deeply a body may nest arrays and objects, the envelope object itself
+/// being the first level: the one limit of the whole hub. Ingress rejects a
+/// deeper body as malformed (`too_deep`), so whatever a consumer receives (or a
+/// store keeps) can be parsed into a tree again, inside documents that embed it
+/// (serde_json stops at 128 levels), without deep recursion.
+pub const MAX_JSON_DEPTH: usize = 64;
 
 /// The fields routing and bookkeeping need, read without building a tree.
 #[derive(Deserialize)]
@@ -475,11 +490,54 @@ fn check(topic: &[u8], body: &[u8], max_body_bytes: usize) -> Result<Checked, De
             body: body_topic.into_owned(),
         });
     }
+    if nests_deeper_than(body.as_bytes(), MAX_JSON_DEPTH) {
+        return Err(DecodeError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
     Ok(Checked {
         topic: Span::of(body_topic, body),
         msg_id: head.msg_id.map(|id| Span::of(id.0, body)),
         timestamp: head.timestamp,
     })
+}
+
+/// Whether `body`, valid JSON, nests arrays and objects deeper than `limit`.
+/// A body with no more opening brackets than `limit` (nearly every one) is
+/// settled by one count that the compiler vectorizes; only the others are
+/// walked, skipping strings.
+fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
+    let opening = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= limit {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
@@ -581,6 +639,17 @@ mod tests {
             assert_eq!(env.category(), Some("peer"));
             assert_eq!(env.canonical_body(), BODY);
         }
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!nests_deeper_than(b"{}", 1));
+        assert!(nests_deeper_than(b"{\"a\":[]}", 1));
+        assert!(!nests_deeper_than(b"{\"a\":\"[[[\\\"[[[\"}", 1));
+        assert!(nests_deeper_than(b"{\"a\":\"\\\\\",\"b\":[[]]}", 2));
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(nests_deeper_than(deep.as_bytes(), 64));
+        assert!(!nests_deeper_than(deep.as_bytes(), 65));
     }
 
     #[test]

@@ -442,6 +442,60 @@ fn a_dead_letter_file_in_a_missing_directory_is_refused_at_start() {
     assert!(text.contains("/nonexistent/dir"), "{text}");
 }
 
+/// `depth` nested arrays around `inner`.
+fn nested(depth: usize, inner: &str) -> String {
+    format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// The hub has one nesting limit, `fedhub::MAX_JSON_DEPTH` (the envelope object
+/// is the first level): a body nested deeper is rejected as malformed and
+/// counted as `too_deep`; one at the limit is delivered whole, and brackets
+/// inside strings do not count.
+#[test]
+fn messages_nested_deeper_than_the_limit_are_rejected_as_malformed() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    let (recorder, seen) = recorder("Everything", Duration::ZERO);
+    config.bus.max_message_bytes = 1 << 20;
+    let hub = HubBuilder::new(config).consumer(recorder).start().unwrap();
+    bus.wait_subscribed();
+    let topic = format!("{PREFIX}.deep");
+    let send = |i: u64, msg: &str| {
+        let body = format!(
+            r#"{{"i":{i},"msg":{msg},"msg_id":"2026-deep-{i}","timestamp":1795392000,"topic":"{topic}"}}"#
+        );
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    };
+    let limit = fedhub::MAX_JSON_DEPTH;
+    assert_eq!(limit, 64);
+    send(1, &nested(limit - 1, "1"));
+    send(2, &nested(limit, "1"));
+    send(3, &nested(128, ""));
+    send(4, &format!("{{\"a\":{}}}", nested(limit - 1, "")));
+    send(5, &format!("\"{}\"", "[".repeat(10_000)));
+    // The legacy one-frame form goes through the same check.
+    let deep = format!(r#"{{"msg":{},"topic":"{topic}"}}"#, nested(100_000, ""));
+    bus.send_frames(&[format!("{topic}\0{deep}").as_bytes()]);
+    send(6, "{}");
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == 3));
+    let bus_stats = hub.stats().bus("test");
+    assert!(wait_until(LONG, || bus_stats.malformed("too_deep") == 4));
+    assert_eq!(bus_stats.malformed_total(), 4);
+    let seen = seen.lock().unwrap().clone();
+    let ids: Vec<_> = seen.iter().map(|s| s.msg_id.clone().unwrap()).collect();
+    assert_eq!(ids, ["2026-deep-1", "2026-deep-5", "2026-deep-6"]);
+    // What was accepted can be read back as a tree, whole.
+    let msg = seen[0].msg.clone().unwrap();
+    assert_eq!(serde_json::to_string(&msg).unwrap(), nested(limit - 1, "1"));
+    let addr = hub.http_addr().unwrap();
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("fedhub_bus_malformed_total{bus=\"test\",reason=\"too_deep\"} 4"),
+        "{metrics}"
+    );
+    hub.shutdown();
+}
+
 #[test]
 fn bad_input_is_rejected_counted_and_loses_nothing_else() {
     let bus = TestBus::new();

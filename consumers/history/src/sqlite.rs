@@ -487,20 +487,14 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 
 impl RawRow {
     fn decode(self) -> Result<StoredMessage, StoreError> {
-        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
-            id: self.id,
-            reason: format!("{what} is not JSON: {e}"),
-        };
-        let msg = serde_json::from_str(&self.msg).map_err(|e| corrupt("msg", e))?;
-        let headers = match &self.headers {
-            Some(h) => Some(serde_json::from_str(h).map_err(|e| corrupt("headers", e))?),
-            None => None,
-        };
+        let id = self.id;
+        let msg = stored_value(id, "msg", &self.msg);
+        let headers = self
+            .headers
+            .as_deref()
+            .map(|h| stored_value(id, "headers", h));
         let extra = match &self.extra {
-            Some(x) => match serde_json::from_str(x).map_err(|e| corrupt("extra", e))? {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            },
+            Some(text) => stored_object(id, text),
             None => Map::new(),
         };
         Ok(StoredMessage {
@@ -518,6 +512,49 @@ impl RawRow {
             headers,
             extra,
         })
+    }
+}
+
+/// A stored JSON value as a tree. Reading never fails on what was stored: a
+/// value the parser cannot take (nested deeper than serde_json's 128 levels,
+/// stored before ingress enforced `fedhub::MAX_JSON_DEPTH`) is served as its
+/// stored text, in a JSON string, and logged.
+fn stored_value(id: i64, field: &str, text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|error| {
+        crate::events::StoredValueUnreadable {
+            id,
+            field,
+            error: &error,
+        }
+        .emit();
+        Value::String(text.to_string())
+    })
+}
+
+/// The stored `extra` object: each field read as [`stored_value`] does (the
+/// object is split without building a tree, which has no depth limit).
+fn stored_object(id: i64, text: &str) -> Map<String, Value> {
+    if let Ok(Value::Object(map)) = serde_json::from_str(text) {
+        return map;
+    }
+    type Fields<'a> = std::collections::BTreeMap<String, &'a serde_json::value::RawValue>;
+    match serde_json::from_str::<Fields<'_>>(text) {
+        Ok(fields) => fields
+            .into_iter()
+            .map(|(key, raw)| {
+                let value = stored_value(id, &format!("extra.{key}"), raw.get());
+                (key, value)
+            })
+            .collect(),
+        Err(error) => {
+            crate::events::StoredValueUnreadable {
+                id,
+                field: "extra",
+                error: &error,
+            }
+            .emit();
+            Map::from_iter([("extra".to_string(), Value::String(text.to_string()))])
+        }
     }
 }
 
