@@ -49,6 +49,98 @@ static REJECTED_LOG: LogLimiter = LogLimiter::new(10);
 static DROPPED_LOG: LogLimiter = LogLimiter::new(10);
 static FAILED_LOG: LogLimiter = LogLimiter::new(20);
 static DEAD_LETTER_LOG: LogLimiter = LogLimiter::new(5);
+static HTTP_REJECTED_LOG: LogLimiter = LogLimiter::new(5);
+
+/// Requests the HTTP server dropped, per [`HttpRejectReason`] (process-wide:
+/// the server's own log lines are their only trace).
+static HTTP_REJECTED: [AtomicU64; HttpRejectReason::ALL.len()] =
+    [const { AtomicU64::new(0) }; HttpRejectReason::ALL.len()];
+
+/// Why the HTTP server dropped a request before any handler saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRejectReason {
+    /// The request head was larger than the server accepts.
+    HeadTooLarge,
+    /// The request head could not be parsed.
+    Malformed,
+    /// The client was too slow sending its request.
+    Timeout,
+    /// Anything else the server dropped a connection for.
+    Other,
+}
+
+impl HttpRejectReason {
+    /// Every reason, in metric order.
+    pub const ALL: [HttpRejectReason; 4] = [
+        HttpRejectReason::HeadTooLarge,
+        HttpRejectReason::Malformed,
+        HttpRejectReason::Timeout,
+        HttpRejectReason::Other,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpRejectReason::HeadTooLarge => "head_too_large",
+            HttpRejectReason::Malformed => "malformed",
+            HttpRejectReason::Timeout => "timeout",
+            HttpRejectReason::Other => "other",
+        }
+    }
+
+    /// The reason an actix-http error line gives.
+    pub fn of(message: &str) -> HttpRejectReason {
+        if message.contains("too large") {
+            HttpRejectReason::HeadTooLarge
+        } else if message.contains("parse error") {
+            HttpRejectReason::Malformed
+        } else if message.contains("timeout") {
+            HttpRejectReason::Timeout
+        } else {
+            HttpRejectReason::Other
+        }
+    }
+
+    /// Requests dropped for this reason so far in this process.
+    pub fn total(self) -> u64 {
+        HTTP_REJECTED[self as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// The HTTP server dropped a request (oversized or malformed head, a slow
+/// client) before any handler saw it.
+pub struct HttpRequestRejected<'a> {
+    /// Why.
+    pub reason: HttpRejectReason,
+    /// The server's own description.
+    pub detail: &'a str,
+}
+
+impl HttpRequestRejected<'_> {
+    /// Counts it and logs it (rate limited).
+    pub fn emit(self) {
+        HTTP_REJECTED[self.reason as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = HTTP_REJECTED_LOG.allow() {
+            tracing::warn!(
+                reason = self.reason.as_str(),
+                detail = %shortened(self.detail, MAX_LOGGED_ERROR_CHARS),
+                suppressed,
+                "rejected http request"
+            );
+        }
+    }
+}
+
+/// The longest error or panic message a log line carries, in characters.
+pub const MAX_LOGGED_ERROR_CHARS: usize = 300;
+
+/// `text` cut to `max` characters, marked when cut.
+fn shortened(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+        None => text.into(),
+    }
+}
 
 /// A message from the bus that could not be decoded.
 pub struct MessageRejected<'a> {
@@ -125,15 +217,16 @@ pub struct ConsumerFailed<'a> {
 }
 
 impl ConsumerFailed<'_> {
-    /// Logs the failure (rate limited). The counters are updated with the
-    /// handling time in [`ConsumerStats`], once per message.
+    /// Logs the failure (rate limited, the error cut to [`MAX_LOGGED_ERROR_CHARS`]).
+    /// The counters are updated with the handling time in [`ConsumerStats`],
+    /// once per message.
     pub fn emit(self) {
         if let Some(suppressed) = FAILED_LOG.allow() {
             tracing::warn!(
                 consumer = %self.consumer,
                 topic = %self.topic,
                 msg_id = self.msg_id.unwrap_or("-"),
-                error = %self.error,
+                error = %shortened(self.error, MAX_LOGGED_ERROR_CHARS),
                 panicked = self.panicked,
                 attempt = self.attempt,
                 suppressed,

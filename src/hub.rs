@@ -279,6 +279,7 @@ impl HubBuilder {
     /// (dropping the partly started hub does that) and names what failed.
     pub fn start(self) -> Result<RunningHub, HubError> {
         self.config.validate()?;
+        crate::actor::install_panic_hook();
         let prepared = self.prepare()?;
         let mut hub = RunningHub::with_publisher(self.config)?;
         let routing = hub.start_consumers_and_http(prepared)?;

@@ -37,3 +37,5 @@ pub const INGRESS_BLOCKED_SECONDS_TOTAL: &str = "fedhub_ingress_blocked_seconds_
 pub const PUBLISHED_TOTAL: &str = "fedhub_published_total";
 /// Messages that could not be published, by reason.
 pub const PUBLISH_ERRORS_TOTAL: &str = "fedhub_publish_errors_total";
+/// Requests the HTTP server dropped before any handler saw them, by reason.
+pub const HTTP_REQUESTS_REJECTED_TOTAL: &str = "fedhub_http_requests_rejected_total";

@@ -16,6 +16,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use crate::events::HttpRejectReason;
 use crate::message::DecodeError;
 use crate::metric_names as names;
 
@@ -130,6 +131,7 @@ pub struct Stats {
     ingress_blocked: Counter,
     published: IntCounter,
     publish_errors: IntCounterVec,
+    http_rejected: IntCounterVec,
     consumers: DashMap<String, Arc<ConsumerStats>>,
     buses: DashMap<String, Arc<BusStats>>,
     started_at: SystemTime,
@@ -167,6 +169,7 @@ impl Stats {
             ingress_blocked: register(r, Counter::new(names::INGRESS_BLOCKED_SECONDS_TOTAL, "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
             published: register(r, IntCounter::new(names::PUBLISHED_TOTAL, "Messages this hub published on the bus.").unwrap()),
             publish_errors: register(r, IntCounterVec::new(Opts::new(names::PUBLISH_ERRORS_TOTAL, "Messages that could not be published, by reason."), &["reason"]).unwrap()),
+            http_rejected: register(r, IntCounterVec::new(Opts::new(names::HTTP_REQUESTS_REJECTED_TOTAL, "Requests the HTTP server dropped before any handler saw them (oversized or malformed head, slow client), by reason."), &["reason"]).unwrap()),
             consumers: DashMap::new(),
             buses: DashMap::new(),
             started_at: SystemTime::now(),
@@ -292,9 +295,26 @@ impl Stats {
         self.publish_errors.with_label_values(&[reason]).inc();
     }
 
+    /// Requests the HTTP server dropped so far, by reason, brought up to date
+    /// from the process-wide counts the logging layer keeps.
+    fn http_rejected(&self) -> serde_json::Map<String, serde_json::Value> {
+        HttpRejectReason::ALL
+            .iter()
+            .map(|reason| {
+                let counter = self.http_rejected.with_label_values(&[reason.as_str()]);
+                let total = reason.total();
+                if total > counter.get() {
+                    counter.inc_by(total - counter.get());
+                }
+                (reason.as_str().to_string(), counter.get().into())
+            })
+            .collect()
+    }
+
     /// Renders the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> Result<String, prometheus::Error> {
         use prometheus::Encoder;
+        self.http_rejected();
         let mut out = Vec::with_capacity(16 * 1024);
         prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -311,6 +331,9 @@ impl Stats {
             "unrouted_total": self.unrouted(),
             "published_total": self.published(),
             "ingress_blocked_seconds_total": self.ingress_blocked.get(),
+            "http": {
+                "requests_rejected_total": self.http_rejected(),
+            },
         })
     }
 }

@@ -496,6 +496,53 @@ fn messages_nested_deeper_than_the_limit_are_rejected_as_malformed() {
     hub.shutdown();
 }
 
+/// fedmsg's `i` is an integer: one sent as a float or a string is rejected as
+/// malformed (`wrong_type`), never turned into 0; null or absent means none.
+#[test]
+fn an_i_that_is_not_an_integer_is_rejected_not_invented() {
+    let bus = TestBus::new();
+    let config = config(&bus);
+    let (recorder, seen) = recorder("Everything", Duration::ZERO);
+    let hub = HubBuilder::new(config).consumer(recorder).start().unwrap();
+    bus.wait_subscribed();
+    let topic = format!("{PREFIX}.counter");
+    for (n, i) in [
+        "1.5",
+        "\"7\"",
+        "1e3",
+        "2.0",
+        "-3",
+        "null",
+        "9223372036854775808",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = format!(r#"{{"i":{i},"msg":{{}},"msg_id":"2026-i-{n}","topic":"{topic}"}}"#);
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    }
+    let body = format!(r#"{{"msg":{{}},"msg_id":"2026-i-absent","topic":"{topic}"}}"#);
+    bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == 3));
+    let test_bus = hub.stats().bus("test");
+    assert!(wait_until(LONG, || test_bus.malformed("wrong_type") == 5));
+    assert_eq!(test_bus.malformed_total(), 5);
+    let seen = seen.lock().unwrap().clone();
+    let got: Vec<_> = seen
+        .iter()
+        .map(|s| (s.msg_id.clone().unwrap(), s.i))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-i-4".to_string(), Some(-3)),
+            ("2026-i-5".to_string(), None),
+            ("2026-i-absent".to_string(), None),
+        ]
+    );
+    hub.shutdown();
+}
+
 #[test]
 fn bad_input_is_rejected_counted_and_loses_nothing_else() {
     let bus = TestBus::new();

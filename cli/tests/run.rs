@@ -393,3 +393,136 @@ fn numeric_settings_out_of_range_are_refused_naming_the_key() {
     );
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// Publishes `count` messages into `inbound` with `fedhub publish`.
+fn publish_lines(inbound: &str, count: usize) {
+    let mut publish = Command::new(fedhub_binary())
+        .args(["publish", "--endpoint", inbound, "--topic", "logger.log"])
+        .args(["--wait-secs", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = publish.stdin.take().unwrap();
+        for n in 0..count {
+            writeln!(stdin, r#"{{"n": {n}}}"#).unwrap();
+        }
+    }
+    let output = publish.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// The value of one series on `/metrics`.
+fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let (_, text) = http_get(addr, "/metrics");
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Panics in a consumer are counted every time but logged as one short line
+/// each, rate limited like other failures: no backtrace, even with
+/// `RUST_BACKTRACE=1`, and no second report from the default panic hook.
+#[test]
+fn consumer_panics_are_logged_short_and_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let inbound = format!("tcp://127.0.0.1:{}", free_port());
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\npanic_every = 1\n"
+        ),
+    );
+    let child = Command::new(fedhub_binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    publish_lines(&inbound, 500);
+    let series = "fedhub_consumer_panics_total{consumer=\"NullConsumer\"}";
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(addr, series)
+            == Some(500.0)),
+        "{:?}",
+        metric(addr, series)
+    );
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("stack backtrace"), "{log}");
+    assert!(
+        !log.contains("thread '"),
+        "the default hook's report: {log}"
+    );
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("NullConsumer panics on message"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(lines.len() <= 100, "{} panic lines", lines.len());
+    for line in &lines {
+        assert!(line.len() < 600, "{line}");
+        assert!(line.contains("null.rs:"), "the panic's location: {line}");
+    }
+    assert!(log.len() < 64 * 1024, "{} bytes of log", log.len());
+}
+
+/// Oversized HTTP request heads are refused, counted by reason on `/metrics`
+/// and `/state`, and logged rate limited instead of one ERROR line each.
+#[test]
+fn oversized_http_request_heads_are_counted_and_logged_rate_limited() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = write_config(
+        dir.path(),
+        &format!("[bus]\ninbound = \"\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let child = start_hub(&path, &[]);
+    wait_ready(port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let huge = "x".repeat(200 * 1024);
+    for _ in 0..300 {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // The server may close before reading all of it: a write error is fine.
+        let _ = write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: test\r\nX-Big: {huge}\r\n\r\n"
+        );
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+    }
+    let series = "fedhub_http_requests_rejected_total{reason=\"head_too_large\"}";
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(addr, series)
+            == Some(300.0)),
+        "{:?}",
+        metric(addr, series)
+    );
+    let (_, state) = http_get(addr, "/state");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(
+        state["http"]["requests_rejected_total"]["head_too_large"],
+        300
+    );
+    assert_eq!(http_get(addr, "/health/livez").0, 200);
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let lines = log.lines().filter(|l| l.contains("too large")).count();
+    assert!(lines >= 1, "{log}");
+    assert!(lines <= 50, "{lines} lines for 300 requests:\n{log}");
+    assert!(log.contains("rejected http request"), "{log}");
+}

@@ -203,10 +203,8 @@ impl NewMessage {
         }
         NewMessage {
             msg_id,
-            i: fields
-                .get("i")
-                .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok())
-                .unwrap_or(0),
+            // Decoding refused an `i` that is not an integer; absent is 0, as in datanommer.
+            i: envelope.i().unwrap_or(0),
             category: envelope.category().unwrap_or(UNCLASSIFIED).to_string(),
             timestamp,
             username: text("username"),
