@@ -62,6 +62,7 @@ pub struct ConsumerActor {
     dead_letter_file: Option<PathBuf>,
     started_tx: Option<Sender<Result<(), ConsumerError>>>,
     shutting_down: Arc<AtomicBool>,
+    grace_over: Arc<AtomicBool>,
     stopped: bool,
 }
 
@@ -81,6 +82,9 @@ pub struct ActorSetup {
     pub started_tx: Sender<Result<(), ConsumerError>>,
     /// Set when the hub is stopping (ends start retries).
     pub shutting_down: Arc<AtomicBool>,
+    /// Set when the shutdown grace is over: messages still in the mailbox are
+    /// discarded, counted as dropped (reason `shutdown`), not handled.
+    pub grace_over: Arc<AtomicBool>,
 }
 
 impl ConsumerActor {
@@ -96,6 +100,7 @@ impl ConsumerActor {
             dead_letter_file: setup.dead_letter_file,
             started_tx: Some(setup.started_tx),
             shutting_down: setup.shutting_down,
+            grace_over: setup.grace_over,
             stopped: false,
         }
     }
@@ -312,7 +317,12 @@ impl Handler<Deliver> for ConsumerActor {
             mut backlog,
         } = msg;
         for envelope in envelopes {
-            self.handle_one(&envelope);
+            if self.grace_over.load(Ordering::Relaxed) {
+                // Counted here, logged once per consumer by the hub.
+                self.stats.count_dropped(DropReason::Shutdown);
+            } else {
+                self.handle_one(&envelope);
+            }
             // The envelope goes before its count: a drained backlog means the
             // consumer holds no message any more.
             drop(envelope);

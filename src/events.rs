@@ -236,6 +236,37 @@ impl ConsumerFailed<'_> {
     }
 }
 
+/// Shutdown ended with messages of a consumer not handled: those discarded
+/// from its mailbox once the grace was over (already counted) and those it
+/// still held when the hub left (counted here).
+pub struct ShutdownLeftMessages<'a> {
+    /// The consumer.
+    pub consumer: &'a ConsumerStats,
+    /// Messages discarded from the mailbox after the grace.
+    pub discarded: u64,
+    /// Messages still held (a handler that did not return in time).
+    pub held: u64,
+    /// The configured grace.
+    pub grace_secs: u64,
+}
+
+impl ShutdownLeftMessages<'_> {
+    /// Counts the held ones as dropped (reason `shutdown`) and logs one line
+    /// for the consumer (once per shutdown, so never at line rate).
+    pub fn emit(self) {
+        self.consumer.count_dropped_at_shutdown(self.held);
+        tracing::warn!(
+            consumer = %self.consumer.name(),
+            messages = self.discarded + self.held,
+            discarded = self.discarded,
+            held = self.held,
+            grace_secs = self.grace_secs,
+            reason = DropReason::Shutdown.as_str(),
+            "shutdown grace over: messages not handled, counted as dropped"
+        );
+    }
+}
+
 /// A consumer is restarted after a fatal error.
 pub struct ConsumerRestarted<'a> {
     /// The consumer.

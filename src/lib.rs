@@ -66,7 +66,7 @@ pub use consumer::{
 };
 pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
-    ShutdownReport,
+    ShutdownReport, ShutdownSignal,
 };
 pub use logging::init_logging;
 pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};

@@ -437,6 +437,16 @@ impl ConsumerStats {
         self.dropped_full.get() + self.dropped_stopped.get() + self.dropped_shutdown.get()
     }
 
+    /// Messages dropped so far at shutdown (reason `shutdown`).
+    pub(crate) fn dropped_at_shutdown(&self) -> u64 {
+        self.dropped_shutdown.get()
+    }
+
+    /// Counts `messages` more dropped at shutdown.
+    pub(crate) fn count_dropped_at_shutdown(&self, messages: u64) {
+        self.dropped_shutdown.inc_by(messages);
+    }
+
     pub(crate) fn count_dropped(&self, reason: DropReason) {
         match reason {
             DropReason::MailboxFull => self.dropped_full.inc(),

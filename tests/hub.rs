@@ -660,6 +660,48 @@ fn shutdown_grace_is_bounded_and_reports_what_was_left() {
     assert!(report.undrained[0].1 > 0);
 }
 
+/// Shutdown ends within `shutdown_grace_secs` even when the backlog cannot
+/// drain in time: what was left is not handled afterwards, it is counted as
+/// `dropped{reason="shutdown"}` for its consumer and reported.
+#[test]
+fn shutdown_finishes_within_its_grace_and_counts_what_was_left() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.hub.shutdown_grace_secs = 1;
+    let hub = start_with_null_consumer(
+        config,
+        &[
+            ("sleep_ms", json!(2)),
+            ("capacity_messages", json!(100_000)),
+        ],
+    );
+    bus.wait_subscribed();
+    bus.burst("x", 3000);
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.received() == 3000));
+    assert!(null.backlog() > 1000, "backlog {}", null.backlog());
+    let stats = hub.stats().clone();
+    let began = std::time::Instant::now();
+    let report = hub.shutdown();
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+    assert_eq!(report.undrained.len(), 1, "{:?}", report.undrained);
+    let (name, left) = report.undrained[0].clone();
+    assert_eq!(name, "NullConsumer");
+    assert!(left > 0);
+    // Nothing was handled after the grace: handled and left add up.
+    let handled = null.handled();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(null.handled(), handled);
+    assert_eq!(handled + left as u64, 3000);
+    assert_eq!(null.backlog(), 0);
+    let metrics = stats.render_prometheus().unwrap();
+    let series = format!(
+        "fedhub_consumer_dropped_total{{consumer=\"NullConsumer\",reason=\"shutdown\"}} {left}"
+    );
+    assert!(metrics.contains(&series), "{series} in {metrics}");
+}
+
 #[test]
 fn http_surface_reports_health_state_and_metrics() {
     let bus = TestBus::new();

@@ -526,3 +526,48 @@ fn oversized_http_request_heads_are_counted_and_logged_rate_limited() {
     assert!(lines <= 50, "{lines} lines for 300 requests:\n{log}");
     assert!(log.contains("rejected http request"), "{log}");
 }
+
+/// SIGTERM with a backlog that cannot drain within `shutdown_grace_secs`: the
+/// hub exits within the grace, logs per consumer how many messages were left
+/// (counted as dropped), and exits with status 1, as documented.
+#[test]
+fn sigterm_with_a_backlog_stops_within_the_grace_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let inbound = format!("tcp://127.0.0.1:{}", free_port());
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[hub]\nshutdown_grace_secs = 2\n[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\nsleep_ms = 2\n"
+        ),
+    );
+    let mut child = start_hub(&path, &[]);
+    wait_ready(port);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    publish_lines(&inbound, 4000);
+    let backlog = "fedhub_consumer_backlog{consumer=\"NullConsumer\"}";
+    assert!(wait_until(Duration::from_secs(20), || metric(
+        addr, backlog
+    )
+    .is_some_and(|b| b > 1500.0)));
+    let began = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(began.elapsed() < Duration::from_secs(20), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = began.elapsed();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(took < Duration::from_millis(3500), "took {took:?}: {log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("messages not handled"))
+        .unwrap_or_else(|| panic!("no line for what was left: {log}"));
+    assert!(line.contains("consumer=NullConsumer"), "{line}");
+    assert!(line.contains(r#"reason="shutdown""#), "{line}");
+}
