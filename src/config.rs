@@ -158,6 +158,9 @@ pub struct BusConfig {
     pub tcp_keepalive_intvl_secs: i32,
     /// Larger bodies are rejected and counted.
     pub max_message_bytes: usize,
+    /// `/health/readyz` fails while no endpoint of a bus (an `endpoints`
+    /// name) has been connected for this many seconds; 0 never fails it.
+    pub not_ready_after_disconnected_secs: u64,
 }
 
 impl Default for BusConfig {
@@ -174,6 +177,7 @@ impl Default for BusConfig {
             tcp_keepalive_idle_secs: 60,
             tcp_keepalive_intvl_secs: 5,
             max_message_bytes: 4 * 1024 * 1024,
+            not_ready_after_disconnected_secs: 0,
         }
     }
 }
@@ -560,6 +564,12 @@ impl Config {
             bus.max_message_bytes,
             1..=MAX_MESSAGE_BYTES_LIMIT,
             "1 to 1073741824 bytes",
+        )?;
+        in_range(
+            "[bus] not_ready_after_disconnected_secs",
+            bus.not_ready_after_disconnected_secs,
+            0..=86_400,
+            "0 (never) to 86400 seconds",
         )?;
         in_range(
             "[publish] sndhwm_messages",

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::message::DecodeError;
-use crate::stats::{BusStats, ConsumerStats, DropReason};
+use crate::stats::{BusStats, ConsumerStats, DropReason, EndpointState, EndpointStats};
 
 /// Allows a burst of log lines per second and counts what it suppressed.
 pub struct LogLimiter {
@@ -264,6 +264,64 @@ impl ShutdownLeftMessages<'_> {
             reason = DropReason::Shutdown.as_str(),
             "shutdown grace over: messages not handled, counted as dropped"
         );
+    }
+}
+
+/// What ZeroMQ's socket monitor said about an endpoint a bus socket connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointChange {
+    /// Connected.
+    Connected,
+    /// The connection was lost.
+    Disconnected,
+    /// An attempt to connect failed (ZeroMQ retries).
+    Retried,
+}
+
+/// A connection event of an endpoint.
+pub struct EndpointEvent<'a> {
+    /// The endpoint.
+    pub endpoint: &'a EndpointStats,
+    /// What happened.
+    pub change: EndpointChange,
+}
+
+impl EndpointEvent<'_> {
+    /// Counts it, updates the endpoint's state, and logs transitions only (a
+    /// down endpoint is retried every `reconnect_ivl_ms`: one line, not one
+    /// per retry).
+    pub fn emit(self) {
+        let e = self.endpoint;
+        let previous = match self.change {
+            EndpointChange::Connected => e.record_connected(),
+            EndpointChange::Disconnected => e.record_disconnected(),
+            EndpointChange::Retried => e.record_retry(),
+        };
+        let now = e.state();
+        if previous == now {
+            return;
+        }
+        match now {
+            EndpointState::Connected => tracing::info!(
+                bus = %e.bus(),
+                endpoint = %e.address(),
+                previous = previous.as_str(),
+                "connected to endpoint"
+            ),
+            EndpointState::Disconnected => tracing::warn!(
+                bus = %e.bus(),
+                endpoint = %e.address(),
+                "lost connection to endpoint; reconnecting"
+            ),
+            EndpointState::Retrying if previous != EndpointState::Disconnected => {
+                tracing::warn!(
+                    bus = %e.bus(),
+                    endpoint = %e.address(),
+                    "cannot connect to endpoint; retrying"
+                )
+            }
+            _ => {}
+        }
     }
 }
 

@@ -581,6 +581,10 @@ impl RunningHub {
             http_state: HttpState {
                 stats: self.stats.clone(),
                 consumers: Arc::new(self.consumer_names()),
+                bus_unready_after: match self.config.bus.not_ready_after_disconnected_secs {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
             },
             http_routes,
             nice: self.config.hub.data_threads_nice,

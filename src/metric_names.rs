@@ -29,6 +29,14 @@ pub const BUS_MESSAGES_RECEIVED_TOTAL: &str = "fedhub_bus_messages_received_tota
 pub const BUS_RECEIVED_BYTES_TOTAL: &str = "fedhub_bus_received_bytes_total";
 /// Messages rejected on a bus socket, by reason.
 pub const BUS_MALFORMED_TOTAL: &str = "fedhub_bus_malformed_total";
+/// Whether an endpoint a bus socket connects to is connected now (gauge, 0 or 1).
+pub const BUS_ENDPOINT_CONNECTED: &str = "fedhub_bus_endpoint_connected";
+/// Connections made to an endpoint (ZeroMQ monitor event CONNECTED).
+pub const BUS_ENDPOINT_CONNECTS_TOTAL: &str = "fedhub_bus_endpoint_connects_total";
+/// Connections to an endpoint that were lost (DISCONNECTED).
+pub const BUS_ENDPOINT_DISCONNECTS_TOTAL: &str = "fedhub_bus_endpoint_disconnects_total";
+/// Failed connection attempts to an endpoint, each retried (CONNECT_RETRIED).
+pub const BUS_ENDPOINT_CONNECT_RETRIES_TOTAL: &str = "fedhub_bus_endpoint_connect_retries_total";
 /// Valid messages that matched no consumer.
 pub const ROUTER_UNROUTED_TOTAL: &str = "fedhub_router_unrouted_total";
 /// Time ingress waited for room in a full mailbox.

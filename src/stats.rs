@@ -127,6 +127,10 @@ pub struct Stats {
     bus_frames: IntCounterVec,
     bus_bytes: IntCounterVec,
     bus_malformed: IntCounterVec,
+    endpoint_connected: IntGaugeVec,
+    endpoint_connects: IntCounterVec,
+    endpoint_disconnects: IntCounterVec,
+    endpoint_retries: IntCounterVec,
     unrouted: IntCounter,
     ingress_blocked: Counter,
     published: IntCounter,
@@ -165,6 +169,10 @@ impl Stats {
             bus_frames: register(r, IntCounterVec::new(Opts::new(names::BUS_MESSAGES_RECEIVED_TOTAL, "ZeroMQ messages received on a bus socket, valid or not."), &["bus"]).unwrap()),
             bus_bytes: register(r, IntCounterVec::new(Opts::new(names::BUS_RECEIVED_BYTES_TOTAL, "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
             bus_malformed: register(r, IntCounterVec::new(Opts::new(names::BUS_MALFORMED_TOTAL, "Messages rejected on a bus socket, by reason."), &["bus", "reason"]).unwrap()),
+            endpoint_connected: register(r, IntGaugeVec::new(Opts::new(names::BUS_ENDPOINT_CONNECTED, "Whether an endpoint a bus socket connects to is connected now (1) or not (0)."), &["bus", "endpoint"]).unwrap()),
+            endpoint_connects: register(r, IntCounterVec::new(Opts::new(names::BUS_ENDPOINT_CONNECTS_TOTAL, "Connections made to an endpoint of a bus socket."), &["bus", "endpoint"]).unwrap()),
+            endpoint_disconnects: register(r, IntCounterVec::new(Opts::new(names::BUS_ENDPOINT_DISCONNECTS_TOTAL, "Connections to an endpoint of a bus socket that were lost."), &["bus", "endpoint"]).unwrap()),
+            endpoint_retries: register(r, IntCounterVec::new(Opts::new(names::BUS_ENDPOINT_CONNECT_RETRIES_TOTAL, "Failed attempts to connect to an endpoint of a bus socket (each is retried)."), &["bus", "endpoint"]).unwrap()),
             unrouted: register(r, IntCounter::new(names::ROUTER_UNROUTED_TOTAL, "Valid messages that matched no consumer.").unwrap()),
             ingress_blocked: register(r, Counter::new(names::INGRESS_BLOCKED_SECONDS_TOTAL, "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
             published: register(r, IntCounter::new(names::PUBLISHED_TOTAL, "Messages this hub published on the bus.").unwrap()),
@@ -254,8 +262,36 @@ impl Stats {
             messages: self.bus_frames.with_label_values(&[name]),
             bytes: self.bus_bytes.with_label_values(&[name]),
             malformed,
+            endpoints: Mutex::new(Vec::new()),
         });
         self.buses.entry(name.to_string()).or_insert(stats).clone()
+    }
+
+    /// The connection state of one endpoint a bus socket connects to, created
+    /// (as `connecting`) on first use.
+    pub fn endpoint(&self, bus: &str, address: &str) -> Arc<EndpointStats> {
+        let bus_stats = self.bus(bus);
+        let mut endpoints = bus_stats
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = endpoints.iter().find(|e| e.address == address) {
+            return existing.clone();
+        }
+        let labels = &[bus, address];
+        let endpoint = Arc::new(EndpointStats {
+            bus: bus.to_string(),
+            address: address.to_string(),
+            connected: self.endpoint_connected.with_label_values(labels),
+            connects: self.endpoint_connects.with_label_values(labels),
+            disconnects: self.endpoint_disconnects.with_label_values(labels),
+            retries: self.endpoint_retries.with_label_values(labels),
+            state: std::sync::atomic::AtomicU8::new(EndpointState::Connecting as u8),
+            since_ms: AtomicU64::new(unix_millis(SystemTime::now())),
+            last_connected_ms: AtomicU64::new(0),
+        });
+        endpoints.push(endpoint.clone());
+        endpoint
     }
 
     /// Every bus socket's stats, sorted by name.
@@ -603,9 +639,46 @@ pub struct BusStats {
     messages: IntCounter,
     bytes: IntCounter,
     malformed: Vec<(&'static str, IntCounter)>,
+    endpoints: Mutex<Vec<Arc<EndpointStats>>>,
 }
 
 impl BusStats {
+    /// The endpoints this bus socket connects to, with their connection state.
+    pub fn endpoints(&self) -> Vec<Arc<EndpointStats>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why this bus is not ready: it connects to endpoints, none is connected,
+    /// and none has been for longer than `after` (since the hub started, if
+    /// none ever was).
+    pub fn connection_problem(&self, after: Duration, now: SystemTime) -> Option<String> {
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() || endpoints.iter().any(|e| e.is_connected()) {
+            return None;
+        }
+        let last = endpoints
+            .iter()
+            .map(|e| match e.last_connected_ms() {
+                0 => e.since_ms.load(Ordering::Relaxed),
+                last => last,
+            })
+            .max()
+            .unwrap_or(0);
+        let down_ms = unix_millis(now).saturating_sub(last);
+        (down_ms > after.as_millis() as u64).then(|| {
+            let addresses: Vec<&str> = endpoints.iter().map(|e| e.address()).collect();
+            format!(
+                "bus {}: no endpoint connected for {} s ({})",
+                self.name,
+                down_ms / 1000,
+                addresses.join(", ")
+            )
+        })
+    }
+
     /// The bus socket's name (an `endpoints` key, or `inbound`).
     pub fn name(&self) -> &str {
         &self.name
@@ -662,6 +735,143 @@ impl BusStats {
             "bytes_total": self.bytes(),
             "malformed_total": self.malformed_total(),
             "malformed_by_reason": by_reason,
+            "endpoints": self.endpoints().iter().map(|e| e.snapshot()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Where a connection to an endpoint stands, from ZeroMQ's socket monitor events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EndpointState {
+    /// Not connected yet, no attempt failed yet.
+    Connecting = 0,
+    /// Connected.
+    Connected = 1,
+    /// The last attempt to connect failed; ZeroMQ retries.
+    Retrying = 2,
+    /// The connection was lost; ZeroMQ reconnects.
+    Disconnected = 3,
+}
+
+impl EndpointState {
+    /// The name `/state` and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Connecting => "connecting",
+            EndpointState::Connected => "connected",
+            EndpointState::Retrying => "retrying",
+            EndpointState::Disconnected => "disconnected",
+        }
+    }
+
+    fn from_u8(value: u8) -> EndpointState {
+        match value {
+            1 => EndpointState::Connected,
+            2 => EndpointState::Retrying,
+            3 => EndpointState::Disconnected,
+            _ => EndpointState::Connecting,
+        }
+    }
+}
+
+/// One endpoint a bus socket connects to: its connection state and counts.
+pub struct EndpointStats {
+    bus: String,
+    address: String,
+    connected: IntGauge,
+    connects: IntCounter,
+    disconnects: IntCounter,
+    retries: IntCounter,
+    state: std::sync::atomic::AtomicU8,
+    since_ms: AtomicU64,
+    last_connected_ms: AtomicU64,
+}
+
+impl EndpointStats {
+    /// The bus socket's name.
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+
+    /// The address, as configured.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The current state.
+    pub fn state(&self) -> EndpointState {
+        EndpointState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Whether it is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.state() == EndpointState::Connected
+    }
+
+    /// When it was last connected (epoch ms; 0 if never).
+    pub fn last_connected_ms(&self) -> u64 {
+        self.last_connected_ms.load(Ordering::Relaxed)
+    }
+
+    /// Connections made so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.get()
+    }
+
+    /// Connections lost so far.
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects.get()
+    }
+
+    /// Failed connection attempts so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    /// Records a connection; returns the state it left.
+    pub(crate) fn record_connected(&self) -> EndpointState {
+        self.connects.inc();
+        self.connected.set(1);
+        self.last_connected_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        self.enter(EndpointState::Connected)
+    }
+
+    /// Records a lost connection; returns the state it left.
+    pub(crate) fn record_disconnected(&self) -> EndpointState {
+        self.disconnects.inc();
+        self.connected.set(0);
+        self.last_connected_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        self.enter(EndpointState::Disconnected)
+    }
+
+    /// Records a failed attempt; returns the state it left.
+    pub(crate) fn record_retry(&self) -> EndpointState {
+        self.retries.inc();
+        self.connected.set(0);
+        self.enter(EndpointState::Retrying)
+    }
+
+    fn enter(&self, state: EndpointState) -> EndpointState {
+        let previous = EndpointState::from_u8(self.state.swap(state as u8, Ordering::Relaxed));
+        if previous != state {
+            self.since_ms
+                .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        }
+        previous
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "address": self.address,
+            "state": self.state().as_str(),
+            "since_ms": self.since_ms.load(Ordering::Relaxed),
+            "last_connected_ms": self.last_connected_ms(),
+            "connects_total": self.connects(),
+            "disconnects_total": self.disconnects(),
+            "connect_retries_total": self.retries(),
         })
     }
 }

@@ -702,6 +702,111 @@ fn shutdown_finishes_within_its_grace_and_counts_what_was_left() {
     assert!(metrics.contains(&series), "{series} in {metrics}");
 }
 
+/// The value of one series in the Prometheus text.
+fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Each endpoint a bus connects to has a connection state from ZeroMQ's socket
+/// monitor events, on `/metrics` and `/state`; with
+/// `not_ready_after_disconnected_secs` set, readyz fails while no endpoint of
+/// a bus has been connected for that long.
+#[test]
+fn endpoint_connection_state_is_exported_and_can_fail_readyz() {
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let mut config = fedhub::Config::default();
+    config.bus.endpoints.insert(
+        "bodhi.app01".into(),
+        fedhub::OneOrMany::Many(vec![endpoint.clone()]),
+    );
+    config.bus.inbound = String::new();
+    config.bus.not_ready_after_disconnected_secs = 1;
+    config.http.listen = "127.0.0.1:0".into();
+    config.hub.status_log_interval_secs = 0;
+    let hub = start_with_null_consumer(config, &[]);
+    let addr = hub.http_addr().unwrap();
+    let labels = format!("{{bus=\"bodhi.app01\",endpoint=\"{endpoint}\"}}");
+    let metric = |name: &str| {
+        let (_, text) = http_get(addr, "/metrics");
+        series_value(&text, &format!("{name}{labels}"))
+    };
+    let endpoint_state = || {
+        let (_, state) = http_get(addr, "/state");
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["buses"][0]["endpoints"][0].clone()
+    };
+
+    // Nobody listens: retried, not connected, and after a second not ready.
+    assert!(wait_until(LONG, || metric(
+        "fedhub_bus_endpoint_connect_retries_total"
+    )
+    .is_some_and(|n| n >= 1.0)));
+    assert_eq!(metric("fedhub_bus_endpoint_connected"), Some(0.0));
+    let state = endpoint_state();
+    assert_eq!(state["address"], endpoint.as_str());
+    assert_eq!(state["state"], "retrying", "{state}");
+    assert!(wait_until(LONG, || http_get(addr, "/health/readyz").0 == 503));
+    let (_, ready) = http_get(addr, "/health/readyz");
+    assert!(
+        ready.contains("bus bodhi.app01: no endpoint connected"),
+        "{ready}"
+    );
+
+    // A publisher appears: connected, ready.
+    let context = zmq::Context::new();
+    let publisher = context.socket(zmq::PUB).unwrap();
+    publisher.set_linger(0).unwrap();
+    publisher.bind(&endpoint).unwrap();
+    assert!(wait_until(LONG, || metric("fedhub_bus_endpoint_connected")
+        == Some(1.0)));
+    assert_eq!(metric("fedhub_bus_endpoint_connects_total"), Some(1.0));
+    assert_eq!(endpoint_state()["state"], "connected");
+    assert!(wait_until(LONG, || http_get(addr, "/health/readyz").0 == 200));
+
+    // It goes away: disconnected, counted, and not ready again a second later.
+    drop(publisher);
+    assert!(wait_until(LONG, || metric("fedhub_bus_endpoint_connected")
+        == Some(0.0)));
+    assert_eq!(metric("fedhub_bus_endpoint_disconnects_total"), Some(1.0));
+    let state = endpoint_state()["state"].clone();
+    assert!(state == "disconnected" || state == "retrying", "{state}");
+    assert!(wait_until(LONG, || http_get(addr, "/health/readyz").0 == 503));
+    hub.shutdown();
+}
+
+/// Without `not_ready_after_disconnected_secs` (the default, 0), an endpoint
+/// that is down is reported but does not fail readyz.
+#[test]
+fn a_down_endpoint_does_not_fail_readyz_by_default() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut config = fedhub::Config::default();
+    config
+        .bus
+        .endpoints
+        .insert("down".into(), fedhub::OneOrMany::One(endpoint));
+    config.bus.inbound = String::new();
+    config.http.listen = "127.0.0.1:0".into();
+    let hub = start_with_null_consumer(config, &[]);
+    let addr = hub.http_addr().unwrap();
+    assert!(wait_until(LONG, || {
+        let (_, text) = http_get(addr, "/metrics");
+        text.lines().any(|l| {
+            l.starts_with("fedhub_bus_endpoint_connect_retries_total{bus=\"down\"")
+                && !l.ends_with(" 0")
+        })
+    }));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(http_get(addr, "/health/readyz").0, 200);
+    hub.shutdown();
+}
+
 #[test]
 fn http_surface_reports_health_state_and_metrics() {
     let bus = TestBus::new();
