@@ -435,7 +435,8 @@ fn housekeeping_thread(
                     last_check = now;
                     let backlog: i64 = stats.consumers().iter().map(|c| c.backlog()).sum();
                     let received: u64 = stats.buses().iter().map(|b| b.messages()).sum();
-                    if trimmer.observe(backlog, received, now) {
+                    let bytes: u64 = stats.buses().iter().map(|b| b.bytes()).sum();
+                    if trimmer.observe(backlog, received, bytes, now) {
                         let released = crate::memory::release_free_memory();
                         tracing::debug!(backlog, released, "burst over: returned free memory");
                     }

@@ -571,3 +571,69 @@ fn sigterm_with_a_backlog_stops_within_the_grace_and_exits_1() {
     assert!(line.contains("consumer=NullConsumer"), "{line}");
     assert!(line.contains(r#"reason="shutdown""#), "{line}");
 }
+
+/// The hub process's resident memory, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// After a few large messages (40 bodies of 3.9 MB waiting together in a
+/// mailbox, far fewer messages than a burst), the memory they took is returned
+/// to the system once they are handled, without waiting for more traffic.
+#[test]
+fn memory_is_returned_after_large_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let inbound = format!("tcp://127.0.0.1:{}", free_port());
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\nsleep_ms = 200\n"
+        ),
+    );
+    let mut child = start_hub(&path, &[]);
+    wait_ready(port);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let idle = rss_bytes(child.id());
+    // Sent at once from a PUB of our own, so they wait in the mailbox together.
+    let context = zmq::Context::new();
+    let publisher = context.socket(zmq::PUB).unwrap();
+    publisher.set_sndhwm(0).unwrap();
+    publisher.set_linger(5000).unwrap();
+    publisher.connect(&inbound).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let topic = "org.fedoraproject.dev.logger.log";
+    let text = "x".repeat(3_900_000);
+    for n in 0..40 {
+        let body = format!(r#"{{"i":{n},"msg":{{"text":"{text}"}},"topic":"{topic}"}}"#);
+        publisher
+            .send_multipart([topic.as_bytes(), body.as_bytes()], 0)
+            .unwrap();
+    }
+    drop(text);
+    let handled = "fedhub_consumer_handled_total{consumer=\"NullConsumer\"}";
+    assert!(wait_until(Duration::from_secs(30), || metric(
+        addr, handled
+    ) == Some(40.0)));
+    let after = rss_bytes(child.id());
+    let returned = wait_until(Duration::from_secs(20), || {
+        rss_bytes(child.id()) < idle + 24 * 1024 * 1024
+    });
+    let now = rss_bytes(child.id());
+    signal(&child, libc::SIGTERM);
+    let _ = child.wait();
+    assert!(
+        returned,
+        "resident {} MB idle, {} MB after the messages, {} MB 20 s later",
+        idle >> 20,
+        after >> 20,
+        now >> 20
+    );
+}
