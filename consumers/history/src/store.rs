@@ -54,6 +54,13 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A page would hold more bytes of stored messages than
+    /// [`Filter::max_page_bytes`](crate::Filter::max_page_bytes) allows.
+    #[error("the page would hold more than {limit} bytes of stored messages")]
+    PageTooLarge {
+        /// The limit.
+        limit: u64,
+    },
     /// A stored row could not be decoded.
     #[error("stored message {id} is unreadable: {reason}")]
     Corrupt {
@@ -94,7 +101,9 @@ impl StoreError {
         match self {
             StoreError::Database { transient, .. } => *transient,
             StoreError::Open { .. } => true,
-            StoreError::Filter(_) | StoreError::Corrupt { .. } => false,
+            StoreError::Filter(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::PageTooLarge { .. } => false,
         }
     }
 }

@@ -603,3 +603,66 @@ fn deeply_nested_messages_never_make_the_history_unreadable() {
     let page = store.grep(&fedhub_history::Filter::new()).unwrap();
     assert_eq!(page.messages.len(), 3);
 }
+
+/// A `/raw` page is bounded in bytes (`max_response_bytes`): past it the
+/// query is refused with 413 and a JSON error naming `rows_per_page` and the
+/// limit, before the rows are read whole, and counted; a smaller page is
+/// served. Probes answer while large queries run.
+#[test]
+fn large_raw_pages_are_refused_past_max_response_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("history.sqlite");
+    let (hub, bus, addr) = start_hub(&database, &[("max_response_bytes", json!(4 << 20))]);
+    let topic = "org.fedoraproject.prod.git.receive";
+    let text = "x".repeat(1_000_000);
+    for n in 0..12 {
+        let body = format!(
+            r#"{{"i":{n},"msg":{{"text":"{text}"}},"msg_id":"2026-large-{n}","timestamp":{},"topic":"{topic}"}}"#,
+            T0 + n as f64
+        );
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    }
+    assert!(wait_until(LONG, || message_count(addr) == 12));
+
+    let (status, refused) = get_json(addr, "/datagrepper/raw?rows_per_page=10&order=asc");
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["parameter"], "rows_per_page", "{refused}");
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("max_response_bytes"), "{error}");
+    assert!(error.contains("4194304"), "{error}");
+    assert_eq!(
+        metric(addr, "fedhub_history_bad_requests_total{endpoint=\"raw\"}"),
+        Some(1.0)
+    );
+
+    let (status, page) = get_json(addr, "/datagrepper/raw?rows_per_page=3&order=asc");
+    assert_eq!(status, 200);
+    assert_eq!(page["count"], 3);
+    assert_eq!(page["total"], 12);
+    assert_eq!(
+        page["raw_messages"][0]["msg"]["text"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1_000_000
+    );
+
+    // Large queries in flight do not keep the probes waiting.
+    let queries: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    http_get(addr, "/datagrepper/raw?rows_per_page=3&order=desc");
+                }
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        assert_eq!(http_get(addr, "/health/livez").0, 200);
+        assert_eq!(http_get(addr, "/metrics").0, 200);
+    }
+    for q in queries {
+        q.join().unwrap();
+    }
+    hub.shutdown();
+}
