@@ -69,6 +69,7 @@ pub use hub::{
     ShutdownReport, ShutdownSignal,
 };
 pub use logging::init_logging;
+pub use memory::release_free_memory;
 pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
 pub use socket::BusError;

@@ -61,7 +61,9 @@ impl Trimmer {
 }
 
 /// Returns free heap memory to the system; true when the allocator released some.
-/// A no-op (false) where the allocator has no such call.
+/// A no-op (false) where the allocator has no such call. The hub calls it after
+/// bursts; a consumer may call it after building something large (off the
+/// data path: it walks every allocator arena).
 pub fn release_free_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -27,6 +27,10 @@ use crate::meta;
 use crate::store::{Store, StoreError};
 use crate::writer::WriterState;
 
+/// A `/raw` response at least this large returns the memory its building
+/// took to the system once it is encoded.
+const RELEASE_MEMORY_AFTER_BYTES: usize = 8 << 20;
+
 /// Longest accepted parameter value, in characters.
 pub const MAX_VALUE_CHARS: usize = 255;
 
@@ -490,6 +494,12 @@ async fn raw(
                 Some(cb) => format!("{cb}({body});"),
                 None => body.to_string(),
             };
+            drop(body);
+            if text.len() >= RELEASE_MEMORY_AFTER_BYTES {
+                // The page's trees are freed: give their memory back now,
+                // rather than keep the peak of a large query for good.
+                fedhub::release_free_memory();
+            }
             (text, request.callback.is_some())
         })
     })
