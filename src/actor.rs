@@ -11,6 +11,7 @@
 //! handled and the rest when dropped (also when actix discards the batch because
 //! the actor is gone), so the count stays exact either way.
 
+use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -61,6 +62,7 @@ pub struct ConsumerActor {
     dead_letter_file: Option<PathBuf>,
     started_tx: Option<Sender<Result<(), ConsumerError>>>,
     shutting_down: Arc<AtomicBool>,
+    grace_over: Arc<AtomicBool>,
     stopped: bool,
 }
 
@@ -80,6 +82,9 @@ pub struct ActorSetup {
     pub started_tx: Sender<Result<(), ConsumerError>>,
     /// Set when the hub is stopping (ends start retries).
     pub shutting_down: Arc<AtomicBool>,
+    /// Set when the shutdown grace is over: messages still in the mailbox are
+    /// discarded, counted as dropped (reason `shutdown`), not handled.
+    pub grace_over: Arc<AtomicBool>,
 }
 
 impl ConsumerActor {
@@ -95,12 +100,13 @@ impl ConsumerActor {
             dead_letter_file: setup.dead_letter_file,
             started_tx: Some(setup.started_tx),
             shutting_down: setup.shutting_down,
+            grace_over: setup.grace_over,
             stopped: false,
         }
     }
 
     fn try_start(&mut self) -> Result<(), ConsumerError> {
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.consumer.start(&mut self.ctx)));
+        let outcome = caught(|| self.consumer.start(&mut self.ctx));
         let result = match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
@@ -137,7 +143,7 @@ impl ConsumerActor {
             reason,
         }
         .emit();
-        let _ = catch_unwind(AssertUnwindSafe(|| self.consumer.stop(&mut self.ctx)));
+        let _ = caught(|| self.consumer.stop(&mut self.ctx));
         self.stats.set_initialized(false);
         if let Err(error) = self.try_start() {
             let error = crate::error_chain(&error);
@@ -161,19 +167,67 @@ impl ConsumerActor {
             .append(true)
             .open(path)
             .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
-            tracing::error!(consumer = %self.name, path = %path.display(), error = %e, "cannot write dead letter");
+        match written {
+            Ok(()) => self.stats.clear_dead_letter_problem(),
+            Err(error) => crate::events::DeadLetterFailed {
+                consumer: &self.stats,
+                path,
+                error: &error,
+            }
+            .emit(),
         }
     }
 }
 
+thread_local! {
+    /// Set while a consumer's own code runs under `catch_unwind` on this thread.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic caught on this thread happened (`file:line`).
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs, once per process, a panic hook that stays quiet about panics
+/// caught in consumer code: those are counted and logged as one short, rate
+/// limited line by [`ConsumerFailed`] (message and location, never a
+/// backtrace). Every other panic goes to the hook that was installed before.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs consumer code, catching a panic (reported by the hook above only
+/// through [`panic_text`]).
+fn caught<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let was = CATCHING.with(|c| c.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(was));
+    outcome
+}
+
+/// The panic's message and, when the hook saw it, where it happened.
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
+    let message = if let Some(s) = panic.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = panic.downcast_ref::<String>() {
         s.clone()
     } else {
         "non-text panic payload".to_string()
+    };
+    match PANIC_LOCATION.with(|slot| slot.borrow_mut().take()) {
+        Some(location) => format!("{message} (at {location})"),
+        None => message,
     }
 }
 
@@ -222,9 +276,7 @@ impl ConsumerActor {
         let mut failure: Option<String> = None;
         let mut panicked = false;
         for attempt in 1..=self.retries.saturating_add(1) {
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                self.consumer.consume(envelope, &mut self.ctx)
-            }));
+            let outcome = caught(|| self.consumer.consume(envelope, &mut self.ctx));
             let (error, is_panic, fatal) = match outcome {
                 Ok(Ok(())) => {
                     failure = None;
@@ -265,7 +317,12 @@ impl Handler<Deliver> for ConsumerActor {
             mut backlog,
         } = msg;
         for envelope in envelopes {
-            self.handle_one(&envelope);
+            if self.grace_over.load(Ordering::Relaxed) {
+                // Counted here, logged once per consumer by the hub.
+                self.stats.count_dropped(DropReason::Shutdown);
+            } else {
+                self.handle_one(&envelope);
+            }
             // The envelope goes before its count: a drained backlog means the
             // consumer holds no message any more.
             drop(envelope);
@@ -280,7 +337,7 @@ impl Handler<StopConsumer> for ConsumerActor {
     fn handle(&mut self, msg: StopConsumer, _ctx: &mut Self::Context) {
         if !self.stopped {
             self.stopped = true;
-            let _ = catch_unwind(AssertUnwindSafe(|| self.consumer.stop(&mut self.ctx)));
+            let _ = caught(|| self.consumer.stop(&mut self.ctx));
             self.stats.set_initialized(false);
         }
         let _ = msg.done.send(self.name.clone());

@@ -158,6 +158,9 @@ pub struct BusConfig {
     pub tcp_keepalive_intvl_secs: i32,
     /// Larger bodies are rejected and counted.
     pub max_message_bytes: usize,
+    /// `/health/readyz` fails while no endpoint of a bus (an `endpoints`
+    /// name) has been connected for this many seconds; 0 never fails it.
+    pub not_ready_after_disconnected_secs: u64,
 }
 
 impl Default for BusConfig {
@@ -174,6 +177,7 @@ impl Default for BusConfig {
             tcp_keepalive_idle_secs: 60,
             tcp_keepalive_intvl_secs: 5,
             max_message_bytes: 4 * 1024 * 1024,
+            not_ready_after_disconnected_secs: 0,
         }
     }
 }
@@ -333,12 +337,14 @@ impl ConsumerSection {
                     section.topics = Some(spec.to_vec());
                 }
                 "capacity_messages" => {
-                    let cap: usize = field(name, key, value, "a positive number of messages")?;
-                    if cap == 0 {
-                        return Err(ConfigError::Invalid(format!(
-                            "[consumers.{name}] capacity_messages = 0: expected a positive number of messages"
-                        )));
-                    }
+                    let expected = "1 to 100000000 messages";
+                    let cap: usize = field(name, key, value, expected)?;
+                    in_range(
+                        &format!("[consumers.{name}] capacity_messages"),
+                        cap,
+                        1..=MAX_CAPACITY_MESSAGES,
+                        expected,
+                    )?;
                     section.capacity_messages = cap;
                 }
                 "when_full" => {
@@ -353,7 +359,17 @@ impl ConsumerSection {
                         }
                     };
                 }
-                "retries" => section.retries = field(name, key, value, "a number of retries")?,
+                "retries" => {
+                    let expected = "0 to 100 retries";
+                    let retries: u32 = field(name, key, value, expected)?;
+                    in_range(
+                        &format!("[consumers.{name}] retries"),
+                        retries,
+                        0..=MAX_RETRIES,
+                        expected,
+                    )?;
+                    section.retries = retries;
+                }
                 "dead_letter_file" => {
                     section.dead_letter_file = Some(field(name, key, value, "a file path")?)
                 }
@@ -390,6 +406,16 @@ impl Settings {
     /// The raw settings.
     pub fn values(&self) -> &Map<String, Value> {
         &self.values
+    }
+
+    /// An error naming one of these settings, its value and what was expected
+    /// (`[consumers.<Name>] key = value: expected ...`), for a consumer's own
+    /// range checks.
+    pub fn invalid(&self, key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
+        ConfigError::Invalid(format!(
+            "[consumers.{}] {key} = {value}: expected {expected}",
+            self.consumer
+        ))
     }
 
     /// Deserializes the settings into the consumer's config struct. Use
@@ -476,6 +502,96 @@ impl Config {
         }
     }
 
+    /// Every numeric setting of the runtime's own sections within its range.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let (hub, bus, publish) = (&self.hub, &self.bus, &self.publish);
+        in_range(
+            "[hub] shutdown_grace_secs",
+            hub.shutdown_grace_secs,
+            0..=3600,
+            "0 to 3600 seconds",
+        )?;
+        in_range(
+            "[hub] status_log_interval_secs",
+            hub.status_log_interval_secs,
+            0..=86_400,
+            "0 (never) to 86400 seconds",
+        )?;
+        in_range(
+            "[hub] start_timeout_secs",
+            hub.start_timeout_secs,
+            1..=3600,
+            "1 to 3600 seconds",
+        )?;
+        in_range(
+            "[bus] rcvhwm_messages",
+            bus.rcvhwm_messages,
+            0..=i32::MAX,
+            "0 (unlimited) or a positive number of messages",
+        )?;
+        in_range(
+            "[bus] reconnect_ivl_ms",
+            bus.reconnect_ivl_ms,
+            1..=600_000,
+            "1 to 600000 milliseconds",
+        )?;
+        in_range(
+            "[bus] reconnect_ivl_max_ms",
+            bus.reconnect_ivl_max_ms,
+            0..=3_600_000,
+            "0 (no backoff) to 3600000 milliseconds",
+        )?;
+        in_range(
+            "[bus] tcp_keepalive_cnt",
+            bus.tcp_keepalive_cnt,
+            1..=127,
+            "1 to 127 probes",
+        )?;
+        in_range(
+            "[bus] tcp_keepalive_idle_secs",
+            bus.tcp_keepalive_idle_secs,
+            1..=32_767,
+            "1 to 32767 seconds",
+        )?;
+        in_range(
+            "[bus] tcp_keepalive_intvl_secs",
+            bus.tcp_keepalive_intvl_secs,
+            1..=32_767,
+            "1 to 32767 seconds",
+        )?;
+        in_range(
+            "[bus] max_message_bytes",
+            bus.max_message_bytes,
+            1..=MAX_MESSAGE_BYTES_LIMIT,
+            "1 to 1073741824 bytes",
+        )?;
+        in_range(
+            "[bus] not_ready_after_disconnected_secs",
+            bus.not_ready_after_disconnected_secs,
+            0..=86_400,
+            "0 (never) to 86400 seconds",
+        )?;
+        in_range(
+            "[publish] sndhwm_messages",
+            publish.sndhwm_messages,
+            0..=i32::MAX,
+            "0 (unlimited) or a positive number of messages",
+        )?;
+        in_range(
+            "[publish] linger_ms",
+            publish.linger_ms,
+            0..=600_000,
+            "0 to 600000 milliseconds",
+        )?;
+        in_range(
+            "[publish] queue_capacity_messages",
+            publish.queue_capacity_messages,
+            1..=MAX_CAPACITY_MESSAGES,
+            "1 to 100000000 messages",
+        )?;
+        Ok(())
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
@@ -502,9 +618,7 @@ impl Config {
                 self.monitoring.socket_mode
             ));
         }
-        if self.bus.max_message_bytes == 0 {
-            return invalid("[bus] max_message_bytes must be positive".into());
-        }
+        self.check_ranges()?;
         for (name, addrs) in &self.bus.endpoints {
             for addr in addrs.to_vec() {
                 check_zmq_address(&format!("[bus] endpoints.{name}"), &addr)?;
@@ -513,17 +627,17 @@ impl Config {
         if !self.bus.inbound.is_empty() {
             check_zmq_address("[bus] inbound", &self.bus.inbound)?;
         }
-        for addr in self.publish.bind.iter().chain(&self.publish.connect) {
-            check_zmq_address("[publish]", addr)?;
+        for addr in &self.publish.bind {
+            check_zmq_address("[publish] bind", addr)?;
+        }
+        for addr in &self.publish.connect {
+            check_zmq_address("[publish] connect", addr)?;
         }
         if !self.monitoring.socket.is_empty() {
             check_zmq_address("[monitoring] socket", &self.monitoring.socket)?;
         }
-        if !self.http.listen.is_empty() && !self.http.listen.contains(':') {
-            return invalid(format!(
-                "[http] listen = {:?}: expected host:port",
-                self.http.listen
-            ));
+        if !self.http.listen.is_empty() {
+            check_listen_address("[http] listen", &self.http.listen)?;
         }
         for (name, raw) in &self.consumers {
             ConsumerSection::parse(name, raw)?;
@@ -532,18 +646,73 @@ impl Config {
     }
 }
 
-/// Rejects addresses libzmq would not understand, naming the option.
-pub fn check_zmq_address(option: &str, addr: &str) -> Result<(), ConfigError> {
-    let ok = ["tcp://", "ipc://", "inproc://", "pgm://", "epgm://"]
-        .iter()
-        .any(|scheme| addr.starts_with(scheme) && addr.len() > scheme.len());
-    if ok {
+/// The largest `[bus] max_message_bytes` accepted (1 GiB).
+pub const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 30;
+
+/// The largest mailbox or queue bound accepted, in messages.
+pub const MAX_CAPACITY_MESSAGES: usize = 100_000_000;
+
+/// The most `retries` a consumer section may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
+/// `value` within `range`, else an error naming `key` and what was `expected`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    expected: &str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
         Ok(())
     } else {
         Err(ConfigError::Invalid(format!(
-            "{option}: {addr:?} is not a ZeroMQ address (expected tcp://host:port or ipc:///path)"
+            "{key} = {value}: expected {expected}"
         )))
     }
+}
+
+/// Rejects addresses libzmq would not understand, naming the option. A tcp,
+/// pgm or epgm address must end in a port from 0 to 65535 or `*` (libzmq would
+/// silently wrap a larger number around to another port).
+pub fn check_zmq_address(option: &str, addr: &str) -> Result<(), ConfigError> {
+    let scheme = ["tcp://", "ipc://", "inproc://", "pgm://", "epgm://"]
+        .into_iter()
+        .find(|scheme| addr.starts_with(scheme) && addr.len() > scheme.len());
+    let Some(scheme) = scheme else {
+        return Err(ConfigError::Invalid(format!(
+            "{option} = {addr:?}: not a ZeroMQ address (expected tcp://host:port or ipc:///path)"
+        )));
+    };
+    if matches!(scheme, "ipc://" | "inproc://") {
+        return Ok(());
+    }
+    let port = addr[scheme.len()..].rsplit_once(':').map(|(_, port)| port);
+    match port {
+        Some("*") => Ok(()),
+        Some(port) if parse_port(port).is_some() => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{option} = {addr:?}: expected {scheme}host:port with a port from 0 to 65535 (or * for any free port)"
+        ))),
+    }
+}
+
+/// Rejects an HTTP listen address that is not `host:port` with a port from 0
+/// to 65535, naming the option.
+pub fn check_listen_address(option: &str, addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && parse_port(port).is_some() => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "{option} = {addr:?}: expected host:port with a port from 0 to 65535 (0 for any free port)"
+        ))),
+    }
+}
+
+/// A port number written in decimal digits only, within 0..=65535.
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct HttpState {
     pub stats: Arc<Stats>,
     /// Names of the consumers that should be running.
     pub consumers: Arc<Vec<String>>,
+    /// A bus with no endpoint connected for longer than this is not ready
+    /// (`[bus] not_ready_after_disconnected_secs`; `None`: never).
+    pub bus_unready_after: Option<Duration>,
 }
 
 /// The hub's own routes: no consumer prefix may equal, contain or lie under one.
@@ -118,6 +121,9 @@ pub fn readiness_problems(stats: &Stats, consumers: &[String], now: SystemTime) 
         if let Some(problem) = c.problem() {
             problems.push(format!("consumer {name}: {problem}"));
         }
+        if let Some(problem) = c.dead_letter_problem() {
+            problems.push(format!("consumer {name}: {problem}"));
+        }
         let last = c.last_progress_ms();
         let since = if last == 0 {
             unix_millis(stats.started_at())
@@ -136,7 +142,17 @@ pub fn readiness_problems(stats: &Stats, consumers: &[String], now: SystemTime) 
 }
 
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    let problems = readiness_problems(&state.stats, &state.consumers, SystemTime::now());
+    let now = SystemTime::now();
+    let mut problems = readiness_problems(&state.stats, &state.consumers, now);
+    if let Some(after) = state.bus_unready_after {
+        problems.extend(
+            state
+                .stats
+                .buses()
+                .iter()
+                .filter_map(|bus| bus.connection_problem(after, now)),
+        );
+    }
     if problems.is_empty() {
         HttpResponse::Ok().json(serde_json::json!({"ready": true}))
     } else {

@@ -224,6 +224,9 @@ impl HubBuilder {
             tracing::info!(consumer = factory.name(), "disabled by config");
             return Ok(None);
         }
+        if let Some(path) = &section.dead_letter_file {
+            check_dead_letter_directory(factory.name(), path)?;
+        }
         let topic_list = section
             .topics
             .clone()
@@ -276,6 +279,7 @@ impl HubBuilder {
     /// (dropping the partly started hub does that) and names what failed.
     pub fn start(self) -> Result<RunningHub, HubError> {
         self.config.validate()?;
+        crate::actor::install_panic_hook();
         let prepared = self.prepare()?;
         let mut hub = RunningHub::with_publisher(self.config)?;
         let routing = hub.start_consumers_and_http(prepared)?;
@@ -290,6 +294,24 @@ impl HubBuilder {
             "hub running"
         );
         Ok(hub)
+    }
+}
+
+/// A dead-letter file must be creatable: its directory has to exist when the
+/// hub starts (the file itself is created on the first dead letter).
+fn check_dead_letter_directory(consumer: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    let directory = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if directory.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "[consumers.{consumer}] dead_letter_file = {:?}: expected a file in an existing directory ({} is not a directory)",
+            path.display().to_string(),
+            directory.display()
+        )))
     }
 }
 
@@ -421,7 +443,8 @@ fn housekeeping_thread(
                     last_check = now;
                     let backlog: i64 = stats.consumers().iter().map(|c| c.backlog()).sum();
                     let received: u64 = stats.buses().iter().map(|b| b.messages()).sum();
-                    if trimmer.observe(backlog, received, now) {
+                    let bytes: u64 = stats.buses().iter().map(|b| b.bytes()).sum();
+                    if trimmer.observe(backlog, received, bytes, now) {
                         let released = crate::memory::release_free_memory();
                         tracing::debug!(backlog, released, "burst over: returned free memory");
                     }
@@ -449,7 +472,9 @@ fn housekeeping_thread(
 /// What shutdown left behind.
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownReport {
-    /// `(consumer, messages still queued)` for consumers that did not drain in time.
+    /// `(consumer, messages not handled)` for consumers that did not drain
+    /// within `[hub] shutdown_grace_secs`; each is counted as
+    /// `fedhub_consumer_dropped_total{reason="shutdown"}` and logged.
     pub undrained: Vec<(String, i64)>,
 }
 
@@ -472,6 +497,7 @@ pub struct RunningHub {
     stops: Vec<(String, Recipient<StopConsumer>)>,
     consumer_infos: Vec<ConsumerInfo>,
     shutting_down: Arc<AtomicBool>,
+    grace_over: Arc<AtomicBool>,
     status_thread: Option<JoinHandle<()>>,
     monitoring: Option<MonitoringSocket>,
     stopped: bool,
@@ -505,6 +531,7 @@ impl RunningHub {
             stops: Vec::new(),
             consumer_infos: Vec::new(),
             shutting_down: Arc::new(AtomicBool::new(false)),
+            grace_over: Arc::new(AtomicBool::new(false)),
             status_thread: None,
             monitoring: None,
             stopped: false,
@@ -547,6 +574,7 @@ impl RunningHub {
                 dead_letter_file: p.section.dead_letter_file.clone(),
                 started_tx,
                 shutting_down: self.shutting_down.clone(),
+                grace_over: self.grace_over.clone(),
             };
             actors.push((p.consumer, ctx, setup));
             pending.push((
@@ -562,6 +590,10 @@ impl RunningHub {
             http_state: HttpState {
                 stats: self.stats.clone(),
                 consumers: Arc::new(self.consumer_names()),
+                bus_unready_after: match self.config.bus.not_ready_after_disconnected_secs {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
             },
             http_routes,
             nice: self.config.hub.data_threads_nice,
@@ -747,24 +779,24 @@ impl RunningHub {
             return ShutdownReport::default();
         }
         self.stopped = true;
+        let grace_secs = self.config.hub.shutdown_grace_secs;
+        let grace = Duration::from_secs(grace_secs);
+        let began = Instant::now();
+        let deadline = began + grace;
         if let Some(mut subscriber) = self.subscriber.take() {
             subscriber.stop();
         }
-        let grace = Duration::from_secs(self.config.hub.shutdown_grace_secs);
-        let started = Instant::now();
-        while started.elapsed() < grace && self.stats.consumers().iter().any(|c| c.backlog() > 0) {
+        // Mailboxes drain until the grace is nearly over; the rest of it is
+        // kept for the consumers' `stop` (a writer's last commit, say).
+        let drain_until = deadline - (grace / 5).min(Duration::from_secs(2));
+        while Instant::now() < drain_until && self.stats.consumers().iter().any(|c| c.backlog() > 0)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let undrained: Vec<(String, i64)> = self
-            .stats
-            .consumers()
-            .iter()
-            .filter(|c| c.backlog() > 0)
-            .map(|c| (c.name().to_string(), c.backlog()))
-            .collect();
-        for (name, left) in &undrained {
-            tracing::warn!(consumer = %name, messages = left, "shutting down before the mailbox drained: these messages are not handled");
-        }
+        // What is still in a mailbox is discarded (and counted) from now on.
+        let consumers = self.stats.consumers();
+        let dropped_before: Vec<u64> = consumers.iter().map(|c| c.dropped_at_shutdown()).collect();
+        self.grace_over.store(true, Ordering::Release);
         self.shutting_down.store(true, Ordering::Release);
         let (done_tx, done_rx) = channel();
         let mut waiting = 0;
@@ -778,15 +810,37 @@ impl RunningHub {
                 waiting += 1;
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Stopping may use what is left of the grace, and a moment at least.
+        let stop_until = deadline.max(Instant::now() + Duration::from_millis(200));
         while waiting > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = stop_until.saturating_duration_since(Instant::now());
             match done_rx.recv_timeout(left) {
                 Ok(name) => {
                     tracing::debug!(consumer = %name, "consumer stopped");
                     waiting -= 1;
                 }
-                Err(_) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        consumers = waiting,
+                        "consumers did not stop within the shutdown grace"
+                    );
+                    break;
+                }
+            }
+        }
+        let mut undrained = Vec::new();
+        for (consumer, before) in consumers.iter().zip(dropped_before) {
+            let discarded = consumer.dropped_at_shutdown().saturating_sub(before);
+            let held = consumer.backlog().max(0) as u64;
+            if discarded + held > 0 {
+                crate::events::ShutdownLeftMessages {
+                    consumer,
+                    discarded,
+                    held,
+                    grace_secs,
+                }
+                .emit();
+                undrained.push((consumer.name().to_string(), (discarded + held) as i64));
             }
         }
         if let (Some(server), Some(system)) = (self.server.take(), &self.system) {
@@ -796,16 +850,17 @@ impl RunningHub {
                 let _ = tx.send(());
             });
             if spawned {
-                let _ = rx.recv_timeout(Duration::from_secs(3));
+                let _ = rx.recv_timeout(Duration::from_secs(1));
             }
         }
         for arbiter in self.arbiters.drain(..) {
             arbiter.stop();
+            let left = stop_until.saturating_duration_since(Instant::now());
             join_within(
                 move || {
                     let _ = arbiter.join();
                 },
-                Duration::from_secs(5),
+                left.max(Duration::from_millis(100)),
             );
         }
         if let Some(system) = self.system.take() {
@@ -887,6 +942,67 @@ async fn first_of<A: Future, B: Future>(a: A, b: B) {
         }
     })
     .await
+}
+
+/// SIGINT and SIGTERM handlers installed at once and waited for later, so a
+/// signal that arrives while the hub is still starting is not lost (nor does
+/// it kill the process the default way).
+pub struct ShutdownSignal {
+    received: Receiver<()>,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers on a thread of their own; returns once they are.
+    pub fn install() -> Result<ShutdownSignal, HubError> {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        let (installed_tx, installed_rx) = channel::<std::io::Result<()>>();
+        let (received_tx, received) = channel();
+        std::thread::Builder::new()
+            .name("fedhub-signals".into())
+            .spawn(move || {
+                let runtime = match actix_rt::Runtime::new() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = installed_tx.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let handlers = signal(SignalKind::terminate())
+                        .and_then(|t| signal(SignalKind::interrupt()).map(|i| (t, i)));
+                    match handlers {
+                        Ok((mut terminate, mut interrupt)) => {
+                            let _ = installed_tx.send(Ok(()));
+                            first_of(terminate.recv(), interrupt.recv()).await;
+                            let _ = received_tx.send(());
+                        }
+                        Err(error) => {
+                            let _ = installed_tx.send(Err(error));
+                        }
+                    }
+                });
+            })
+            .map_err(|source| HubError::Thread {
+                what: "signal thread",
+                source,
+            })?;
+        match installed_rx.recv() {
+            Ok(Ok(())) => Ok(ShutdownSignal { received }),
+            Ok(Err(source)) => Err(HubError::Thread {
+                what: "signal handlers",
+                source,
+            }),
+            Err(_) => Err(HubError::Thread {
+                what: "signal thread",
+                source: std::io::Error::other("exited before installing the handlers"),
+            }),
+        }
+    }
+
+    /// Blocks until SIGINT or SIGTERM has arrived (at once if it already has).
+    pub fn wait(&self) {
+        let _ = self.received.recv();
+    }
 }
 
 /// Blocks the calling thread until SIGINT or SIGTERM.

@@ -16,7 +16,7 @@ use crate::events;
 use crate::message::{DecodeError, Envelope, ReceivedFrames};
 use crate::router::{Admission, Admitted, Dispatcher, Router};
 use crate::socket::BusError;
-use crate::stats::{BusStats, Stats};
+use crate::stats::{BusStats, EndpointStats, Stats};
 
 /// One SUB socket: a name for metrics, and what it connects to or binds.
 #[derive(Debug, Clone)]
@@ -96,6 +96,7 @@ struct Received {
 pub struct Subscriber {
     receiver: Option<JoinHandle<()>>,
     decoder: Option<JoinHandle<()>>,
+    monitor: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     bound: Vec<(String, String)>,
 }
@@ -113,11 +114,18 @@ impl Subscriber {
     ) -> Result<Subscriber, BusError> {
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
-        for plan in plans {
+        let mut monitors = Vec::new();
+        for (index, plan) in plans.iter().enumerate() {
             let socket = context
                 .socket(zmq::SUB)
                 .map_err(|e| BusError::socket("create SUB for", &plan.name, e))?;
             configure(&socket, &plan.name, options)?;
+            if !plan.connect.is_empty() {
+                // Before connecting, so that the first events are seen.
+                monitors.push(EndpointMonitor::attach(
+                    context, &socket, index, plan, &stats,
+                )?);
+            }
             for addr in &plan.bind {
                 socket
                     .bind(addr)
@@ -143,6 +151,18 @@ impl Subscriber {
         }
         let bus_stats: Vec<Arc<BusStats>> = sockets.iter().map(|s| s.stats.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
+        let monitor = if monitors.is_empty() {
+            None
+        } else {
+            let monitor_stop = stop.clone();
+            let monitor_stats = stats.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("fedhub-bus-monitor".into())
+                    .spawn(move || monitor_loop(monitors, &monitor_stats, &monitor_stop))
+                    .expect("spawning the bus monitor thread"),
+            )
+        };
         let nice = options.thread_nice;
         let max = options.max_message_bytes;
         let Router {
@@ -183,6 +203,7 @@ impl Subscriber {
         Ok(Subscriber {
             receiver: Some(receiver),
             decoder: Some(decoder),
+            monitor,
             stop,
             bound,
         })
@@ -197,9 +218,13 @@ impl Subscriber {
     /// was received is decoded and handed to the consumers first.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        for handle in [self.receiver.take(), self.decoder.take()]
-            .into_iter()
-            .flatten()
+        for handle in [
+            self.receiver.take(),
+            self.decoder.take(),
+            self.monitor.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = handle.join();
         }
@@ -209,6 +234,115 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The events of one SUB socket's connections, read from ZeroMQ's socket
+/// monitor on a thread of their own (never the receiving thread's work).
+struct EndpointMonitor {
+    /// The PAIR socket the monitor sends its events to.
+    events: zmq::Socket,
+    bus: String,
+    endpoints: Vec<Arc<EndpointStats>>,
+}
+
+impl EndpointMonitor {
+    /// Starts the monitor of `socket` (socket `index` of the plans) and
+    /// connects to it; every endpoint the plan connects to starts `connecting`.
+    fn attach(
+        context: &zmq::Context,
+        socket: &zmq::Socket,
+        index: usize,
+        plan: &SocketPlan,
+        stats: &Stats,
+    ) -> Result<EndpointMonitor, BusError> {
+        let address = format!("inproc://fedhub-bus-monitor-{index}");
+        let wanted = zmq::SocketEvent::CONNECTED as i32
+            | zmq::SocketEvent::CONNECT_RETRIED as i32
+            | zmq::SocketEvent::DISCONNECTED as i32;
+        socket
+            .monitor(&address, wanted)
+            .map_err(|e| BusError::socket("monitor", &plan.name, e))?;
+        let events = context
+            .socket(zmq::PAIR)
+            .map_err(|e| BusError::socket("create monitor for", &plan.name, e))?;
+        events
+            .set_linger(0)
+            .and_then(|()| events.connect(&address))
+            .map_err(|e| BusError::socket("connect monitor of", &plan.name, e))?;
+        let endpoints = plan
+            .connect
+            .iter()
+            .map(|addr| stats.endpoint(&plan.name, addr))
+            .collect();
+        Ok(EndpointMonitor {
+            events,
+            bus: plan.name.clone(),
+            endpoints,
+        })
+    }
+
+    /// Reads every event waiting, without blocking.
+    fn drain(&mut self, stats: &Stats) {
+        while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
+            let [event, address] = frames.as_slice() else {
+                continue;
+            };
+            let Some(id) = event.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]])) else {
+                continue;
+            };
+            let change = if id == zmq::SocketEvent::CONNECTED as u16 {
+                events::EndpointChange::Connected
+            } else if id == zmq::SocketEvent::DISCONNECTED as u16 {
+                events::EndpointChange::Disconnected
+            } else if id == zmq::SocketEvent::CONNECT_RETRIED as u16 {
+                events::EndpointChange::Retried
+            } else {
+                continue;
+            };
+            let address = String::from_utf8_lossy(address);
+            let endpoint = match self.endpoints.iter().find(|e| e.address() == address) {
+                Some(endpoint) => endpoint.clone(),
+                None => {
+                    let endpoint = stats.endpoint(&self.bus, &address);
+                    self.endpoints.push(endpoint.clone());
+                    endpoint
+                }
+            };
+            events::EndpointEvent {
+                endpoint: &endpoint,
+                change,
+            }
+            .emit();
+        }
+    }
+}
+
+/// The bus monitor thread: waits for connection events of every connecting
+/// socket and records them, until the hub stops.
+fn monitor_loop(mut monitors: Vec<EndpointMonitor>, stats: &Stats, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        let mut items: Vec<zmq::PollItem> = monitors
+            .iter()
+            .map(|m| m.events.as_poll_item(zmq::POLLIN))
+            .collect();
+        match zmq::poll(&mut items, IDLE_POLL_MS) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "polling the bus monitor failed");
+                std::thread::sleep(std::time::Duration::from_millis(IDLE_POLL_MS as u64));
+                continue;
+            }
+        }
+        let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        drop(items);
+        for (monitor, ready) in monitors.iter_mut().zip(ready) {
+            if ready {
+                monitor.drain(stats);
+            }
+        }
     }
 }
 

@@ -30,6 +30,8 @@
 //! - `hub`: startup (named steps) and shutdown of all of the above.
 //! - `memory`, `priority`, `socket`: returning memory after a burst, data-path
 //!   thread priority, ZeroMQ socket setup errors.
+//! - `logging`: logging to stderr; the HTTP server's per-connection error
+//!   lines counted and rate limited.
 
 mod actor;
 mod backlog;
@@ -40,6 +42,7 @@ mod events;
 mod http;
 mod hub;
 mod ingress;
+mod logging;
 mod memory;
 mod message;
 mod metric_names;
@@ -63,9 +66,11 @@ pub use consumer::{
 };
 pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
-    ShutdownReport,
+    ShutdownReport, ShutdownSignal,
 };
-pub use message::{DecodeError, Envelope};
+pub use logging::init_logging;
+pub use memory::release_free_memory;
+pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
 pub use socket::BusError;
 pub use stats::Stats;
@@ -94,18 +99,4 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next.source();
     }
     line
-}
-
-/// Sets up logging to stderr (`RUST_LOG` style filter, default `info`), without
-/// colours unless stderr is a terminal: stdout stays clean for tools that print
-/// data (tail, collectd exec).
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }

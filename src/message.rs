@@ -47,6 +47,10 @@ pub enum DecodeError {
     /// The body is not JSON (or not UTF-8).
     #[error("body is not valid JSON: {0}")]
     NotJson(String),
+    /// The body holds `NaN`, `Infinity` or `-Infinity`, which Python's
+    /// `json.dumps` writes for such floats but JSON does not allow.
+    #[error("body is not valid JSON: it holds NaN or Infinity (Python's json.dumps writes them for such floats; JSON has no such numbers)")]
+    NotFinite,
     /// The body is JSON but not an object.
     #[error("body must be a JSON object, found {0}")]
     NotObject(&'static str),
@@ -56,6 +60,12 @@ pub enum DecodeError {
     /// The body has no `topic`.
     #[error("body has no \"topic\" field")]
     MissingTopic,
+    /// The body nests arrays and objects deeper than [`MAX_JSON_DEPTH`].
+    #[error("body nests arrays and objects deeper than {limit} levels")]
+    TooDeep {
+        /// The limit ([`MAX_JSON_DEPTH`]).
+        limit: usize,
+    },
     /// The body's `topic` differs from the topic frame.
     #[error("topic frame {frame:?} disagrees with body topic {body:?}")]
     TopicMismatch {
@@ -76,15 +86,17 @@ impl DecodeError {
             DecodeError::TopicNotUtf8 => "topic_not_utf8",
             DecodeError::EmptyTopic => "empty_topic",
             DecodeError::NotJson(_) => "not_json",
+            DecodeError::NotFinite => "not_finite",
             DecodeError::NotObject(_) => "not_object",
             DecodeError::WrongType(_) => "wrong_type",
             DecodeError::MissingTopic => "missing_topic",
             DecodeError::TopicMismatch { .. } => "topic_mismatch",
+            DecodeError::TooDeep { .. } => "too_deep",
         }
     }
 
     /// Every reason, for pre-registering metric series.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 12] = [
         "frame_count",
         "missing_separator",
         "too_large",
@@ -95,8 +107,17 @@ impl DecodeError {
         "wrong_type",
         "missing_topic",
         "topic_mismatch",
+        "too_deep",
+        "not_finite",
     ];
 }
+
+/// How deeply a body may nest arrays and objects, the envelope object itself
+/// being the first level: the one limit of the whole hub. Ingress rejects a
+/// deeper body as malformed (`too_deep`), so whatever a consumer receives (or a
+/// store keeps) can be parsed into a tree again, inside documents that embed it
+/// (serde_json stops at 128 levels), without deep recursion.
+pub const MAX_JSON_DEPTH: usize = 64;
 
 /// The fields routing and bookkeeping need, read without building a tree.
 #[derive(Deserialize)]
@@ -106,6 +127,8 @@ struct Head<'a> {
     #[serde(borrow)]
     msg_id: Option<Text<'a>>,
     timestamp: Option<f64>,
+    /// fedmsg's per-sender counter: an integer, or the message is malformed.
+    i: Option<i64>,
 }
 
 /// A JSON string borrowed from the body when it has no escapes, decoded into its
@@ -218,6 +241,7 @@ struct Checked {
     topic: Span,
     msg_id: Option<Span>,
     timestamp: Option<f64>,
+    i: Option<i64>,
 }
 
 /// One fedmsg message: the topic frame, the raw JSON body and the fields decoded
@@ -227,6 +251,7 @@ pub struct Envelope {
     topic: Span,
     msg_id: Option<Span>,
     timestamp: Option<f64>,
+    i: Option<i64>,
     received_at: SystemTime,
     parsed: OnceLock<Map<String, Value>>,
 }
@@ -329,6 +354,7 @@ impl Envelope {
             topic: checked.topic,
             msg_id: checked.msg_id,
             timestamp: checked.timestamp,
+            i: checked.i,
             received_at: SystemTime::now(),
             parsed: OnceLock::new(),
         }
@@ -404,9 +430,10 @@ impl Envelope {
         self.get("msg")
     }
 
-    /// The sender's per-process counter (`i`).
+    /// The sender's per-process counter (`i`), checked to be an integer when
+    /// the message was decoded.
     pub fn i(&self) -> Option<i64> {
-        self.get("i").and_then(Value::as_i64)
+        self.i
     }
 
     /// The Unix user of the sending process (`username`).
@@ -475,11 +502,81 @@ fn check(topic: &[u8], body: &[u8], max_body_bytes: usize) -> Result<Checked, De
             body: body_topic.into_owned(),
         });
     }
+    if nests_deeper_than(body.as_bytes(), MAX_JSON_DEPTH) {
+        return Err(DecodeError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
     Ok(Checked {
         topic: Span::of(body_topic, body),
         msg_id: head.msg_id.map(|id| Span::of(id.0, body)),
         timestamp: head.timestamp,
+        i: head.i,
     })
+}
+
+/// Whether `body`, valid JSON, nests arrays and objects deeper than `limit`.
+/// A body with no more opening brackets than `limit` (nearly every one) is
+/// settled by one count that the compiler vectorizes; only the others are
+/// walked, skipping strings.
+fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
+    let opening = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opening <= limit {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether `body` (on the error path only) holds a bare `NaN` or `Infinity`
+/// outside strings, as Python's `json.dumps` writes them.
+fn has_non_finite_number(body: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (at, &b) in body.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'N' if body[at..].starts_with(b"NaN") => return true,
+            b'I' if body[at..].starts_with(b"Infinity") => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
@@ -503,6 +600,7 @@ fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
     }
     serde_json::from_str::<Head>(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => DecodeError::WrongType(e.to_string()),
+        _ if has_non_finite_number(body.as_bytes()) => DecodeError::NotFinite,
         _ => DecodeError::NotJson(e.to_string()),
     })
 }
@@ -584,6 +682,17 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!nests_deeper_than(b"{}", 1));
+        assert!(nests_deeper_than(b"{\"a\":[]}", 1));
+        assert!(!nests_deeper_than(b"{\"a\":\"[[[\\\"[[[\"}", 1));
+        assert!(nests_deeper_than(b"{\"a\":\"\\\\\",\"b\":[[]]}", 2));
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(nests_deeper_than(deep.as_bytes(), 64));
+        assert!(!nests_deeper_than(deep.as_bytes(), 65));
+    }
+
+    #[test]
     fn unknown_fields_are_kept() {
         let body = format!(r#"{{"topic":"{TOPIC}","seq_id":7,"source_name":"datanommer"}}"#);
         let env = Envelope::decode(TOPIC.as_bytes(), body.as_bytes(), 1 << 20).unwrap();
@@ -614,6 +723,27 @@ mod tests {
                 "wrong_type",
             ),
             (vec![t, br#"{"topic":"org.other"}"#], "topic_mismatch"),
+            (
+                vec![
+                    t,
+                    br#"{"i":1.5,"topic":"org.fedoraproject.dev.peer.bench.msg"}"#,
+                ],
+                "wrong_type",
+            ),
+            (
+                vec![
+                    t,
+                    br#"{"msg":{"x":NaN},"topic":"org.fedoraproject.dev.peer.bench.msg"}"#,
+                ],
+                "not_finite",
+            ),
+            (
+                vec![
+                    t,
+                    br#"{"msg":{"x":"NaN",y},"topic":"org.fedoraproject.dev.peer.bench.msg"}"#,
+                ],
+                "not_json",
+            ),
         ];
         for (frames, reason) in cases {
             let err = Envelope::from_frames(&frames, 1 << 20).unwrap_err();

@@ -17,6 +17,8 @@ pub const CONSUMER_EXCEPTIONS_TOTAL: &str = "fedhub_consumer_exceptions_total";
 pub const CONSUMER_PANICS_TOTAL: &str = "fedhub_consumer_panics_total";
 /// Messages routed to a consumer but not delivered, by reason.
 pub const CONSUMER_DROPPED_TOTAL: &str = "fedhub_consumer_dropped_total";
+/// Dead letters that could not be written to a consumer's `dead_letter_file`.
+pub const CONSUMER_DEAD_LETTER_ERRORS_TOTAL: &str = "fedhub_consumer_dead_letter_errors_total";
 /// Restarts of a consumer after a fatal error.
 pub const CONSUMER_RESTARTS_TOTAL: &str = "fedhub_consumer_restarts_total";
 /// Handling time per message (histogram).
@@ -27,6 +29,14 @@ pub const BUS_MESSAGES_RECEIVED_TOTAL: &str = "fedhub_bus_messages_received_tota
 pub const BUS_RECEIVED_BYTES_TOTAL: &str = "fedhub_bus_received_bytes_total";
 /// Messages rejected on a bus socket, by reason.
 pub const BUS_MALFORMED_TOTAL: &str = "fedhub_bus_malformed_total";
+/// Whether an endpoint a bus socket connects to is connected now (gauge, 0 or 1).
+pub const BUS_ENDPOINT_CONNECTED: &str = "fedhub_bus_endpoint_connected";
+/// Connections made to an endpoint (ZeroMQ monitor event CONNECTED).
+pub const BUS_ENDPOINT_CONNECTS_TOTAL: &str = "fedhub_bus_endpoint_connects_total";
+/// Connections to an endpoint that were lost (DISCONNECTED).
+pub const BUS_ENDPOINT_DISCONNECTS_TOTAL: &str = "fedhub_bus_endpoint_disconnects_total";
+/// Failed connection attempts to an endpoint, each retried (CONNECT_RETRIED).
+pub const BUS_ENDPOINT_CONNECT_RETRIES_TOTAL: &str = "fedhub_bus_endpoint_connect_retries_total";
 /// Valid messages that matched no consumer.
 pub const ROUTER_UNROUTED_TOTAL: &str = "fedhub_router_unrouted_total";
 /// Time ingress waited for room in a full mailbox.
@@ -35,3 +45,5 @@ pub const INGRESS_BLOCKED_SECONDS_TOTAL: &str = "fedhub_ingress_blocked_seconds_
 pub const PUBLISHED_TOTAL: &str = "fedhub_published_total";
 /// Messages that could not be published, by reason.
 pub const PUBLISH_ERRORS_TOTAL: &str = "fedhub_publish_errors_total";
+/// Requests the HTTP server dropped before any handler saw them, by reason.
+pub const HTTP_REQUESTS_REJECTED_TOTAL: &str = "fedhub_http_requests_rejected_total";

@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use fedhub_probe::state::{BusState, ConsumerState, HandlingWindow, State};
+use fedhub_probe::state::{
+    BusEndpoint, BusState, ConsumerState, HandlingWindow, HttpRequests, State,
+};
 use prometheus::{
     Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
+use crate::events::HttpRejectReason;
 use crate::message::DecodeError;
 use crate::metric_names as names;
 
@@ -122,14 +125,20 @@ pub struct Stats {
     consumer_panics: IntCounterVec,
     consumer_dropped: IntCounterVec,
     consumer_restarts: IntCounterVec,
+    consumer_dead_letter_errors: IntCounterVec,
     consumer_handling: HistogramVec,
     bus_frames: IntCounterVec,
     bus_bytes: IntCounterVec,
     bus_malformed: IntCounterVec,
+    endpoint_connected: IntGaugeVec,
+    endpoint_connects: IntCounterVec,
+    endpoint_disconnects: IntCounterVec,
+    endpoint_retries: IntCounterVec,
     unrouted: IntCounter,
     ingress_blocked: Counter,
     published: IntCounter,
     publish_errors: IntCounterVec,
+    http_rejected: IntCounterVec,
     consumers: DashMap<String, Arc<ConsumerStats>>,
     buses: DashMap<String, Arc<BusStats>>,
     started_at: SystemTime,
@@ -158,14 +167,20 @@ impl Stats {
             consumer_panics: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_PANICS_TOTAL, "Panics caught while a consumer handled a message."), consumer).unwrap()),
             consumer_dropped: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_DROPPED_TOTAL, "Messages routed to a consumer but not delivered, by reason."), &["consumer", "reason"]).unwrap()),
             consumer_restarts: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_RESTARTS_TOTAL, "Times a consumer was restarted after a fatal error."), consumer).unwrap()),
+            consumer_dead_letter_errors: register(r, IntCounterVec::new(Opts::new(names::CONSUMER_DEAD_LETTER_ERRORS_TOTAL, "Failed messages that could not be written to the consumer's dead_letter_file."), consumer).unwrap()),
             consumer_handling: register(r, HistogramVec::new(HistogramOpts::new(names::CONSUMER_HANDLING_SECONDS, "Time a consumer spent handling one message.").buckets(vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), consumer).unwrap()),
             bus_frames: register(r, IntCounterVec::new(Opts::new(names::BUS_MESSAGES_RECEIVED_TOTAL, "ZeroMQ messages received on a bus socket, valid or not."), &["bus"]).unwrap()),
             bus_bytes: register(r, IntCounterVec::new(Opts::new(names::BUS_RECEIVED_BYTES_TOTAL, "Bytes of message frames received on a bus socket."), &["bus"]).unwrap()),
             bus_malformed: register(r, IntCounterVec::new(Opts::new(names::BUS_MALFORMED_TOTAL, "Messages rejected on a bus socket, by reason."), &["bus", "reason"]).unwrap()),
+            endpoint_connected: register(r, IntGaugeVec::new(Opts::new(names::BUS_ENDPOINT_CONNECTED, "Whether an endpoint a bus socket connects to is connected now (1) or not (0)."), &["bus", "endpoint"]).unwrap()),
+            endpoint_connects: register(r, IntCounterVec::new(Opts::new(names::BUS_ENDPOINT_CONNECTS_TOTAL, "Connections made to an endpoint of a bus socket."), &["bus", "endpoint"]).unwrap()),
+            endpoint_disconnects: register(r, IntCounterVec::new(Opts::new(names::BUS_ENDPOINT_DISCONNECTS_TOTAL, "Connections to an endpoint of a bus socket that were lost."), &["bus", "endpoint"]).unwrap()),
+            endpoint_retries: register(r, IntCounterVec::new(Opts::new(names::BUS_ENDPOINT_CONNECT_RETRIES_TOTAL, "Failed attempts to connect to an endpoint of a bus socket (each is retried)."), &["bus", "endpoint"]).unwrap()),
             unrouted: register(r, IntCounter::new(names::ROUTER_UNROUTED_TOTAL, "Valid messages that matched no consumer.").unwrap()),
             ingress_blocked: register(r, Counter::new(names::INGRESS_BLOCKED_SECONDS_TOTAL, "Time ingress waited for room in a full mailbox (when_full = block).").unwrap()),
             published: register(r, IntCounter::new(names::PUBLISHED_TOTAL, "Messages this hub published on the bus.").unwrap()),
             publish_errors: register(r, IntCounterVec::new(Opts::new(names::PUBLISH_ERRORS_TOTAL, "Messages that could not be published, by reason."), &["reason"]).unwrap()),
+            http_rejected: register(r, IntCounterVec::new(Opts::new(names::HTTP_REQUESTS_REJECTED_TOTAL, "Requests the HTTP server dropped before any handler saw them (oversized or malformed head, slow client), by reason."), &["reason"]).unwrap()),
             consumers: DashMap::new(),
             buses: DashMap::new(),
             started_at: SystemTime::now(),
@@ -209,6 +224,8 @@ impl Stats {
             dropped_stopped: dropped(DropReason::ConsumerStopped),
             dropped_shutdown: dropped(DropReason::Shutdown),
             restarts: self.consumer_restarts.with_label_values(label),
+            dead_letter_errors: self.consumer_dead_letter_errors.with_label_values(label),
+            dead_letter_problem: Mutex::new(None),
             handling: self.consumer_handling.with_label_values(label),
             timing: Mutex::new(Timing::default()),
             initialized: AtomicBool::new(false),
@@ -248,8 +265,36 @@ impl Stats {
             messages: self.bus_frames.with_label_values(&[name]),
             bytes: self.bus_bytes.with_label_values(&[name]),
             malformed,
+            endpoints: Mutex::new(Vec::new()),
         });
         self.buses.entry(name.to_string()).or_insert(stats).clone()
+    }
+
+    /// The connection state of one endpoint a bus socket connects to, created
+    /// (as `connecting`) on first use.
+    pub fn endpoint(&self, bus: &str, address: &str) -> Arc<EndpointStats> {
+        let bus_stats = self.bus(bus);
+        let mut endpoints = bus_stats
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = endpoints.iter().find(|e| e.address == address) {
+            return existing.clone();
+        }
+        let labels = &[bus, address];
+        let endpoint = Arc::new(EndpointStats {
+            bus: bus.to_string(),
+            address: address.to_string(),
+            connected: self.endpoint_connected.with_label_values(labels),
+            connects: self.endpoint_connects.with_label_values(labels),
+            disconnects: self.endpoint_disconnects.with_label_values(labels),
+            retries: self.endpoint_retries.with_label_values(labels),
+            state: std::sync::atomic::AtomicU8::new(EndpointState::Connecting as u8),
+            since_ms: AtomicU64::new(unix_millis(SystemTime::now())),
+            last_connected_ms: AtomicU64::new(0),
+        });
+        endpoints.push(endpoint.clone());
+        endpoint
     }
 
     /// Every bus socket's stats, sorted by name.
@@ -289,9 +334,26 @@ impl Stats {
         self.publish_errors.with_label_values(&[reason]).inc();
     }
 
+    /// Requests the HTTP server dropped so far, by reason, brought up to date
+    /// from the process-wide counts the logging layer keeps.
+    fn http_rejected(&self) -> std::collections::BTreeMap<String, u64> {
+        HttpRejectReason::ALL
+            .iter()
+            .map(|reason| {
+                let counter = self.http_rejected.with_label_values(&[reason.as_str()]);
+                let total = reason.total();
+                if total > counter.get() {
+                    counter.inc_by(total - counter.get());
+                }
+                (reason.as_str().to_string(), counter.get())
+            })
+            .collect()
+    }
+
     /// Renders the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> Result<String, prometheus::Error> {
         use prometheus::Encoder;
+        self.http_rejected();
         let mut out = Vec::with_capacity(16 * 1024);
         prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -302,6 +364,9 @@ impl Stats {
         State {
             buses: self.buses().iter().map(|b| b.state()).collect(),
             consumers: self.consumers().iter().map(|c| c.state()).collect(),
+            http: HttpRequests {
+                requests_rejected_total: self.http_rejected(),
+            },
             ingress_blocked_seconds_total: self.ingress_blocked.get(),
             published_total: self.published(),
             started_at: unix_seconds(self.started_at),
@@ -329,6 +394,8 @@ pub struct ConsumerStats {
     dropped_stopped: IntCounter,
     dropped_shutdown: IntCounter,
     restarts: IntCounter,
+    dead_letter_errors: IntCounter,
+    dead_letter_problem: Mutex<Option<String>>,
     handling: Histogram,
     timing: Mutex<Timing>,
     initialized: AtomicBool,
@@ -413,6 +480,16 @@ impl ConsumerStats {
         self.dropped_full.get() + self.dropped_stopped.get() + self.dropped_shutdown.get()
     }
 
+    /// Messages dropped so far at shutdown (reason `shutdown`).
+    pub(crate) fn dropped_at_shutdown(&self) -> u64 {
+        self.dropped_shutdown.get()
+    }
+
+    /// Counts `messages` more dropped at shutdown.
+    pub(crate) fn count_dropped_at_shutdown(&self, messages: u64) {
+        self.dropped_shutdown.inc_by(messages);
+    }
+
     pub(crate) fn count_dropped(&self, reason: DropReason) {
         match reason {
             DropReason::MailboxFull => self.dropped_full.inc(),
@@ -492,6 +569,39 @@ impl ConsumerStats {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
+    /// Dead letters that could not be written so far.
+    pub fn dead_letter_errors(&self) -> u64 {
+        self.dead_letter_errors.get()
+    }
+
+    /// Why the last dead letter could not be written, until one is written again.
+    pub fn dead_letter_problem(&self) -> Option<String> {
+        self.dead_letter_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts a dead letter that could not be written, and why.
+    pub(crate) fn count_dead_letter_error(&self, problem: String) {
+        self.dead_letter_errors.inc();
+        *self
+            .dead_letter_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(problem);
+    }
+
+    /// A dead letter was written: the last failure no longer holds.
+    pub(crate) fn clear_dead_letter_problem(&self) {
+        let mut problem = self
+            .dead_letter_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if problem.is_some() {
+            *problem = None;
+        }
+    }
+
     /// When the consumer last finished a message (epoch ms, 0 if never).
     pub fn last_progress_ms(&self) -> u64 {
         self.last_progress_ms.load(Ordering::Relaxed)
@@ -504,6 +614,7 @@ impl ConsumerStats {
         let window = self.last_window_timing();
         ConsumerState {
             backlog,
+            dead_letter_errors_total: self.dead_letter_errors(),
             dropped_total: self.dropped(),
             exceptions_total: self.exceptions(),
             handled_total: self.handled(),
@@ -539,9 +650,46 @@ pub struct BusStats {
     messages: IntCounter,
     bytes: IntCounter,
     malformed: Vec<(&'static str, IntCounter)>,
+    endpoints: Mutex<Vec<Arc<EndpointStats>>>,
 }
 
 impl BusStats {
+    /// The endpoints this bus socket connects to, with their connection state.
+    pub fn endpoints(&self) -> Vec<Arc<EndpointStats>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why this bus is not ready: it connects to endpoints, none is connected,
+    /// and none has been for longer than `after` (since the hub started, if
+    /// none ever was).
+    pub fn connection_problem(&self, after: Duration, now: SystemTime) -> Option<String> {
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() || endpoints.iter().any(|e| e.is_connected()) {
+            return None;
+        }
+        let last = endpoints
+            .iter()
+            .map(|e| match e.last_connected_ms() {
+                0 => e.since_ms.load(Ordering::Relaxed),
+                last => last,
+            })
+            .max()
+            .unwrap_or(0);
+        let down_ms = unix_millis(now).saturating_sub(last);
+        (down_ms > after.as_millis() as u64).then(|| {
+            let addresses: Vec<&str> = endpoints.iter().map(|e| e.address()).collect();
+            format!(
+                "bus {}: no endpoint connected for {} s ({})",
+                self.name,
+                down_ms / 1000,
+                addresses.join(", ")
+            )
+        })
+    }
+
     /// The bus socket's name (an `endpoints` key, or `inbound`).
     pub fn name(&self) -> &str {
         &self.name
@@ -589,6 +737,7 @@ impl BusStats {
     pub fn state(&self) -> BusState {
         BusState {
             bytes_total: self.bytes(),
+            endpoints: self.endpoints().iter().map(|e| e.entry()).collect(),
             malformed_by_reason: self
                 .malformed
                 .iter()
@@ -598,6 +747,143 @@ impl BusStats {
             malformed_total: self.malformed_total(),
             messages_total: self.messages(),
             name: self.name.clone(),
+        }
+    }
+}
+
+/// Where a connection to an endpoint stands, from ZeroMQ's socket monitor events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EndpointState {
+    /// Not connected yet, no attempt failed yet.
+    Connecting = 0,
+    /// Connected.
+    Connected = 1,
+    /// The last attempt to connect failed; ZeroMQ retries.
+    Retrying = 2,
+    /// The connection was lost; ZeroMQ reconnects.
+    Disconnected = 3,
+}
+
+impl EndpointState {
+    /// The name `/state` and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Connecting => "connecting",
+            EndpointState::Connected => "connected",
+            EndpointState::Retrying => "retrying",
+            EndpointState::Disconnected => "disconnected",
+        }
+    }
+
+    fn from_u8(value: u8) -> EndpointState {
+        match value {
+            1 => EndpointState::Connected,
+            2 => EndpointState::Retrying,
+            3 => EndpointState::Disconnected,
+            _ => EndpointState::Connecting,
+        }
+    }
+}
+
+/// One endpoint a bus socket connects to: its connection state and counts.
+pub struct EndpointStats {
+    bus: String,
+    address: String,
+    connected: IntGauge,
+    connects: IntCounter,
+    disconnects: IntCounter,
+    retries: IntCounter,
+    state: std::sync::atomic::AtomicU8,
+    since_ms: AtomicU64,
+    last_connected_ms: AtomicU64,
+}
+
+impl EndpointStats {
+    /// The bus socket's name.
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+
+    /// The address, as configured.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The current state.
+    pub fn state(&self) -> EndpointState {
+        EndpointState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Whether it is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.state() == EndpointState::Connected
+    }
+
+    /// When it was last connected (epoch ms; 0 if never).
+    pub fn last_connected_ms(&self) -> u64 {
+        self.last_connected_ms.load(Ordering::Relaxed)
+    }
+
+    /// Connections made so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.get()
+    }
+
+    /// Connections lost so far.
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects.get()
+    }
+
+    /// Failed connection attempts so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
+    }
+
+    /// Records a connection; returns the state it left.
+    pub(crate) fn record_connected(&self) -> EndpointState {
+        self.connects.inc();
+        self.connected.set(1);
+        self.last_connected_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        self.enter(EndpointState::Connected)
+    }
+
+    /// Records a lost connection; returns the state it left.
+    pub(crate) fn record_disconnected(&self) -> EndpointState {
+        self.disconnects.inc();
+        self.connected.set(0);
+        self.last_connected_ms
+            .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        self.enter(EndpointState::Disconnected)
+    }
+
+    /// Records a failed attempt; returns the state it left.
+    pub(crate) fn record_retry(&self) -> EndpointState {
+        self.retries.inc();
+        self.connected.set(0);
+        self.enter(EndpointState::Retrying)
+    }
+
+    fn enter(&self, state: EndpointState) -> EndpointState {
+        let previous = EndpointState::from_u8(self.state.swap(state as u8, Ordering::Relaxed));
+        if previous != state {
+            self.since_ms
+                .store(unix_millis(SystemTime::now()), Ordering::Relaxed);
+        }
+        previous
+    }
+
+    /// This endpoint's entry in the `/state` document.
+    pub fn entry(&self) -> BusEndpoint {
+        BusEndpoint {
+            address: self.address.clone(),
+            connect_retries_total: self.retries(),
+            connects_total: self.connects(),
+            disconnects_total: self.disconnects(),
+            last_connected_ms: self.last_connected_ms(),
+            since_ms: self.since_ms.load(Ordering::Relaxed),
+            state: self.state().as_str().to_string(),
         }
     }
 }

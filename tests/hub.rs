@@ -379,6 +379,170 @@ fn messages_that_keep_failing_go_to_the_dead_letter_file() {
     hub.shutdown();
 }
 
+/// A dead letter that cannot be written (here the path is a directory) is
+/// counted, and readyz fails naming the file, until one is written again.
+#[test]
+fn dead_letters_that_cannot_be_written_are_counted_and_fail_readyz() {
+    let bus = TestBus::new();
+    let config = config(&bus);
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_with_null_consumer(
+        config,
+        &[
+            ("fail_every", json!(1)),
+            ("dead_letter_file", json!(dir.path())),
+        ],
+    );
+    bus.wait_subscribed();
+    let addr = hub.http_addr().unwrap();
+    assert_eq!(http_get(addr, "/health/readyz").0, 200);
+    bus.burst("x", 3);
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.handled() == 3));
+    assert_eq!(null.exceptions(), 3);
+    assert_eq!(null.dead_letter_errors(), 3);
+    let (status, ready) = http_get(addr, "/health/readyz");
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("cannot write dead letters to"), "{ready}");
+    assert!(ready.contains(&dir.path().display().to_string()), "{ready}");
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("fedhub_consumer_dead_letter_errors_total{consumer=\"NullConsumer\"} 3"),
+        "{metrics}"
+    );
+    let (_, state) = http_get(addr, "/state");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["consumers"][0]["dead_letter_errors_total"], 3);
+    hub.shutdown();
+}
+
+/// A dead-letter file in a directory that does not exist is refused at start,
+/// naming the key, rather than failing on every message later.
+#[test]
+fn a_dead_letter_file_in_a_missing_directory_is_refused_at_start() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.consumers.insert(
+        "NullConsumer".into(),
+        section(&[
+            ("enabled", json!(true)),
+            ("dead_letter_file", json!("/nonexistent/dir/dead.jsonl")),
+        ]),
+    );
+    let error = HubBuilder::new(config)
+        .consumer(NullConsumer::factory())
+        .start()
+        .err()
+        .expect("refused");
+    let text = fedhub::error_chain(&error);
+    assert!(
+        text.contains("[consumers.NullConsumer] dead_letter_file"),
+        "{text}"
+    );
+    assert!(text.contains("/nonexistent/dir"), "{text}");
+}
+
+/// `depth` nested arrays around `inner`.
+fn nested(depth: usize, inner: &str) -> String {
+    format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// The hub has one nesting limit, `fedhub::MAX_JSON_DEPTH` (the envelope object
+/// is the first level): a body nested deeper is rejected as malformed and
+/// counted as `too_deep`; one at the limit is delivered whole, and brackets
+/// inside strings do not count.
+#[test]
+fn messages_nested_deeper_than_the_limit_are_rejected_as_malformed() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    let (recorder, seen) = recorder("Everything", Duration::ZERO);
+    config.bus.max_message_bytes = 1 << 20;
+    let hub = HubBuilder::new(config).consumer(recorder).start().unwrap();
+    bus.wait_subscribed();
+    let topic = format!("{PREFIX}.deep");
+    let send = |i: u64, msg: &str| {
+        let body = format!(
+            r#"{{"i":{i},"msg":{msg},"msg_id":"2026-deep-{i}","timestamp":1795392000,"topic":"{topic}"}}"#
+        );
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    };
+    let limit = fedhub::MAX_JSON_DEPTH;
+    assert_eq!(limit, 64);
+    send(1, &nested(limit - 1, "1"));
+    send(2, &nested(limit, "1"));
+    send(3, &nested(128, ""));
+    send(4, &format!("{{\"a\":{}}}", nested(limit - 1, "")));
+    send(5, &format!("\"{}\"", "[".repeat(10_000)));
+    // The legacy one-frame form goes through the same check.
+    let deep = format!(r#"{{"msg":{},"topic":"{topic}"}}"#, nested(100_000, ""));
+    bus.send_frames(&[format!("{topic}\0{deep}").as_bytes()]);
+    send(6, "{}");
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == 3));
+    let bus_stats = hub.stats().bus("test");
+    assert!(wait_until(LONG, || bus_stats.malformed("too_deep") == 4));
+    assert_eq!(bus_stats.malformed_total(), 4);
+    let seen = seen.lock().unwrap().clone();
+    let ids: Vec<_> = seen.iter().map(|s| s.msg_id.clone().unwrap()).collect();
+    assert_eq!(ids, ["2026-deep-1", "2026-deep-5", "2026-deep-6"]);
+    // What was accepted can be read back as a tree, whole.
+    let msg = seen[0].msg.clone().unwrap();
+    assert_eq!(serde_json::to_string(&msg).unwrap(), nested(limit - 1, "1"));
+    let addr = hub.http_addr().unwrap();
+    let (_, metrics) = http_get(addr, "/metrics");
+    assert!(
+        metrics.contains("fedhub_bus_malformed_total{bus=\"test\",reason=\"too_deep\"} 4"),
+        "{metrics}"
+    );
+    hub.shutdown();
+}
+
+/// fedmsg's `i` is an integer: one sent as a float or a string is rejected as
+/// malformed (`wrong_type`), never turned into 0; null or absent means none.
+#[test]
+fn an_i_that_is_not_an_integer_is_rejected_not_invented() {
+    let bus = TestBus::new();
+    let config = config(&bus);
+    let (recorder, seen) = recorder("Everything", Duration::ZERO);
+    let hub = HubBuilder::new(config).consumer(recorder).start().unwrap();
+    bus.wait_subscribed();
+    let topic = format!("{PREFIX}.counter");
+    for (n, i) in [
+        "1.5",
+        "\"7\"",
+        "1e3",
+        "2.0",
+        "-3",
+        "null",
+        "9223372036854775808",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = format!(r#"{{"i":{i},"msg":{{}},"msg_id":"2026-i-{n}","topic":"{topic}"}}"#);
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    }
+    let body = format!(r#"{{"msg":{{}},"msg_id":"2026-i-absent","topic":"{topic}"}}"#);
+    bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == 3));
+    let test_bus = hub.stats().bus("test");
+    assert!(wait_until(LONG, || test_bus.malformed("wrong_type") == 5));
+    assert_eq!(test_bus.malformed_total(), 5);
+    let seen = seen.lock().unwrap().clone();
+    let got: Vec<_> = seen
+        .iter()
+        .map(|s| (s.msg_id.clone().unwrap(), s.i))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-i-4".to_string(), Some(-3)),
+            ("2026-i-5".to_string(), None),
+            ("2026-i-absent".to_string(), None),
+        ]
+    );
+    hub.shutdown();
+}
+
 #[test]
 fn bad_input_is_rejected_counted_and_loses_nothing_else() {
     let bus = TestBus::new();
@@ -494,6 +658,153 @@ fn shutdown_grace_is_bounded_and_reports_what_was_left() {
     );
     assert_eq!(report.undrained.len(), 1);
     assert!(report.undrained[0].1 > 0);
+}
+
+/// Shutdown ends within `shutdown_grace_secs` even when the backlog cannot
+/// drain in time: what was left is not handled afterwards, it is counted as
+/// `dropped{reason="shutdown"}` for its consumer and reported.
+#[test]
+fn shutdown_finishes_within_its_grace_and_counts_what_was_left() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.hub.shutdown_grace_secs = 1;
+    let hub = start_with_null_consumer(
+        config,
+        &[
+            ("sleep_ms", json!(2)),
+            ("capacity_messages", json!(100_000)),
+        ],
+    );
+    bus.wait_subscribed();
+    bus.burst("x", 3000);
+    let null = hub.stats().consumer("NullConsumer");
+    assert!(wait_until(LONG, || null.received() == 3000));
+    assert!(null.backlog() > 1000, "backlog {}", null.backlog());
+    let stats = hub.stats().clone();
+    let began = std::time::Instant::now();
+    let report = hub.shutdown();
+    let took = began.elapsed();
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+    assert_eq!(report.undrained.len(), 1, "{:?}", report.undrained);
+    let (name, left) = report.undrained[0].clone();
+    assert_eq!(name, "NullConsumer");
+    assert!(left > 0);
+    // Nothing was handled after the grace: handled and left add up.
+    let handled = null.handled();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(null.handled(), handled);
+    assert_eq!(handled + left as u64, 3000);
+    assert_eq!(null.backlog(), 0);
+    let metrics = stats.render_prometheus().unwrap();
+    let series = format!(
+        "fedhub_consumer_dropped_total{{consumer=\"NullConsumer\",reason=\"shutdown\"}} {left}"
+    );
+    assert!(metrics.contains(&series), "{series} in {metrics}");
+}
+
+/// The value of one series in the Prometheus text.
+fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Each endpoint a bus connects to has a connection state from ZeroMQ's socket
+/// monitor events, on `/metrics` and `/state`; with
+/// `not_ready_after_disconnected_secs` set, readyz fails while no endpoint of
+/// a bus has been connected for that long.
+#[test]
+fn endpoint_connection_state_is_exported_and_can_fail_readyz() {
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let mut config = fedhub::Config::default();
+    config.bus.endpoints.insert(
+        "bodhi.app01".into(),
+        fedhub::OneOrMany::Many(vec![endpoint.clone()]),
+    );
+    config.bus.inbound = String::new();
+    config.bus.not_ready_after_disconnected_secs = 1;
+    config.http.listen = "127.0.0.1:0".into();
+    config.hub.status_log_interval_secs = 0;
+    let hub = start_with_null_consumer(config, &[]);
+    let addr = hub.http_addr().unwrap();
+    let labels = format!("{{bus=\"bodhi.app01\",endpoint=\"{endpoint}\"}}");
+    let metric = |name: &str| {
+        let (_, text) = http_get(addr, "/metrics");
+        series_value(&text, &format!("{name}{labels}"))
+    };
+    let endpoint_state = || {
+        let (_, state) = http_get(addr, "/state");
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["buses"][0]["endpoints"][0].clone()
+    };
+
+    // Nobody listens: retried, not connected, and after a second not ready.
+    assert!(wait_until(LONG, || metric(
+        "fedhub_bus_endpoint_connect_retries_total"
+    )
+    .is_some_and(|n| n >= 1.0)));
+    assert_eq!(metric("fedhub_bus_endpoint_connected"), Some(0.0));
+    let state = endpoint_state();
+    assert_eq!(state["address"], endpoint.as_str());
+    assert_eq!(state["state"], "retrying", "{state}");
+    assert!(wait_until(LONG, || http_get(addr, "/health/readyz").0 == 503));
+    let (_, ready) = http_get(addr, "/health/readyz");
+    assert!(
+        ready.contains("bus bodhi.app01: no endpoint connected"),
+        "{ready}"
+    );
+
+    // A publisher appears: connected, ready.
+    let context = zmq::Context::new();
+    let publisher = context.socket(zmq::PUB).unwrap();
+    publisher.set_linger(0).unwrap();
+    publisher.bind(&endpoint).unwrap();
+    assert!(wait_until(LONG, || metric("fedhub_bus_endpoint_connected")
+        == Some(1.0)));
+    assert_eq!(metric("fedhub_bus_endpoint_connects_total"), Some(1.0));
+    assert_eq!(endpoint_state()["state"], "connected");
+    assert!(wait_until(LONG, || http_get(addr, "/health/readyz").0 == 200));
+
+    // It goes away: disconnected, counted, and not ready again a second later.
+    drop(publisher);
+    assert!(wait_until(LONG, || metric("fedhub_bus_endpoint_connected")
+        == Some(0.0)));
+    assert_eq!(metric("fedhub_bus_endpoint_disconnects_total"), Some(1.0));
+    let state = endpoint_state()["state"].clone();
+    assert!(state == "disconnected" || state == "retrying", "{state}");
+    assert!(wait_until(LONG, || http_get(addr, "/health/readyz").0 == 503));
+    hub.shutdown();
+}
+
+/// Without `not_ready_after_disconnected_secs` (the default, 0), an endpoint
+/// that is down is reported but does not fail readyz.
+#[test]
+fn a_down_endpoint_does_not_fail_readyz_by_default() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut config = fedhub::Config::default();
+    config
+        .bus
+        .endpoints
+        .insert("down".into(), fedhub::OneOrMany::One(endpoint));
+    config.bus.inbound = String::new();
+    config.http.listen = "127.0.0.1:0".into();
+    let hub = start_with_null_consumer(config, &[]);
+    let addr = hub.http_addr().unwrap();
+    assert!(wait_until(LONG, || {
+        let (_, text) = http_get(addr, "/metrics");
+        text.lines().any(|l| {
+            l.starts_with("fedhub_bus_endpoint_connect_retries_total{bus=\"down\"")
+                && !l.ends_with(" 0")
+        })
+    }));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(http_get(addr, "/health/readyz").0, 200);
+    hub.shutdown();
 }
 
 #[test]

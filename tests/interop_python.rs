@@ -82,6 +82,13 @@ struct PythonPublisher {
 impl PythonPublisher {
     /// Starts the publisher bound at `endpoint` as the fedmsg service `peerpub.vm`.
     fn start(endpoint: &str, sign: bool, messages: &[Value]) -> PythonPublisher {
+        let spec = json!({ "probe": true, "messages": messages });
+        PythonPublisher::start_with_spec(endpoint, sign, &spec.to_string())
+    }
+
+    /// Like [`start`](Self::start), with the script's spec given as text: what
+    /// Python's `json.loads` reads (`NaN` included) and JSON cannot express.
+    fn start_with_spec(endpoint: &str, sign: bool, spec: &str) -> PythonPublisher {
         let dir = tempfile::tempdir().unwrap();
         let mut config = base_config();
         config.insert("name".into(), json!("peerpub.vm"));
@@ -95,12 +102,11 @@ impl PythonPublisher {
         let config_file = dir.path().join("fedmsg-config.py");
         write_fedmsg_config(&config_file, &Value::Object(config));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fedmsg_publish.py");
-        let spec = json!({ "probe": true, "messages": messages });
         let mut child = python_tool("python", dir.path())
             .args(["-W", "ignore"])
             .arg(script)
             .arg(&config_file)
-            .arg(spec.to_string())
+            .arg(spec)
             .spawn()
             .unwrap();
         let stdin = child.stdin.take();
@@ -414,4 +420,42 @@ fn fedhub_tail_prints_python_fedmsg_messages_byte_for_byte() {
     let _ = tail.wait();
     let bodies: Vec<&String> = sent.iter().map(|(_, body)| body).collect();
     assert_eq!(printed.iter().collect::<Vec<_>>(), bodies);
+}
+
+/// Python's `json.dumps`, which fedmsg encodes with, writes a float NaN or
+/// infinity as the bare words `NaN`, `Infinity`, `-Infinity`, which JSON does
+/// not allow and no JSON parser fedhub or its consumers use accepts. fedhub
+/// refuses such a message as malformed, with its own reason (`not_finite`) so
+/// it is told apart from garbage, and goes on with the next.
+#[test]
+fn python_fedmsg_nan_and_infinity_are_refused_as_not_finite() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let spec = r#"{"probe": true, "messages": [
+        {"modname": "bodhi", "topic": "update.karma", "msg": {"ratio": NaN, "text": "NaN in a string is fine"}},
+        {"modname": "bodhi", "topic": "update.karma", "msg": {"ratio": Infinity}},
+        {"modname": "bodhi", "topic": "update.karma", "msg": {"ratio": [-Infinity]}},
+        {"modname": "bodhi", "topic": "update.comment", "msg": {"ratio": 0.5, "text": "NaN"}}
+    ]}"#;
+    let publisher = PythonPublisher::start_with_spec(&endpoint, false, spec);
+    let (hub, seen) = hub_receiving_from(&endpoint);
+    let sent = publisher.go();
+    assert_eq!(sent.len(), 4);
+    assert!(
+        sent[0].1.contains(r#""ratio": NaN"#) || sent[0].1.contains(r#""ratio":NaN"#),
+        "{sent:?}"
+    );
+    let bus = hub.stats().bus("peerpub.vm");
+    assert!(wait_until(STEP, || bus.malformed("not_finite") == 3));
+    assert!(wait_until(STEP, || seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.body == sent[3].1)));
+    assert_eq!(bus.malformed_total(), 3);
+    assert!(!seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.topic.ends_with("update.karma")));
+    hub.shutdown();
 }

@@ -255,6 +255,8 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // Before starting: a signal during startup then stops the hub once it runs.
+    let signal = fedhub::ShutdownSignal::install()?;
     let hub = builder.start()?;
     let demo_stop = Arc::new(AtomicBool::new(false));
     let demo_thread = if demo {
@@ -276,12 +278,14 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
     if let Some(addr) = hub.http_addr() {
         tracing::info!("metrics at http://{addr}/metrics, state at http://{addr}/state");
     }
-    fedhub::wait_for_shutdown_signal()?;
+    signal.wait();
     tracing::info!("shutdown requested");
     demo_stop.store(true, Ordering::Release);
     if let Some(thread) = demo_thread {
         let _ = thread.join();
     }
+    // Exit 1 when the grace ran out with messages not handled (logged per
+    // consumer and counted as dropped, reason shutdown); 0 when all were.
     let report = hub.shutdown();
     Ok(if report.undrained.is_empty() {
         ExitCode::SUCCESS

@@ -112,6 +112,8 @@ document! {
         pub buses: Vec<BusState> => Vec<Lenient<BusView>>,
         /// One entry per consumer, sorted by name.
         pub consumers: Vec<ConsumerState> => Vec<Lenient<ConsumerView>>,
+        /// Requests the HTTP server turned away, by reason.
+        pub http: HttpRequests => HttpRequestsView,
         /// Time ingress waited for room in a full mailbox, seconds (`when_full = block`).
         pub ingress_blocked_seconds_total: f64 => f64,
         /// Messages this hub published on the bus.
@@ -124,10 +126,21 @@ document! {
 }
 
 document! {
+    /// The HTTP server's own counters.
+    pub struct HttpRequests, read as HttpRequestsView {
+        /// Requests dropped before a handler saw them, by reason
+        /// (`head_too_large`, `malformed`, `timeout`, `other`).
+        pub requests_rejected_total: BTreeMap<String, u64> => BTreeMap<String, u64>,
+    }
+}
+
+document! {
     /// One consumer's counters.
     pub struct ConsumerState, read as ConsumerView {
         /// Messages accepted for the consumer and not yet handled.
         pub backlog: i64 => i64,
+        /// Failed messages that could not be written to its dead-letter file.
+        pub dead_letter_errors_total: u64 => u64,
         /// Messages routed to it but not delivered, all reasons.
         pub dropped_total: u64 => u64,
         /// Messages whose handling returned an error or panicked.
@@ -182,6 +195,8 @@ document! {
     pub struct BusState, read as BusView {
         /// Bytes of message frames received.
         pub bytes_total: u64 => u64,
+        /// The addresses this socket connects to, with their connection state.
+        pub endpoints: Vec<BusEndpoint> => Vec<Lenient<BusEndpointView>>,
         /// Rejected messages by reason, only reasons seen at least once.
         pub malformed_by_reason: BTreeMap<String, u64> => BTreeMap<String, u64>,
         /// Rejected messages, all reasons.
@@ -190,6 +205,26 @@ document! {
         pub messages_total: u64 => u64,
         /// The socket's name (an `endpoints` key, or `inbound`).
         pub name: String => String,
+    }
+}
+
+document! {
+    /// One address a bus socket connects to, from ZeroMQ's socket monitor.
+    pub struct BusEndpoint, read as BusEndpointView {
+        /// The address (`tcp://host:port`).
+        pub address: String => String,
+        /// Connection attempts that failed so far.
+        pub connect_retries_total: u64 => u64,
+        /// Connections made so far.
+        pub connects_total: u64 => u64,
+        /// Connections lost so far.
+        pub disconnects_total: u64 => u64,
+        /// When it was last connected (or lost its connection), Unix milliseconds (0: never).
+        pub last_connected_ms: u64 => u64,
+        /// When it entered its state, Unix milliseconds.
+        pub since_ms: u64 => u64,
+        /// `connecting`, `connected`, `retrying` or `disconnected`.
+        pub state: String => String,
     }
 }
 
@@ -210,7 +245,7 @@ mod tests {
 
     /// A `/state` document as the hub serves it (captured from `GET /state`
     /// after one message was handled with an error and one frame was rejected).
-    const SERVED: &str = r#"{"buses":[{"bytes_total":100,"malformed_by_reason":{"frame_count":1},"malformed_total":1,"messages_total":1,"name":"inbound"},{"bytes_total":0,"malformed_by_reason":{},"malformed_total":0,"messages_total":0,"name":"x"}],"consumers":[{"backlog":0,"dropped_total":0,"exceptions_total":0,"handled_total":0,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":0,"handling_seconds_sum":0.0,"initialized":false,"last_progress_ms":0,"mailbox_capacity":0,"mailbox_utilization":0.0,"name":"A","panics_total":0,"peak_backlog":0,"received_total":0,"restarts_total":0},{"backlog":1,"dropped_total":0,"exceptions_total":1,"handled_total":1,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":1,"handling_seconds_sum":0.003,"initialized":false,"last_progress_ms":1796036737183,"mailbox_capacity":10,"mailbox_utilization":0.1,"name":"B","panics_total":0,"peak_backlog":1,"received_total":1,"restarts_total":0}],"ingress_blocked_seconds_total":0.0,"published_total":0,"started_at":1796036737.1835332,"unrouted_total":0}"#;
+    const SERVED: &str = r#"{"buses":[{"bytes_total":100,"endpoints":[],"malformed_by_reason":{"frame_count":1},"malformed_total":1,"messages_total":1,"name":"inbound"},{"bytes_total":0,"endpoints":[{"address":"tcp://127.0.0.1:9940","connect_retries_total":3,"connects_total":0,"disconnects_total":0,"last_connected_ms":0,"since_ms":1796036737190,"state":"retrying"}],"malformed_by_reason":{},"malformed_total":0,"messages_total":0,"name":"x"}],"consumers":[{"backlog":0,"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":0,"handled_total":0,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":0,"handling_seconds_sum":0.0,"initialized":false,"last_progress_ms":0,"mailbox_capacity":0,"mailbox_utilization":0.0,"name":"A","panics_total":0,"peak_backlog":0,"received_total":0,"restarts_total":0},{"backlog":1,"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":1,"handled_total":1,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":1,"handling_seconds_sum":0.003,"initialized":false,"last_progress_ms":1796036737183,"mailbox_capacity":10,"mailbox_utilization":0.1,"name":"B","panics_total":0,"peak_backlog":1,"received_total":1,"restarts_total":0}],"http":{"requests_rejected_total":{"head_too_large":0,"malformed":0,"other":0,"timeout":0}},"ingress_blocked_seconds_total":0.0,"published_total":0,"started_at":1796036737.1835332,"unrouted_total":0}"#;
 
     #[test]
     fn a_served_document_round_trips_byte_for_byte() {

@@ -4,6 +4,9 @@ use crate::message::Envelope;
 
 use super::{Consumer, ConsumerError, ConsumerFactory, Context};
 
+/// The longest `sleep_ms` accepted: a minute per message.
+pub const MAX_SLEEP_MS: f64 = 60_000.0;
+
 /// A consumer that only counts: for smoke tests and benchmarks.
 ///
 /// Settings: `sleep_ms` (handling time per message, default 0), `fail_every`
@@ -20,7 +23,7 @@ pub struct NullConsumer {
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NullOptions {
-    /// Milliseconds to sleep per message (may be fractional).
+    /// Milliseconds to sleep per message (may be fractional), 0 to [`MAX_SLEEP_MS`].
     pub sleep_ms: f64,
     /// Fail every Nth message (0 = never).
     pub fail_every: u64,
@@ -37,7 +40,15 @@ impl NullConsumer {
     /// Its factory, as registered in the `fedhub` binary.
     pub fn factory() -> ConsumerFactory {
         ConsumerFactory::new("NullConsumer", |settings| {
-            Ok(Box::new(NullConsumer::new(settings.parse()?)))
+            let options: NullOptions = settings.parse()?;
+            if !(0.0..=MAX_SLEEP_MS).contains(&options.sleep_ms) {
+                return Err(settings.invalid(
+                    "sleep_ms",
+                    options.sleep_ms,
+                    "0 to 60000 milliseconds",
+                ));
+            }
+            Ok(Box::new(NullConsumer::new(options)))
         })
         .on_embedded_defaults()
         .example_config(include_str!("null.toml"))
@@ -57,10 +68,10 @@ impl Consumer for NullConsumer {
                 self.options.sleep_ms / 1000.0,
             ));
         }
-        if self.options.panic_every > 0 && self.seen % self.options.panic_every == 0 {
+        if self.options.panic_every > 0 && self.seen.is_multiple_of(self.options.panic_every) {
             panic!("NullConsumer panics on message {} as configured", self.seen);
         }
-        if self.options.fail_every > 0 && self.seen % self.options.fail_every == 0 {
+        if self.options.fail_every > 0 && self.seen.is_multiple_of(self.options.fail_every) {
             return Err(ConsumerError::msg(format!(
                 "NullConsumer fails message {} as configured",
                 self.seen

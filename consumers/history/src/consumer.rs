@@ -14,6 +14,7 @@
 //! busy_timeout_ms = 5000                        # wait for locks held by other processes
 //! cache_mib = 64                                # writer page cache
 //! # max_database_bytes = 10_000_000_000         # refuse to grow past this size
+//! max_response_bytes = 67108864                # most bytes of messages in one /raw page
 //! ```
 
 use std::path::PathBuf;
@@ -33,6 +34,13 @@ use crate::writer::{BatchWriter, Health, WriterOptions, WriterState};
 /// The consumer's name: datanommer's class name, so existing Nagios and
 /// collectd definitions keep working.
 pub const NAME: &str = "Nommer";
+
+/// Default `max_response_bytes`: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
+/// Smallest `max_response_bytes` accepted (1 MiB: one large message).
+pub const MIN_MAX_RESPONSE_BYTES: u64 = 1 << 20;
+/// Largest `max_response_bytes` accepted (1 GiB).
+pub const MAX_MAX_RESPONSE_BYTES: u64 = 1 << 30;
 
 /// Default database file, relative to the working directory.
 pub const DEFAULT_DATABASE: &str = "fedhub-history.sqlite";
@@ -58,6 +66,9 @@ pub struct NommerConfig {
     pub cache_mib: u32,
     /// Refuse to grow the database file past this many bytes.
     pub max_database_bytes: Option<u64>,
+    /// The most bytes of stored messages one `/raw` page may hold; a larger
+    /// page is refused with 413 (ask for fewer `rows_per_page`).
+    pub max_response_bytes: u64,
 }
 
 impl Default for NommerConfig {
@@ -72,6 +83,7 @@ impl Default for NommerConfig {
             busy_timeout_ms: 5000,
             cache_mib: 64,
             max_database_bytes: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -102,11 +114,32 @@ impl NommerConfig {
                 "1 to 60000 milliseconds",
             ));
         }
-        if self.queue_messages == 0 {
+        if self.queue_messages == 0 || self.queue_messages > 10_000_000 {
             return Err(invalid(
                 "queue_messages",
                 self.queue_messages,
-                "a positive number of messages",
+                "1 to 10000000 messages",
+            ));
+        }
+        if self.busy_timeout_ms > 3_600_000 {
+            return Err(invalid(
+                "busy_timeout_ms",
+                self.busy_timeout_ms,
+                "0 to 3600000 milliseconds",
+            ));
+        }
+        if !(MIN_MAX_RESPONSE_BYTES..=MAX_MAX_RESPONSE_BYTES).contains(&self.max_response_bytes) {
+            return Err(invalid(
+                "max_response_bytes",
+                self.max_response_bytes,
+                "1048576 to 1073741824 bytes",
+            ));
+        }
+        if self.max_database_bytes == Some(0) {
+            return Err(invalid(
+                "max_database_bytes",
+                0,
+                "a positive number of bytes (or no limit: leave it unset)",
             ));
         }
         if !self.default_query_delta_secs.is_finite() || self.default_query_delta_secs < 0.0 {
@@ -116,12 +149,8 @@ impl NommerConfig {
                 "0 (no default window) or a positive number of seconds",
             ));
         }
-        if self.cache_mib == 0 {
-            return Err(invalid(
-                "cache_mib",
-                self.cache_mib,
-                "a positive size in MiB",
-            ));
+        if self.cache_mib == 0 || self.cache_mib > 1_048_576 {
+            return Err(invalid("cache_mib", self.cache_mib, "1 to 1048576 MiB"));
         }
         Ok(())
     }
@@ -184,6 +213,7 @@ impl Nommer {
             ApiOptions {
                 default_query_delta_secs: (config.default_query_delta_secs > 0.0)
                     .then_some(config.default_query_delta_secs),
+                max_response_bytes: Some(config.max_response_bytes),
             },
         ))
     }

@@ -62,3 +62,26 @@ impl MessageRefused<'_> {
         tracing::error!(msg_id = %self.message.msg_id, topic = %self.message.topic, error = self.error, "message refused by the history store");
     }
 }
+
+/// A stored value could not be parsed into a tree and is served as its stored
+/// text (see the store's reading of rows).
+pub struct StoredValueUnreadable<'a> {
+    /// The row id.
+    pub id: i64,
+    /// Which field (`msg`, `headers`, `extra.<key>`).
+    pub field: &'a str,
+    /// The parser's error.
+    pub error: &'a serde_json::Error,
+}
+
+impl StoredValueUnreadable<'_> {
+    /// Logs it: the message is served with the field as a JSON string.
+    pub fn emit(self) {
+        tracing::warn!(
+            id = self.id,
+            field = self.field,
+            error = %self.error,
+            "stored value cannot be parsed; serving its stored text as a string"
+        );
+    }
+}

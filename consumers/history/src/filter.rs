@@ -98,6 +98,10 @@ pub struct Filter {
     pub rows_per_page: u32,
     /// Sort order by timestamp (ties broken by storage order).
     pub order: Order,
+    /// The most bytes of stored messages one page may hold; a store refuses a
+    /// larger page (`StoreError::PageTooLarge`) before reading it whole.
+    /// `None`: no limit.
+    pub max_page_bytes: Option<u64>,
 }
 
 impl Default for Filter {
@@ -119,6 +123,7 @@ impl Default for Filter {
             page: 1,
             rows_per_page: DEFAULT_ROWS_PER_PAGE,
             order: Order::Desc,
+            max_page_bytes: None,
         }
     }
 }

@@ -24,8 +24,12 @@ use serde_json::{json, Map, Value};
 
 use crate::filter::{now_secs, Filter, FilterError, Order, Page, StoredMessage, MAX_ROWS_PER_PAGE};
 use crate::meta;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::writer::WriterState;
+
+/// A `/raw` response at least this large returns the memory its building
+/// took to the system once it is encoded.
+const RELEASE_MEMORY_AFTER_BYTES: usize = 8 << 20;
 
 /// Longest accepted parameter value, in characters.
 pub const MAX_VALUE_CHARS: usize = 255;
@@ -41,6 +45,8 @@ pub const CONTAINS_MAX_AGE_SECS: f64 = 32.0 * 7.0 * 86_400.0;
 pub struct ApiOptions {
     /// Window applied to `/raw` queries that give no start, end or delta.
     pub default_query_delta_secs: Option<f64>,
+    /// The most bytes of stored messages one `/raw` page may hold (`None`: no limit).
+    pub max_response_bytes: Option<u64>,
 }
 
 /// `meta` fields this server can add to messages.
@@ -474,23 +480,55 @@ async fn raw(
         Ok(r) => r,
         Err(e) => return bad_request(&state, "raw", &e),
     };
-    let filter = request.filter.clone();
+    let mut filter = request.filter.clone();
+    filter.max_page_bytes = options.max_response_bytes;
+    // The query, the document and its text are all built on a blocking
+    // thread: the server's thread (which also answers /health and /metrics)
+    // only sends the bytes.
     let result = web::block(move || {
         let window = filter.window();
-        store.grep(&filter).map(|page| (page, window))
+        store.grep(&filter).map(|page| {
+            let body = raw_body(&request, &page, window.ok().flatten());
+            drop(page);
+            let text = match request.callback.as_deref() {
+                Some(cb) => format!("{cb}({body});"),
+                None => body.to_string(),
+            };
+            drop(body);
+            if text.len() >= RELEASE_MEMORY_AFTER_BYTES {
+                // The page's trees are freed: give their memory back now,
+                // rather than keep the peak of a large query for good.
+                fedhub::release_free_memory();
+            }
+            (text, request.callback.is_some())
+        })
     })
     .await;
-    let (page, window) = match result {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => return server_error(e),
-        Err(e) => return server_error(e),
-    };
-    let body = raw_body(&request, &page, window.ok().flatten());
-    respond(
-        fedhub::actix_web::http::StatusCode::OK,
-        body,
-        request.callback.as_deref(),
-    )
+    match result {
+        Ok(Ok((text, jsonp))) => HttpResponse::Ok()
+            .content_type(if jsonp {
+                "application/javascript"
+            } else {
+                "application/json"
+            })
+            .body(text),
+        Ok(Err(StoreError::PageTooLarge { limit })) => {
+            let error = FilterError::new(
+                "rows_per_page",
+                format!(
+                    "the page would hold more than max_response_bytes = {limit} bytes of messages; ask for fewer rows_per_page"
+                ),
+            );
+            state.bad_request("raw", &error);
+            respond(
+                fedhub::actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                error_body(&error),
+                None,
+            )
+        }
+        Ok(Err(e)) => server_error(e),
+        Err(e) => server_error(e),
+    }
 }
 
 const ID_PARAMS: [&str; 6] = ["id", "meta", "callback", "is_raw", "size", "chrome"];
@@ -690,6 +728,7 @@ mod tests {
     fn default_delta_applies_only_without_times() {
         let options = ApiOptions {
             default_query_delta_secs: Some(600.0),
+            max_response_bytes: None,
         };
         let r = parse_raw("", &options, NOW).unwrap();
         assert_eq!(r.filter.window().unwrap(), Some((NOW - 600.0, NOW)));

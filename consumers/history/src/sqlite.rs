@@ -329,9 +329,15 @@ impl SqliteStore {
                 "SELECT {ROW_COLUMNS} FROM messages m JOIN topic t ON t.id = m.topic_id {clause}
                  ORDER BY m.timestamp {order}, m.id {order} LIMIT ? OFFSET ?"
             ))?;
+            let mut size = PageSize::new(filter.max_page_bytes);
             let rows = stmt
                 .query_map(params_from_iter(page_args.iter().map(SqlValue)), raw_row)?
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|row| {
+                    let row = row?;
+                    size.add(&row)?;
+                    Ok(row)
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             let messages = rows
                 .into_iter()
                 .map(RawRow::decode)
@@ -340,18 +346,26 @@ impl SqliteStore {
         })
     }
 
-    fn fetch(&self, conn: &Connection, ids: &[u32]) -> Result<Vec<StoredMessage>, StoreError> {
+    fn fetch(
+        &self,
+        conn: &Connection,
+        ids: &[u32],
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {ROW_COLUMNS} FROM messages m JOIN topic t ON t.id = m.topic_id WHERE m.id = ?1"
         ))?;
-        let mut out = Vec::with_capacity(ids.len());
+        let mut size = PageSize::new(max_bytes);
+        let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
             // A row indexed after this reader's snapshot began is skipped.
             if let Some(raw) = stmt.query_row([id], raw_row).optional()? {
-                out.push(raw.decode()?);
+                size.add(&raw)?;
+                rows.push(raw);
             }
         }
-        Ok(out)
+        // Parsed only once the whole page is known to fit.
+        rows.into_iter().map(RawRow::decode).collect()
     }
 }
 
@@ -487,20 +501,14 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 
 impl RawRow {
     fn decode(self) -> Result<StoredMessage, StoreError> {
-        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
-            id: self.id,
-            reason: format!("{what} is not JSON: {e}"),
-        };
-        let msg = serde_json::from_str(&self.msg).map_err(|e| corrupt("msg", e))?;
-        let headers = match &self.headers {
-            Some(h) => Some(serde_json::from_str(h).map_err(|e| corrupt("headers", e))?),
-            None => None,
-        };
+        let id = self.id;
+        let msg = stored_value(id, "msg", &self.msg);
+        let headers = self
+            .headers
+            .as_deref()
+            .map(|h| stored_value(id, "headers", h));
         let extra = match &self.extra {
-            Some(x) => match serde_json::from_str(x).map_err(|e| corrupt("extra", e))? {
-                Value::Object(map) => map,
-                _ => Map::new(),
-            },
+            Some(text) => stored_object(id, text),
             None => Map::new(),
         };
         Ok(StoredMessage {
@@ -518,6 +526,77 @@ impl RawRow {
             headers,
             extra,
         })
+    }
+}
+
+/// The stored text a page holds so far, against its limit: checked row by
+/// row as rows are read, so a page past the limit is refused before it is
+/// read whole or parsed.
+struct PageSize {
+    bytes: u64,
+    limit: Option<u64>,
+}
+
+impl PageSize {
+    fn new(limit: Option<u64>) -> PageSize {
+        PageSize { bytes: 0, limit }
+    }
+
+    fn add(&mut self, row: &RawRow) -> Result<(), StoreError> {
+        let text = [&row.certificate, &row.signature, &row.headers, &row.extra]
+            .iter()
+            .map(|t| t.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + row.msg.len()
+            + row.topic.len();
+        self.bytes += text as u64;
+        match self.limit {
+            Some(limit) if self.bytes > limit => Err(StoreError::PageTooLarge { limit }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A stored JSON value as a tree. Reading never fails on what was stored: a
+/// value the parser cannot take (nested deeper than serde_json's 128 levels,
+/// stored before ingress enforced `fedhub::MAX_JSON_DEPTH`) is served as its
+/// stored text, in a JSON string, and logged.
+fn stored_value(id: i64, field: &str, text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|error| {
+        crate::events::StoredValueUnreadable {
+            id,
+            field,
+            error: &error,
+        }
+        .emit();
+        Value::String(text.to_string())
+    })
+}
+
+/// The stored `extra` object: each field read as [`stored_value`] does (the
+/// object is split without building a tree, which has no depth limit).
+fn stored_object(id: i64, text: &str) -> Map<String, Value> {
+    if let Ok(Value::Object(map)) = serde_json::from_str(text) {
+        return map;
+    }
+    type Fields<'a> = std::collections::BTreeMap<String, &'a serde_json::value::RawValue>;
+    match serde_json::from_str::<Fields<'_>>(text) {
+        Ok(fields) => fields
+            .into_iter()
+            .map(|(key, raw)| {
+                let value = stored_value(id, &format!("extra.{key}"), raw.get());
+                (key, value)
+            })
+            .collect(),
+        Err(error) => {
+            crate::events::StoredValueUnreadable {
+                id,
+                field: "extra",
+                error: &error,
+            }
+            .emit();
+            Map::from_iter([("extra".to_string(), Value::String(text.to_string()))])
+        }
     }
 }
 
@@ -953,7 +1032,7 @@ impl Store for SqliteStore {
                 );
                 (total, ids)
             };
-            let messages = self.fetch(conn, &ids)?;
+            let messages = self.fetch(conn, &ids, filter.max_page_bytes)?;
             Ok(Page::new(total, filter.rows_per_page, messages))
         })
     }
@@ -987,7 +1066,7 @@ impl Store for SqliteStore {
             };
             let found = match rows {
                 Some(rows) => self
-                    .fetch(conn, &rows)?
+                    .fetch(conn, &rows, None)?
                     .into_iter()
                     .find(|m| m.msg_id == msg_id),
                 None => conn

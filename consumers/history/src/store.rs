@@ -54,6 +54,13 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A page would hold more bytes of stored messages than
+    /// [`Filter::max_page_bytes`](crate::Filter::max_page_bytes) allows.
+    #[error("the page would hold more than {limit} bytes of stored messages")]
+    PageTooLarge {
+        /// The limit.
+        limit: u64,
+    },
     /// A stored row could not be decoded.
     #[error("stored message {id} is unreadable: {reason}")]
     Corrupt {
@@ -94,7 +101,9 @@ impl StoreError {
         match self {
             StoreError::Database { transient, .. } => *transient,
             StoreError::Open { .. } => true,
-            StoreError::Filter(_) | StoreError::Corrupt { .. } => false,
+            StoreError::Filter(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::PageTooLarge { .. } => false,
         }
     }
 }
@@ -203,10 +212,8 @@ impl NewMessage {
         }
         NewMessage {
             msg_id,
-            i: fields
-                .get("i")
-                .and_then(|raw| serde_json::from_str::<i64>(raw.get()).ok())
-                .unwrap_or(0),
+            // Decoding refused an `i` that is not an integer; absent is 0, as in datanommer.
+            i: envelope.i().unwrap_or(0),
             category: envelope.category().unwrap_or(UNCLASSIFIED).to_string(),
             timestamp,
             username: text("username"),

@@ -524,3 +524,145 @@ fn a_locked_database_is_reported_and_no_message_is_lost() {
     assert_eq!(get_json(addr, "/datagrepper/health").0, 200);
     hub.shutdown();
 }
+
+/// `depth` nested empty arrays.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// What is accepted can be served: the bus rejects a body nested deeper than
+/// `fedhub::MAX_JSON_DEPTH` (counted as `too_deep`) before it reaches the store,
+/// and a row stored before that limit existed, deeper than a JSON parser takes,
+/// is still served by `/raw` and `/id`, its payload as its stored text.
+#[test]
+fn deeply_nested_messages_never_make_the_history_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("history.sqlite");
+    let topic = "org.fedoraproject.prod.git.receive";
+    let legacy_msg = nested(200);
+    {
+        use fedhub_history::Store as _;
+        let store = fedhub_history::SqliteStore::open(&database).unwrap();
+        let legacy = fedhub_history::NewMessage {
+            msg_id: "2020-legacy-deep".into(),
+            i: 1,
+            topic: topic.into(),
+            category: "git".into(),
+            timestamp: T0 - 60.0,
+            username: None,
+            crypto: None,
+            certificate: None,
+            signature: None,
+            msg: legacy_msg.clone(),
+            headers: None,
+            extra: Some(format!(r#"{{"deep":{legacy_msg},"source_version":"1"}}"#)),
+            users: vec![],
+            packages: vec![],
+        };
+        store.insert_batch(&[legacy]).unwrap();
+    }
+    let (hub, bus, addr) = start_hub(&database, &[]);
+    let deep_body = format!(
+        r#"{{"msg":{},"msg_id":"2026-deep","timestamp":{T0},"topic":"{topic}"}}"#,
+        nested(128)
+    );
+    bus.send_frames(&[topic.as_bytes(), deep_body.as_bytes()]);
+    let sent = corpus(2);
+    publish(&bus, &sent);
+    assert!(wait_until(LONG, || message_count(addr) == 3));
+    assert!(wait_until(LONG, || metric(
+        addr,
+        "fedhub_bus_malformed_total{bus=\"test\",reason=\"too_deep\"}"
+    ) == Some(1.0)));
+
+    let (status, page) = get_json(addr, "/datagrepper/raw?rows_per_page=100&order=asc");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        ids(&page),
+        ["2020-legacy-deep", &sent[0].msg_id, &sent[1].msg_id]
+    );
+    assert_eq!(
+        page["raw_messages"][0]["msg"],
+        Value::String(legacy_msg.clone())
+    );
+    assert_eq!(page["raw_messages"][1]["msg"], sent[0].msg);
+    let (status, one) = get_json(addr, "/datagrepper/id?id=2020-legacy-deep");
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["msg"], Value::String(legacy_msg.clone()));
+    let (status, missing) = get_json(addr, "/datagrepper/id?id=2026-deep");
+    assert_eq!(status, 404, "{missing}");
+    hub.shutdown();
+    // The store's own reading (what `fedhub history query` uses) keeps the
+    // other body fields too, the unreadable one as its text.
+    use fedhub_history::Store as _;
+    let store = fedhub_history::SqliteStore::open(&database).unwrap();
+    let stored = store.get("2020-legacy-deep").unwrap().unwrap();
+    assert_eq!(stored.msg, Value::String(legacy_msg.clone()));
+    assert_eq!(stored.extra["deep"], Value::String(legacy_msg));
+    assert_eq!(stored.extra["source_version"], "1");
+    let page = store.grep(&fedhub_history::Filter::new()).unwrap();
+    assert_eq!(page.messages.len(), 3);
+}
+
+/// A `/raw` page is bounded in bytes (`max_response_bytes`): past it the
+/// query is refused with 413 and a JSON error naming `rows_per_page` and the
+/// limit, before the rows are read whole, and counted; a smaller page is
+/// served. Probes answer while large queries run.
+#[test]
+fn large_raw_pages_are_refused_past_max_response_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("history.sqlite");
+    let (hub, bus, addr) = start_hub(&database, &[("max_response_bytes", json!(4 << 20))]);
+    let topic = "org.fedoraproject.prod.git.receive";
+    let text = "x".repeat(1_000_000);
+    for n in 0..12 {
+        let body = format!(
+            r#"{{"i":{n},"msg":{{"text":"{text}"}},"msg_id":"2026-large-{n}","timestamp":{},"topic":"{topic}"}}"#,
+            T0 + n as f64
+        );
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+    }
+    assert!(wait_until(LONG, || message_count(addr) == 12));
+
+    let (status, refused) = get_json(addr, "/datagrepper/raw?rows_per_page=10&order=asc");
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["parameter"], "rows_per_page", "{refused}");
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("max_response_bytes"), "{error}");
+    assert!(error.contains("4194304"), "{error}");
+    assert_eq!(
+        metric(addr, "fedhub_history_bad_requests_total{endpoint=\"raw\"}"),
+        Some(1.0)
+    );
+
+    let (status, page) = get_json(addr, "/datagrepper/raw?rows_per_page=3&order=asc");
+    assert_eq!(status, 200);
+    assert_eq!(page["count"], 3);
+    assert_eq!(page["total"], 12);
+    assert_eq!(
+        page["raw_messages"][0]["msg"]["text"]
+            .as_str()
+            .unwrap()
+            .len(),
+        1_000_000
+    );
+
+    // Large queries in flight do not keep the probes waiting.
+    let queries: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    http_get(addr, "/datagrepper/raw?rows_per_page=3&order=desc");
+                }
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        assert_eq!(http_get(addr, "/health/livez").0, 200);
+        assert_eq!(http_get(addr, "/metrics").0, 200);
+    }
+    for q in queries {
+        q.join().unwrap();
+    }
+    hub.shutdown();
+}
