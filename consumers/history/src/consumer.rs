@@ -28,6 +28,7 @@ use serde::Deserialize;
 use fedhub_storage::{DatabaseUrl, PoolOptions};
 
 use crate::http::{routes, ApiOptions};
+use crate::postgres::PgStore;
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{NewMessage, Store, StoreError};
 use crate::writer::{BatchWriter, Health, WriterOptions, WriterState};
@@ -185,12 +186,7 @@ impl NommerConfig {
                 Arc::new(SqliteStore::open_with(path, self.sqlite_options())?)
             }
             DatabaseUrl::Postgres(_) => {
-                let _ = registry;
-                return Err(StoreError::Open {
-                    path: url.to_string(),
-                    reason: "the history store keeps its messages in SQLite: expected a file path or sqlite:PATH".into(),
-                    source: None,
-                });
+                Arc::new(PgStore::open(&url, &self.pool_options(), registry)?)
             }
         })
     }

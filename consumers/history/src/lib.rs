@@ -7,6 +7,7 @@
 //! - [`store`]: the [`Store`] trait every backend implements, and [`NewMessage`].
 //! - [`schema`]: the schema of each backend, as `fedhub_storage` migrations.
 //! - [`sqlite`]: the embedded SQLite backend, [`SqliteStore`].
+//! - [`postgres`]: the PostgreSQL backend several hubs share, [`PgStore`].
 //! - [`index`]: the in-memory bitmap index that makes counts and pages cheap.
 //! - [`filter`]: [`Filter`] (datanommer `grep` semantics, datagrepper time arguments) and [`Page`].
 //! - [`events`]: the store's typed events (log and count in one place), metric names.
@@ -36,6 +37,7 @@ pub mod http;
 pub mod import;
 pub mod index;
 pub mod meta;
+pub mod postgres;
 pub mod schema;
 pub mod sqlite;
 pub mod store;
@@ -47,6 +49,7 @@ pub use filter::{Filter, FilterError, Order, Page, StoredMessage};
 pub use http::{routes, ApiOptions};
 pub use import::{import_jsonl, import_jsonl_file, ImportError, ImportProgress, ImportReport};
 pub use meta::{packages, subtitle, usernames};
+pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::{BatchReport, NewMessage, Store, StoreError};
 pub use writer::{BatchWriter, Health, WriterError, WriterOptions, WriterState};

@@ -1,5 +1,5 @@
 //! The storage seam: the [`Store`] trait every backend implements (embedded
-//! SQLite, [`crate::SqliteStore`]), and the
+//! SQLite, [`crate::SqliteStore`]; PostgreSQL, [`crate::PgStore`]), and the
 //! [`NewMessage`] rows it stores.
 //!
 //! A backend keeps datanommer's model: one row per message (unique `msg_id`),
