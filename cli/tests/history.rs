@@ -1,7 +1,10 @@
-//! `fedhub history import | query | user` as users run them, on a real SQLite file.
+//! `fedhub history import | query | user` as users run them, on a real SQLite file;
+//! and `fedhub run` processes sharing one PostgreSQL server (the testkit's throwaway
+//! cluster): several hubs, one database, and the server failing under a running hub.
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -293,3 +296,229 @@ fn a_database_that_cannot_be_opened_stops_the_hub_with_the_key_named() {
         text(&output.stderr)
     );
 }
+
+// ------------------------------------------------- several hubs, one PostgreSQL
+
+/// A fedmsg publisher several hubs subscribe to: an XPUB in verbose mode, so
+/// each hub's subscription is seen (not only the first).
+struct Publisher {
+    _context: zmq::Context,
+    socket: zmq::Socket,
+    endpoint: String,
+}
+
+impl Publisher {
+    fn new() -> Publisher {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::XPUB).unwrap();
+        socket.set_xpub_verbose(true).unwrap();
+        socket.set_sndhwm(0).unwrap();
+        socket.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = socket.get_last_endpoint().unwrap().unwrap();
+        Publisher {
+            _context: context,
+            socket,
+            endpoint,
+        }
+    }
+
+    /// Waits for `n` subscriptions.
+    fn wait_subscribers(&self, n: usize) {
+        self.socket.set_rcvtimeo(20_000).unwrap();
+        for _ in 0..n {
+            let frame = self
+                .socket
+                .recv_bytes(0)
+                .expect("a hub subscribed within 20 s");
+            assert_eq!(frame.first(), Some(&1), "a subscription frame");
+        }
+    }
+
+    /// Publishes messages `range` (msg_ids `2026-…-<k>`, a second apart).
+    fn publish(&self, range: std::ops::Range<usize>) {
+        for k in range {
+            let topic = "org.fedoraproject.prod.buildsys.build.state.change";
+            let owner = ["ralph", "pingou"][k % 2];
+            let body = json!({
+                "topic": topic,
+                "msg_id": msg_id(k),
+                "timestamp": T0 + k as f64,
+                "i": k,
+                "username": "apache",
+                "msg": {"owner": owner, "name": format!("pkg{}", k % 7),
+                        "version": "1", "release": "1.fc40", "new": 1, "build_id": k,
+                        "instance": "primary"},
+            })
+            .to_string();
+            self.socket
+                .send_multipart([topic.as_bytes(), body.as_bytes()], 0)
+                .unwrap();
+        }
+    }
+}
+
+fn msg_id(k: usize) -> String {
+    format!("2026-00000000-0000-4000-8000-{k:012}")
+}
+
+/// A `fedhub run` process with the history store on `database`, subscribed to
+/// `publisher`, its HTTP server on a free port. Killed when dropped.
+struct Hub {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Hub {
+    fn config(publisher: &str, database: &str, port: u16) -> String {
+        format!(
+            "[bus]\ninbound = \"\"\n[bus.endpoints]\ntest = [\"{publisher}\"]\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n[hub]\nstatus_log_interval_secs = 0\n\
+             [consumers.Nommer]\nenabled = true\ndatabase = \"{database}\"\n\
+             batch_messages = 50\nbatch_latency_ms = 20\nconnect_timeout_ms = 2000\n"
+        )
+    }
+
+    fn start(publisher: &str, database: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let port = fedhub_testkit::free_port();
+        let config = dir.path().join("fedhub.toml");
+        std::fs::write(&config, Hub::config(publisher, database, port)).unwrap();
+        let child = fedhub()
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert!(
+            fedhub_testkit::wait_until(Duration::from_secs(30), || {
+                std::net::TcpStream::connect(addr).is_ok()
+                    && fedhub_testkit::http_get(addr, "/health/readyz").0 == 200
+            }),
+            "hub on {addr} never became ready"
+        );
+        Hub {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let (status, body) = fedhub_testkit::http_get(self.addr, path);
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+        )
+    }
+
+    /// A series' value in /metrics (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        let (_, text) = fedhub_testkit::http_get(self.addr, "/metrics");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    fn stored(&self) -> f64 {
+        self.metric("fedhub_history_messages_stored_total")
+    }
+
+    fn duplicates(&self) -> f64 {
+        self.metric("fedhub_history_duplicates_total")
+    }
+
+    /// Every msg_id `/datagrepper/raw` returns, all pages, oldest first.
+    fn all_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for page in 1.. {
+            let (status, r) = self.get(&format!(
+                "/datagrepper/raw?order=asc&rows_per_page=100&page={page}"
+            ));
+            assert_eq!(status, 200, "{r}");
+            let messages = r["raw_messages"].as_array().unwrap();
+            ids.extend(
+                messages
+                    .iter()
+                    .map(|m| m["msg_id"].as_str().unwrap().to_string()),
+            );
+            if page as u64 >= r["pages"].as_u64().unwrap() {
+                break;
+            }
+        }
+        ids
+    }
+
+    /// The Nommer's backlog in /state.
+    #[allow(dead_code)]
+    fn backlog(&self) -> i64 {
+        let (_, state) = self.get("/state");
+        state["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == json!("Nommer"))
+            .map(|c| c["backlog"].as_i64().unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn two_hubs_on_one_postgres_database_store_each_message_once_and_both_answer_with_all() {
+    let pg = fedhub_testkit::PgCluster::start();
+    let publisher = Publisher::new();
+    let a = Hub::start(&publisher.endpoint, &pg.url());
+    let b = Hub::start(&publisher.endpoint, &pg.url());
+    publisher.wait_subscribers(2);
+    let n = 600;
+    publisher.publish(0..n);
+    assert!(
+        fedhub_testkit::wait_until(LONG, || {
+            a.stored() + a.duplicates() == n as f64 && b.stored() + b.duplicates() == n as f64
+        }),
+        "each hub handled every message: a {}+{}, b {}+{}",
+        a.stored(),
+        a.duplicates(),
+        b.stored(),
+        b.duplicates()
+    );
+    // Each message stored once: what one hub stored, the other counted as a duplicate.
+    assert_eq!(a.stored() + b.stored(), n as f64);
+    assert_eq!(a.duplicates() + b.duplicates(), n as f64);
+    assert_eq!(
+        pg.psql(
+            "fedhub",
+            "SELECT count(*), count(DISTINCT msg_id) FROM history_messages"
+        ),
+        format!("{n}|{n}")
+    );
+    let expected: Vec<String> = (0..n).map(msg_id).collect();
+    for hub in [&a, &b] {
+        assert_eq!(hub.all_ids(), expected, "{}", hub.addr);
+        assert_eq!(
+            hub.get("/datagrepper/messagecount").1,
+            json!({"messagecount": n})
+        );
+        let (_, r) = hub.get("/datagrepper/raw?user=ralph&rows_per_page=1");
+        assert_eq!(r["total"], json!(n / 2));
+        let (status, m) = hub.get(&format!("/datagrepper/id?id={}", msg_id(n - 1)));
+        assert_eq!(status, 200, "{m}");
+        assert_eq!(hub.get("/health/readyz").0, 200);
+    }
+}
+
