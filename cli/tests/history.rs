@@ -456,7 +456,6 @@ impl Hub {
     }
 
     /// The Nommer's backlog in /state.
-    #[allow(dead_code)]
     fn backlog(&self) -> i64 {
         let (_, state) = self.get("/state");
         state["consumers"]
@@ -522,3 +521,110 @@ fn two_hubs_on_one_postgres_database_store_each_message_once_and_both_answer_wit
     }
 }
 
+#[test]
+fn an_unreachable_server_or_wrong_credentials_stop_fedhub_run_naming_the_url() {
+    let pg = fedhub_testkit::PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = fedhub_testkit::free_port();
+    let cases = [
+        (
+            format!("postgres://fedhub:s3cret-pw@127.0.0.1:{closed}/fedhub"),
+            format!("postgres://fedhub:***@127.0.0.1:{closed}/fedhub"),
+            "refused",
+            "s3cret-pw",
+        ),
+        (
+            pg.url()
+                .replace(fedhub_testkit::PgCluster::PASSWORD, "wrong-pw"),
+            format!("postgres://postgres:***@127.0.0.1:{}/fedhub", pg.port()),
+            "password authentication failed",
+            "wrong-pw",
+        ),
+    ];
+    for (url, shown, cause, password) in cases {
+        let config = dir.path().join("fedhub.toml");
+        std::fs::write(
+            &config,
+            Hub::config("tcp://127.0.0.1:1", &url, fedhub_testkit::free_port()),
+        )
+        .unwrap();
+        let output = fedhub().args(["run", "-c"]).arg(&config).output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains("[consumers.Nommer] database"), "{stderr}");
+        assert!(stderr.contains(&shown), "names the URL: {stderr}");
+        assert!(
+            stderr.to_lowercase().contains(cause),
+            "names the cause: {stderr}"
+        );
+        assert!(!stderr.contains(password), "password masked: {stderr}");
+    }
+}
+
+#[test]
+fn postgres_stopped_mid_burst_holds_the_backlog_fails_readiness_and_loses_nothing() {
+    let mut pg = fedhub_testkit::PgCluster::start();
+    let publisher = Publisher::new();
+    let hub = Hub::start(&publisher.endpoint, &pg.url());
+    publisher.wait_subscribers(1);
+    publisher.publish(0..200);
+    assert!(fedhub_testkit::wait_until(LONG, || hub.stored() == 200.0));
+
+    pg.stop();
+    publisher.publish(200..500);
+    assert!(
+        fedhub_testkit::wait_until(LONG, || hub.get("/health/readyz").0 == 503),
+        "readyz fails while the server is down"
+    );
+    let (_, ready) = hub.get("/health/readyz");
+    let problems = ready["problems"].to_string();
+    assert!(
+        problems.contains("Nommer") && problems.contains("unavailable"),
+        "{ready}"
+    );
+    assert!(
+        problems.contains(&format!("postgres://postgres:***@127.0.0.1:{}", pg.port())),
+        "{ready}"
+    );
+    assert!(
+        !problems.contains(fedhub_testkit::PgCluster::PASSWORD),
+        "{ready}"
+    );
+    assert!(
+        fedhub_testkit::wait_until(LONG, || hub.backlog() == 300),
+        "/state reports every message not stored: {}",
+        hub.backlog()
+    );
+    let (status, health) = hub.get("/datagrepper/health");
+    assert_eq!(status, 503, "{health}");
+    assert!(hub.metric("fedhub_history_write_errors_total") >= 1.0);
+    publisher.publish(500..600);
+    assert!(
+        fedhub_testkit::wait_until(LONG, || hub.backlog() == 400),
+        "the backlog grows: {}",
+        hub.backlog()
+    );
+
+    pg.restart();
+    assert!(
+        fedhub_testkit::wait_until(LONG, || hub.stored() == 600.0),
+        "stored {}",
+        hub.stored()
+    );
+    assert!(fedhub_testkit::wait_until(LONG, || hub
+        .get("/health/readyz")
+        .0
+        == 200));
+    assert_eq!(hub.backlog(), 0);
+    assert_eq!(
+        pg.psql(
+            "fedhub",
+            "SELECT count(*), count(DISTINCT msg_id) FROM history_messages"
+        ),
+        "600|600",
+        "every message stored exactly once"
+    );
+    let expected: Vec<String> = (0..600).map(msg_id).collect();
+    assert_eq!(hub.all_ids(), expected);
+    assert_eq!(hub.duplicates(), 0.0);
+}
