@@ -628,3 +628,162 @@ fn postgres_stopped_mid_burst_holds_the_backlog_fails_readiness_and_loses_nothin
     assert_eq!(hub.all_ids(), expected);
     assert_eq!(hub.duplicates(), 0.0);
 }
+
+// ------------------------------------------------- import from datanommer
+
+/// datanommer's PostgreSQL schema (datanommer.models, 2017-2021).
+const DATANOMMER_SCHEMA: &str = r#"
+CREATE TABLE messages (
+    id SERIAL PRIMARY KEY,
+    msg_id TEXT UNIQUE,
+    i INTEGER NOT NULL DEFAULT 0,
+    topic TEXT NOT NULL,
+    timestamp TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+    certificate TEXT,
+    signature TEXT,
+    category TEXT NOT NULL,
+    username TEXT,
+    crypto TEXT,
+    source_name TEXT DEFAULT 'datanommer',
+    source_version TEXT DEFAULT '0.8.2',
+    _msg TEXT NOT NULL,
+    _headers TEXT
+);
+CREATE INDEX ix_messages_msg_id ON messages (msg_id);
+CREATE INDEX ix_messages_timestamp ON messages (timestamp);
+CREATE INDEX ix_messages_topic ON messages (topic);
+CREATE INDEX ix_messages_category ON messages (category);
+CREATE TABLE "user" (name TEXT PRIMARY KEY);
+CREATE TABLE package (name TEXT PRIMARY KEY);
+CREATE TABLE user_messages (username TEXT REFERENCES "user" (name), msg INTEGER REFERENCES messages (id));
+CREATE TABLE package_messages (package TEXT REFERENCES package (name), msg INTEGER REFERENCES messages (id));
+"#;
+
+/// Adds datanommer messages `range` (as datanommer's `add()` stores them):
+/// owner ralph, pingou or kevin, package pkg0 to pkg3, a minute apart; one in
+/// ten predates msg_id (NULL).
+fn datanommer_add(pg: &fedhub_testkit::PgCluster, range: std::ops::Range<usize>) {
+    let (first, last) = (range.start, range.end - 1);
+    let owner = "(ARRAY['ralph', 'pingou', 'kevin'])[k % 3 + 1]";
+    pg.psql(
+        "datanommer",
+        &format!(
+            "BEGIN;
+             INSERT INTO \"user\" VALUES ('ralph'), ('pingou'), ('kevin') ON CONFLICT DO NOTHING;
+             INSERT INTO package SELECT 'pkg' || g FROM generate_series(0, 3) g ON CONFLICT DO NOTHING;
+             INSERT INTO messages (id, msg_id, i, topic, timestamp, category, username, _msg)
+                 SELECT k + 1,
+                        CASE WHEN k % 10 = 9 THEN NULL
+                             ELSE '2026-00000000-0000-4000-8000-' || lpad(k::text, 12, '0') END,
+                        k, 'org.fedoraproject.prod.buildsys.build.state.change',
+                        to_timestamp({T0} + 60 * k) AT TIME ZONE 'UTC', 'buildsys', 'apache',
+                        json_build_object('owner', {owner}, 'name', 'pkg' || (k % 4), 'new', 1)::text
+                 FROM generate_series({first}, {last}) k;
+             INSERT INTO user_messages SELECT {owner}, k + 1 FROM generate_series({first}, {last}) k;
+             INSERT INTO package_messages SELECT 'pkg' || (k % 4), k + 1 FROM generate_series({first}, {last}) k;
+             COMMIT;"
+        ),
+    );
+}
+
+#[test]
+fn import_from_datanommer_copies_users_and_packages_resumes_and_is_idempotent() {
+    let pg = fedhub_testkit::PgCluster::start();
+    let source = pg.create_database("datanommer");
+    pg.psql("datanommer", DATANOMMER_SCHEMA);
+    datanommer_add(&pg, 0..2500);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = dir.path().join("history.sqlite").display().to_string();
+    let targets = [sqlite, pg.create_database("history")];
+    let import = |target: &str| {
+        let output = fedhub()
+            .args(["history", "--database", target])
+            .args(["import", "--from-datanommer", &source])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert!(output.status.success(), "{stdout}{stderr}");
+        assert!(
+            !stdout.contains(fedhub_testkit::PgCluster::PASSWORD)
+                && !stderr.contains(fedhub_testkit::PgCluster::PASSWORD),
+            "password masked: {stdout}{stderr}"
+        );
+        (stdout, stderr)
+    };
+    let mut in_datanommer = 2500;
+    for target in &targets {
+        let (stdout, stderr) = import(target);
+        assert!(
+            stdout.contains(&format!(
+                "imported {in_datanommer} messages from postgres://postgres:***@"
+            )),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("last datanommer id {in_datanommer}")),
+            "{stdout}"
+        );
+        assert!(stderr.contains("100%"), "progress bar: {stderr}");
+
+        // Idempotent: run again, nothing new.
+        let (stdout, stderr) = import(target);
+        assert!(stdout.contains("imported 0 messages"), "{stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "resuming after datanommer message id {in_datanommer}"
+            )),
+            "{stderr}"
+        );
+
+        // Resumable: only later messages are read.
+        datanommer_add(&pg, in_datanommer..in_datanommer + 100);
+        in_datanommer += 100;
+        let (stdout, _) = import(target);
+        assert!(
+            stdout.contains("imported 100 messages") && stdout.contains("0 duplicates"),
+            "{stdout}"
+        );
+    }
+    // The first target catches up with what was added since.
+    let (stdout, _) = import(&targets[0]);
+    assert!(stdout.contains("imported 100 messages"), "{stdout}");
+    assert_eq!(in_datanommer, 2700);
+    // Without its checkpoint an import reads everything again and stores nothing twice.
+    pg.psql("history", "DELETE FROM history_imports");
+    let (stdout, _) = import(&targets[1]);
+    assert!(
+        stdout.contains("imported 0 messages") && stdout.contains("(2700 duplicates skipped"),
+        "{stdout}"
+    );
+    for target in &targets {
+        let query = |args: &[&str]| {
+            let output = fedhub()
+                .args(["history", "--database", target, "query", "--raw"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", text(&output.stderr));
+            serde_json::from_str::<Value>(text(&output.stdout).trim()).unwrap()
+        };
+        let all = query(&["--rows-per-page", "1"]);
+        assert_eq!(all["total"], json!(2700), "{target}");
+        // The users and packages datanommer recorded.
+        assert_eq!(query(&["--user", "ralph"])["total"], json!(900));
+        assert_eq!(
+            query(&["--package", "pkg1", "--user", "kevin"])["total"],
+            json!(2700 / 12)
+        );
+        let newest = &all["raw_messages"][0];
+        assert_eq!(newest["msg"]["owner"], json!("kevin"));
+        assert_eq!(newest["timestamp"], json!(T0 + 60.0 * 2699.0));
+        // A message without msg_id got a stable one.
+        let output = fedhub()
+            .args(["history", "--database", target, "query", "--raw"])
+            .args(["--start", &(T0 + 60.0 * 9.0).to_string()])
+            .args(["--end", &(T0 + 60.0 * 9.0).to_string()])
+            .output()
+            .unwrap();
+        let one: Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+        assert_eq!(one["raw_messages"][0]["msg_id"], json!("datanommer-10"));
+    }
+}

@@ -53,9 +53,20 @@ pub struct HistoryArgs {
 enum HistoryCommand {
     /// Store messages from a JSON lines file (`-` for stdin): fedmsg bodies, envelopes
     /// as `fedhub tail` prints them, or datagrepper /raw responses. Duplicates are skipped.
+    ///
+    /// With --from-datanommer URL, copies a datanommer PostgreSQL database instead,
+    /// with the users and packages it recorded; resumable (a second run continues
+    /// where the first stopped) and idempotent.
     Import {
         /// The file to read.
-        file: PathBuf,
+        #[arg(
+            required_unless_present = "from_datanommer",
+            conflicts_with = "from_datanommer"
+        )]
+        file: Option<PathBuf>,
+        /// A datanommer database to copy: postgres://user:password@host:port/dbname.
+        #[arg(long, value_name = "URL")]
+        from_datanommer: Option<String>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -172,7 +183,19 @@ impl QueryArgs {
 pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let config = nommer_config(args.config.as_deref(), args.database)?;
     match args.command {
-        HistoryCommand::Import { file, quiet } => import(&config, &file, quiet),
+        HistoryCommand::Import {
+            from_datanommer: Some(url),
+            quiet,
+            ..
+        } => import_from_datanommer(&config, &url, quiet),
+        HistoryCommand::Import {
+            file: Some(file),
+            quiet,
+            ..
+        } => import(&config, &file, quiet),
+        HistoryCommand::Import { .. } => {
+            bail!("import: expected a FILE or --from-datanommer URL")
+        }
         HistoryCommand::Query(query) => run_query(&config, &query),
         HistoryCommand::User { name, limit } => user(&config, &name, limit),
     }
@@ -336,6 +359,73 @@ fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<Exi
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn import_from_datanommer(
+    config: &NommerConfig,
+    source: &str,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let url = DatabaseUrl::parse(source).context("--from-datanommer")?;
+    if url.backend() != fedhub_storage::Backend::Postgres {
+        bail!(
+            "--from-datanommer {url}: expected a datanommer PostgreSQL database, postgres://user:password@host:port/dbname"
+        );
+    }
+    let store = open_store(config)?;
+    let began = Instant::now();
+    let enabled = !quiet;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let counts = |p: &crate::DatanommerProgress| {
+        let secs = began.elapsed().as_secs_f64().max(1e-3);
+        format!(
+            "{} of {} read, {} stored, {} duplicates, {:.0} msg/s",
+            p.read,
+            p.total,
+            p.stored,
+            p.duplicates,
+            p.read as f64 / secs
+        )
+    };
+    let done = crate::import_datanommer(&url, &*store, |p| {
+        if !enabled {
+            return;
+        }
+        let bar = bar.get_or_insert_with(|| {
+            if p.resumed_after > 0 {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "resuming after datanommer message id {}",
+                    p.resumed_after
+                );
+            }
+            indicatif::ProgressBar::new(p.total).with_style(
+                indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}% {msg}")
+                    .expect("a valid progress template")
+                    .progress_chars("#>-"),
+            )
+        });
+        bar.set_position(p.read);
+        bar.set_message(counts(p));
+    })?;
+    if let Some(bar) = bar {
+        let hidden = bar.is_hidden();
+        bar.finish_with_message(counts(&done));
+        if hidden {
+            // Not a terminal: no bar was drawn, so say once where it ended.
+            let _ = writeln!(std::io::stderr().lock(), "100% {}", counts(&done));
+        }
+    }
+    println!(
+        "imported {} messages from {} into {} ({} duplicates skipped; last datanommer id {}) in {:.1} s",
+        done.stored,
+        url,
+        shown(config),
+        done.duplicates,
+        done.last_id,
+        began.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_query(config: &NommerConfig, args: &QueryArgs) -> anyhow::Result<ExitCode> {

@@ -47,7 +47,10 @@ pub use activity::user_activity;
 pub use consumer::{factory, Nommer, NommerConfig};
 pub use filter::{Filter, FilterError, Order, Page, StoredMessage};
 pub use http::{routes, ApiOptions};
-pub use import::{import_jsonl, import_jsonl_file, ImportError, ImportProgress, ImportReport};
+pub use import::{
+    import_datanommer, import_jsonl, import_jsonl_file, DatanommerError, DatanommerProgress,
+    ImportError, ImportProgress, ImportReport,
+};
 pub use meta::{packages, subtitle, usernames};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};

@@ -525,4 +525,27 @@ impl Store for PgStore {
     fn backend(&self) -> Backend {
         Backend::Postgres
     }
+
+    fn import_checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError> {
+        self.with_client(|client| {
+            Ok(client
+                .query_opt(
+                    "SELECT last_id FROM history_imports WHERE source = $1",
+                    &[&source],
+                )?
+                .map(|row| row.try_get(0))
+                .transpose()?)
+        })
+    }
+
+    fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError> {
+        self.with_client(|client| {
+            client.execute(
+                "INSERT INTO history_imports (source, last_id) VALUES ($1, $2)
+                 ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id",
+                &[&source, &last_id],
+            )?;
+            Ok(())
+        })
+    }
 }

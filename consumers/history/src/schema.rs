@@ -8,6 +8,9 @@
 //! (fedhub's columns, a version this binary knows), and migration 1 then only
 //! records it. `user_version` stays 1 so older binaries still open the file.
 //!
+//! Version 2 adds where imports from another database resume (`imports`,
+//! `history_imports`).
+//!
 //! PostgreSQL has its own version 1, designed for several hubs writing one set
 //! of tables and for answering datagrepper's queries with SQL alone (see
 //! [`crate::postgres`]).
@@ -134,9 +137,27 @@ CREATE TABLE history_stats (
 INSERT INTO history_stats (id, messages) VALUES (1, 0);
 ";
 
+/// Version 2 on SQLite: where imports from other databases resume.
+pub const SQLITE_V2: &str = "
+CREATE TABLE IF NOT EXISTS imports (
+    source TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
+";
+
+/// Version 2 on PostgreSQL: where imports from other databases resume.
+pub const POSTGRES_V2: &str = "
+CREATE TABLE history_imports (
+    source TEXT PRIMARY KEY,
+    last_id BIGINT NOT NULL
+);
+";
+
 /// The history store's migrations, both backends.
 pub fn migrations() -> Migrations {
-    Migrations::new(SCOPE).step_per_backend(1, "history", SQLITE_V1, POSTGRES_V1)
+    Migrations::new(SCOPE)
+        .step_per_backend(1, "history", SQLITE_V1, POSTGRES_V1)
+        .step_per_backend(2, "imports", SQLITE_V2, POSTGRES_V2)
 }
 
 /// Checks a SQLite file before migrating it: a file made before migrations

@@ -986,6 +986,28 @@ impl Store for SqliteStore {
         Backend::Sqlite
     }
 
+    fn import_checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(writer
+            .conn
+            .query_row(
+                "SELECT last_id FROM imports WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.conn.execute(
+            "INSERT INTO imports (source, last_id) VALUES (?1, ?2)
+             ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id",
+            rusqlite::params![source, last_id],
+        )?;
+        Ok(())
+    }
+
     fn message_count(&self) -> Result<u64, StoreError> {
         {
             let index = self.index_for_query()?;

@@ -279,4 +279,11 @@ pub trait Store: Send + Sync {
 
     /// Which kind of database this is.
     fn backend(&self) -> Backend;
+
+    /// Where an import from `source` (a database URL, password masked) stopped:
+    /// the last source row id it stored, if it ran before.
+    fn import_checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Records that an import from `source` stored every row up to `last_id`.
+    fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError>;
 }

@@ -315,7 +315,7 @@ fn postgres_answers_the_datagrepper_suite_as_sqlite_does() {
             "fedhub",
             "SELECT max(version) FROM fedhub_nommer_migrations"
         ),
-        "1"
+        fedhub_history::schema::migrations().latest().to_string()
     );
     let dir = tempfile::tempdir().unwrap();
     let on_sqlite = suite(&dir.path().join("history.sqlite").display().to_string(), t0);

@@ -1,6 +1,7 @@
 //! The history store's schema through `fedhub_storage`'s migrations: a new
-//! file gets version 1, a file made before migrations existed is adopted as
-//! version 1 unchanged, and files that are not fedhub's are refused naming why.
+//! file gets the latest version, a file made before migrations existed is
+//! adopted as version 1 and migrated from there, and files that are not
+//! fedhub's are refused naming why.
 
 use fedhub::Envelope;
 use fedhub_history::{schema, Filter, NewMessage, NommerConfig, SqliteStore, Store};
@@ -36,13 +37,13 @@ fn user_version(path: &std::path::Path) -> i64 {
 }
 
 #[test]
-fn a_new_file_is_migrated_to_version_1() {
+fn a_new_file_is_migrated_to_the_latest_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.sqlite");
     let store = SqliteStore::open(&path).unwrap();
     store.insert_batch(&[message(1)]).unwrap();
     drop(store);
-    assert_eq!(migration_versions(&path), [1]);
+    assert_eq!(migration_versions(&path), [1, 2]);
     assert_eq!(user_version(&path), 1, "older binaries still open it");
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.message_count().unwrap(), 1);
@@ -77,7 +78,11 @@ fn a_file_made_before_migrations_is_adopted_with_its_messages() {
     let report = store.insert_batch(&[message(2), message(2)]).unwrap();
     assert_eq!((report.stored, report.duplicates), (1, 1));
     drop(store);
-    assert_eq!(migration_versions(&path), [1], "adopted as version 1");
+    assert_eq!(
+        migration_versions(&path),
+        [1, 2],
+        "adopted as version 1, then migrated"
+    );
     assert_eq!(user_version(&path), 1);
     // Opening again changes nothing.
     let store = SqliteStore::open(&path).unwrap();
@@ -124,7 +129,7 @@ fn files_that_are_not_a_history_this_fedhub_knows_are_refused_naming_why() {
         .unwrap();
     let text = fedhub::error_chain(&SqliteStore::open(&ahead).err().unwrap());
     assert!(
-        text.contains("version 7") && text.contains("version 1"),
+        text.contains("version 7") && text.contains("version 2"),
         "{text}"
     );
 }
