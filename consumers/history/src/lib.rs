@@ -28,6 +28,8 @@
 //! # Ok::<(), fedhub_history::StoreError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod activity;
 pub mod command;
 pub mod consumer;
