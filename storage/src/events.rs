@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{ErrorKind, StorageError};
 use crate::metrics::StorageMetrics;
-use crate::writer::{WriterState, WriterTarget};
+use crate::writer::{WriteReport, WriterState, WriterTarget};
 
 /// A connection was checked out of a pool (or the checkout timed out).
 pub struct PoolCheckout<'a> {
@@ -47,6 +47,8 @@ pub struct BatchCommitted<'a> {
     pub state: &'a WriterState,
     /// Items in the batch.
     pub items: usize,
+    /// What the sink says it stored.
+    pub report: &'a WriteReport,
     /// Time to write and commit it.
     pub took: Duration,
 }
@@ -58,11 +60,17 @@ impl BatchCommitted<'_> {
         m.commit_seconds.observe(self.took.as_secs_f64());
         m.batch_items.observe(self.items as f64);
         m.committed.inc_by(self.items as u64);
-        let recovered = self.state.count_committed(self.items);
+        let recovered = self.state.count_committed(self.items, self.report);
         m.queue.set(self.state.queued_gauge());
+        if let Some(o) = &self.target.observer {
+            o.committed(self.items, self.report, self.took);
+        }
         if recovered {
             if let Some(r) = &self.target.readiness {
                 r.clear();
+            }
+            if let Some(o) = &self.target.observer {
+                o.recovered();
             }
             tracing::info!(
                 consumer = %self.target.consumer,
@@ -74,6 +82,8 @@ impl BatchCommitted<'_> {
         tracing::trace!(
             consumer = %self.target.consumer,
             items = self.items,
+            stored = self.report.stored,
+            duplicates = self.report.duplicates,
             took_ms = self.took.as_millis() as u64,
             "batch committed"
         );
@@ -105,6 +115,9 @@ impl CommitFailed<'_> {
             .with_label_values(&[self.kind.as_str()])
             .inc();
         self.state.count_failure(self.kind, self.error);
+        if let Some(o) = &self.target.observer {
+            o.commit_failed(self.items, self.kind, self.error, self.retry_in);
+        }
         if let Some(r) = &self.target.readiness {
             r.set_problem(format!(
                 "{} cannot commit to {} ({}: {}); {} items waiting, retrying",
@@ -149,6 +162,9 @@ impl ItemDeadLettered<'_> {
         m.errors.with_label_values(&[self.kind.as_str()]).inc();
         self.state.count_dead_letter(self.kind, self.error);
         m.queue.set(self.state.queued_gauge());
+        if let Some(o) = &self.target.observer {
+            o.dead_lettered(self.item, self.kind, self.error);
+        }
         tracing::error!(
             consumer = %self.target.consumer,
             database = %self.target.location,
@@ -177,6 +193,9 @@ impl WriterGaveUp<'_> {
     pub fn emit(self) {
         self.state.count_abandoned(self.items.len());
         self.target.metrics.queue.set(self.state.queued_gauge());
+        if let Some(o) = &self.target.observer {
+            o.abandoned(self.items, self.error);
+        }
         tracing::error!(
             consumer = %self.target.consumer,
             database = %self.target.location,

@@ -61,8 +61,8 @@ pub use migrate::{MigrationReport, Migrations};
 pub use pool::{Connection, Database, PoolOptions, Tx};
 pub use url::{mask_password, Backend, DatabaseUrl};
 pub use writer::{
-    BatchWriter, Sink, TransactionSink, WriterError, WriterHealth, WriterOptions, WriterState,
-    WriterTarget,
+    BatchWriter, Sink, TransactionSink, WriteReport, WriterError, WriterHealth, WriterObserver,
+    WriterOptions, WriterState, WriterTarget,
 };
 
 /// Re-exported so consumers write SQL against the same versions.

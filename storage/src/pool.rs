@@ -51,13 +51,42 @@ impl Default for PoolOptions {
 /// A pool of one backend.
 enum Pool {
     Sqlite(r2d2::Pool<SqliteConnectionManager>),
-    Postgres(r2d2::Pool<PostgresConnectionManager<NoTls>>),
+    Postgres(PgPool),
 }
 
 /// What consumers naming the same URL share.
 struct Shared {
     url: DatabaseUrl,
     pool: Pool,
+}
+
+/// A PostgreSQL pool that closes its connections on a thread of its own.
+///
+/// The synchronous PostgreSQL client closes a connection by blocking on a
+/// runtime of its own, which panics on a thread already driving one: the
+/// hub's actix threads, where the last handle on a database may well be
+/// dropped (with a consumer's HTTP routes).
+struct PgPool(Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>);
+
+impl std::ops::Deref for PgPool {
+    type Target = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the pool is open until dropped")
+    }
+}
+
+impl Drop for PgPool {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            let closing = std::thread::Builder::new()
+                .name("fedhub-db-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(handle) = closing {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 /// Pools by URL (SQLite: absolute path). Weak: a pool closes when the last
@@ -254,7 +283,9 @@ fn pool_key(url: &DatabaseUrl) -> String {
 fn open_pool(url: &DatabaseUrl, options: &PoolOptions) -> Result<Pool, StorageError> {
     match url {
         DatabaseUrl::Sqlite(path) => open_sqlite(path, options).map(Pool::Sqlite),
-        DatabaseUrl::Postgres(text) => open_postgres(url, text, options).map(Pool::Postgres),
+        DatabaseUrl::Postgres(text) => {
+            open_postgres(url, text, options).map(|p| Pool::Postgres(PgPool(Some(p))))
+        }
     }
 }
 

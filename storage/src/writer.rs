@@ -24,7 +24,16 @@
 //!
 //! A commit whose outcome is unknown (the connection dropped during COMMIT) is
 //! retried too, so a [`Sink`]'s writes must be idempotent (unique natural keys,
-//! `ON CONFLICT DO NOTHING`): then every item is stored exactly once.
+//! `ON CONFLICT DO NOTHING`): then every item is stored exactly once. A sink
+//! says per batch how many items it stored and how many were already there
+//! ([`WriteReport`], from [`Sink::write_reporting`]).
+//!
+//! A consumer that keeps counters of its own (stored, duplicates, errors)
+//! gives the writer a [`WriterObserver`] in its [`WriterTarget`]: the writer
+//! tells it of every commit, failure and dead letter, after its own counters
+//! and metrics. A writer started again (the consumer restarted) with
+//! [`BatchWriter::spawn_with_state`] and the previous [`WriterState`] keeps its
+//! counts and its failing state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +60,14 @@ pub trait Sink: Send + 'static {
     /// Must be idempotent (see the module docs): a batch whose commit failed
     /// with an unknown outcome is written again.
     fn write(&mut self, items: &[Self::Item]) -> Result<(), Self::Error>;
+
+    /// Like [`write`](Self::write), and says how many items were stored and
+    /// how many were already there (an idempotent write that changed nothing).
+    /// The writer calls this one; the default counts every item as stored.
+    fn write_reporting(&mut self, items: &[Self::Item]) -> Result<WriteReport, Self::Error> {
+        self.write(items)?;
+        Ok(WriteReport::stored(items.len()))
+    }
 
     /// Names an item in logs (its msg_id, say).
     fn describe(&self, _item: &Self::Item) -> String {
@@ -139,6 +156,45 @@ impl Default for WriterOptions {
     }
 }
 
+/// What one committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Items the batch stored.
+    pub stored: u64,
+    /// Items that were already stored (an idempotent write that changed nothing).
+    pub duplicates: u64,
+}
+
+impl WriteReport {
+    /// `items` stored, no duplicates.
+    pub fn stored(items: usize) -> WriteReport {
+        WriteReport {
+            stored: items as u64,
+            duplicates: 0,
+        }
+    }
+}
+
+/// Told what a writer does, on the writer's thread, after the writer updated
+/// its own state and metrics: a consumer's own counters, metrics and logs hang
+/// here. Every method has an empty default.
+pub trait WriterObserver: Send + Sync {
+    /// A batch of `items` was committed, as `report` says, in `took`.
+    fn committed(&self, _items: usize, _report: &WriteReport, _took: Duration) {}
+
+    /// A batch of `items` failed for a transient reason; it is retried after `retry_in`.
+    fn commit_failed(&self, _items: usize, _kind: ErrorKind, _error: &str, _retry_in: Duration) {}
+
+    /// The database refused an item for good (described by the sink); it was dead-lettered.
+    fn dead_lettered(&self, _item: &str, _kind: ErrorKind, _error: &str) {}
+
+    /// The writer stopped with `items` it could not commit within the shutdown grace.
+    fn abandoned(&self, _items: &[String], _error: &str) {}
+
+    /// Commits succeed again after failures.
+    fn recovered(&self) {}
+}
+
 /// Where a writer commits, for its metrics, logs and readiness.
 pub struct WriterTarget {
     /// The consumer.
@@ -149,6 +205,40 @@ pub struct WriterTarget {
     pub metrics: Arc<StorageMetrics>,
     /// The consumer's readiness, failed while commits fail.
     pub readiness: Option<Readiness>,
+    /// The consumer's own bookkeeping, told of each commit and failure.
+    pub observer: Option<Arc<dyn WriterObserver>>,
+}
+
+impl WriterTarget {
+    /// A target outside [`Database`] (a consumer's own store): metrics for
+    /// `consumer` on `backend` in `registry`.
+    pub fn new(
+        consumer: &str,
+        location: impl Into<String>,
+        backend: crate::Backend,
+        registry: &prometheus::Registry,
+    ) -> WriterTarget {
+        WriterTarget {
+            consumer: consumer.to_string(),
+            location: location.into(),
+            metrics: StorageMetrics::for_consumer(registry, consumer, backend)
+                .expect("storage metrics have valid names and labels"),
+            readiness: None,
+            observer: None,
+        }
+    }
+
+    /// Reports failures to `readiness` (`/health/readyz`) until a commit succeeds.
+    pub fn with_readiness(mut self, readiness: Option<Readiness>) -> WriterTarget {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Tells `observer` of every commit and failure.
+    pub fn observed_by(mut self, observer: Arc<dyn WriterObserver>) -> WriterTarget {
+        self.observer = Some(observer);
+        self
+    }
 }
 
 impl Database {
@@ -159,6 +249,7 @@ impl Database {
             location: self.url().to_string(),
             metrics: self.metrics().clone(),
             readiness,
+            observer: None,
         }
     }
 }
@@ -188,8 +279,10 @@ pub struct WriterHealth {
     pub healthy: bool,
     /// Items accepted but not yet committed.
     pub queued: u64,
-    /// Items committed since start.
+    /// Items committed since start (stored or found already stored).
     pub committed: u64,
+    /// Of those, items that were already stored.
+    pub duplicates: u64,
     /// Items dead-lettered since start.
     pub dead_lettered: u64,
     /// Failed commit attempts since start.
@@ -208,6 +301,7 @@ pub struct WriterState {
     failing: AtomicBool,
     queued: AtomicU64,
     committed: AtomicU64,
+    duplicates: AtomicU64,
     dead_lettered: AtomicU64,
     failed_attempts: AtomicU64,
     last_error: Mutex<Option<(ErrorKind, String)>>,
@@ -229,6 +323,7 @@ impl WriterState {
             healthy: !self.failing.load(Ordering::Acquire),
             queued: self.queued(),
             committed: self.committed.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             last_error_kind: last.as_ref().map(|l| l.0),
@@ -250,6 +345,11 @@ impl WriterState {
         self.failing.load(Ordering::Acquire)
     }
 
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error_text()
+    }
+
     fn last_error_text(&self) -> Option<String> {
         self.last_error
             .lock()
@@ -263,8 +363,10 @@ impl WriterState {
     }
 
     /// Counts committed items; true when this ends a run of failures.
-    pub(crate) fn count_committed(&self, items: usize) -> bool {
+    pub(crate) fn count_committed(&self, items: usize, report: &WriteReport) -> bool {
         self.committed.fetch_add(items as u64, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(report.duplicates, Ordering::Relaxed);
         self.queued.fetch_sub(items as u64, Ordering::Relaxed);
         *self
             .last_commit_at
@@ -313,8 +415,19 @@ impl<T: Send + 'static> BatchWriter<T> {
         options: WriterOptions,
         target: WriterTarget,
     ) -> std::io::Result<BatchWriter<T>> {
+        Self::spawn_with_state(sink, options, target, Arc::new(WriterState::default()))
+    }
+
+    /// Starts a writer thread committing into `sink` with the state of a
+    /// previous writer (counts, failing or not), so a consumer restarted by
+    /// the hub reports as if its writer had never stopped.
+    pub fn spawn_with_state<S: Sink<Item = T>>(
+        sink: S,
+        options: WriterOptions,
+        target: WriterTarget,
+        state: Arc<WriterState>,
+    ) -> std::io::Result<BatchWriter<T>> {
         let (tx, rx) = bounded(options.queue_items.max(1));
-        let state = Arc::new(WriterState::default());
         let thread_state = state.clone();
         // Linux keeps 15 bytes of a thread's name.
         let name = format!("fedhub-db-{}", target.consumer);
@@ -497,9 +610,9 @@ impl<S: Sink> Writer<S> {
         let mut delay = self.options.retry_min.max(Duration::from_millis(1));
         while !batch.items.is_empty() {
             let attempt = Instant::now();
-            let error = match self.sink.write(&batch.items) {
-                Ok(()) => {
-                    self.committed(batch.items.len(), attempt.elapsed());
+            let error = match self.sink.write_reporting(&batch.items) {
+                Ok(report) => {
+                    self.committed(batch.items.len(), &report, attempt.elapsed());
                     batch.items.clear();
                     batch.holds.clear();
                     return;
@@ -554,10 +667,10 @@ impl<S: Sink> Writer<S> {
                 continue;
             }
             let attempt = Instant::now();
-            match self.sink.write(std::slice::from_ref(&item)) {
-                Ok(()) => {
+            match self.sink.write_reporting(std::slice::from_ref(&item)) {
+                Ok(report) => {
                     drop(hold);
-                    self.committed(1, attempt.elapsed());
+                    self.committed(1, &report, attempt.elapsed());
                 }
                 Err(e) if e.kind().is_transient() => {
                     transient = true;
@@ -581,11 +694,12 @@ impl<S: Sink> Writer<S> {
         }
     }
 
-    fn committed(&self, items: usize, took: Duration) {
+    fn committed(&self, items: usize, report: &WriteReport, took: Duration) {
         BatchCommitted {
             target: &self.target,
             state: &self.state,
             items,
+            report,
             took,
         }
         .emit();

@@ -638,3 +638,111 @@ fn postgres_stopped_mid_burst_is_retried_with_readiness_failing_and_every_item_s
     assert!(db.metrics().errors(ErrorKind::Unavailable) >= 1);
     assert_eq!(db.metrics().committed(), 200);
 }
+
+// ---------------------------------------------------------------- observers
+
+/// A sink that reports keys it has seen before as duplicates, and an observer
+/// recording what the writer tells it.
+#[derive(Default)]
+struct Seen {
+    committed: Mutex<Vec<(usize, u64, u64)>>,
+    failures: Mutex<u64>,
+}
+
+impl fedhub_storage::WriterObserver for Seen {
+    fn committed(&self, items: usize, report: &fedhub_storage::WriteReport, _took: Duration) {
+        self.committed
+            .lock()
+            .unwrap()
+            .push((items, report.stored, report.duplicates));
+    }
+    fn commit_failed(&self, _: usize, _: ErrorKind, _: &str, _: Duration) {
+        *self.failures.lock().unwrap() += 1;
+    }
+}
+
+struct Dedup {
+    known: std::collections::HashSet<String>,
+    fail_next: Arc<Mutex<u32>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("server gone")]
+struct Gone;
+
+impl fedhub_storage::Classify for Gone {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Unavailable
+    }
+}
+
+impl Sink for Dedup {
+    type Item = String;
+    type Error = Gone;
+    fn write(&mut self, items: &[String]) -> Result<(), Gone> {
+        self.write_reporting(items).map(|_| ())
+    }
+    fn write_reporting(&mut self, items: &[String]) -> Result<fedhub_storage::WriteReport, Gone> {
+        let mut fail = self.fail_next.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(Gone);
+        }
+        let mut report = fedhub_storage::WriteReport::default();
+        for item in items {
+            if self.known.insert(item.clone()) {
+                report.stored += 1;
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[test]
+fn the_writer_reports_duplicates_to_its_observer_and_a_restarted_writer_keeps_its_state() {
+    let registry = prometheus::Registry::new();
+    let seen = Arc::new(Seen::default());
+    let target = || {
+        fedhub_storage::WriterTarget::new(
+            "Observed",
+            "memory",
+            fedhub_storage::Backend::Sqlite,
+            &registry,
+        )
+        .observed_by(seen.clone())
+    };
+    let fail_next = Arc::new(Mutex::new(0));
+    let sink = || Dedup {
+        known: Default::default(),
+        fail_next: fail_next.clone(),
+    };
+    let options = WriterOptions {
+        batch_latency: Duration::from_millis(10),
+        retry_min: Duration::from_millis(5),
+        ..WriterOptions::default()
+    };
+    let writer = BatchWriter::spawn(sink(), options.clone(), target()).unwrap();
+    for k in ["a", "b", "a"] {
+        writer.submit(k.to_string()).unwrap();
+    }
+    writer.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(seen.committed.lock().unwrap().as_slice(), &[(3, 2, 1)]);
+    let health = writer.health();
+    assert_eq!((health.committed, health.duplicates), (3, 1));
+
+    // The writer fails, is stopped, and a new one starts on the same state.
+    let state = writer.state().clone();
+    *fail_next.lock().unwrap() = 1_000_000;
+    writer.submit("c".into()).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || state.is_failing()));
+    *fail_next.lock().unwrap() = 0;
+    writer.shutdown();
+    assert!(*seen.failures.lock().unwrap() >= 1);
+    let again = BatchWriter::spawn_with_state(sink(), options, target(), state.clone()).unwrap();
+    assert!(again.health().committed >= 3, "counts survive the restart");
+    again.submit("d".into()).unwrap();
+    again.flush(Duration::from_secs(10)).unwrap();
+    assert!(!state.is_failing(), "a commit clears the failing state");
+}

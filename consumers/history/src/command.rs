@@ -2,19 +2,22 @@
 //! datagrepper's `/raw` does, and show one user's recent activity (userwat).
 //!
 //! The database is `--database`, else `[consumers.Nommer] database` from the
-//! config file (`-c`), else `fedhub-history.sqlite`.
+//! config file (`-c`), else `fedhub-history.sqlite`: a SQLite file or a
+//! `postgres://` URL.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use fedhub::{Config, ConsumerCommand, ConsumerSection, Settings};
+use fedhub_storage::DatabaseUrl;
 
 use crate::http::{message_json, parse_raw, raw_body, ApiOptions};
-use crate::{import_jsonl, user_activity, ImportProgress, NommerConfig, SqliteStore, Store};
+use crate::{import_jsonl, user_activity, ImportProgress, NommerConfig, Store};
 
 /// `fedhub history`, as the history store declares it to the binary.
 pub fn command() -> ConsumerCommand {
@@ -38,9 +41,10 @@ pub struct HistoryArgs {
     /// The hub's config file: its [consumers.Nommer] section names the database.
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
-    /// SQLite database (overrides the config's [consumers.Nommer] database).
+    /// The database: a SQLite file or postgres://user:password@host:port/dbname
+    /// (overrides the config's [consumers.Nommer] database).
     #[arg(long, global = true)]
-    database: Option<PathBuf>,
+    database: Option<String>,
     #[command(subcommand)]
     command: HistoryCommand,
 }
@@ -49,9 +53,20 @@ pub struct HistoryArgs {
 enum HistoryCommand {
     /// Store messages from a JSON lines file (`-` for stdin): fedmsg bodies, envelopes
     /// as `fedhub tail` prints them, or datagrepper /raw responses. Duplicates are skipped.
+    ///
+    /// With --from-datanommer URL, copies a datanommer PostgreSQL database instead,
+    /// with the users and packages it recorded; resumable (a second run continues
+    /// where the first stopped) and idempotent.
     Import {
         /// The file to read.
-        file: PathBuf,
+        #[arg(
+            required_unless_present = "from_datanommer",
+            conflicts_with = "from_datanommer"
+        )]
+        file: Option<PathBuf>,
+        /// A datanommer database to copy: postgres://user:password@host:port/dbname.
+        #[arg(long, value_name = "URL")]
+        from_datanommer: Option<String>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -168,7 +183,19 @@ impl QueryArgs {
 pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let config = nommer_config(args.config.as_deref(), args.database)?;
     match args.command {
-        HistoryCommand::Import { file, quiet } => import(&config, &file, quiet),
+        HistoryCommand::Import {
+            from_datanommer: Some(url),
+            quiet,
+            ..
+        } => import_from_datanommer(&config, &url, quiet),
+        HistoryCommand::Import {
+            file: Some(file),
+            quiet,
+            ..
+        } => import(&config, &file, quiet),
+        HistoryCommand::Import { .. } => {
+            bail!("import: expected a FILE or --from-datanommer URL")
+        }
         HistoryCommand::Query(query) => run_query(&config, &query),
         HistoryCommand::User { name, limit } => user(&config, &name, limit),
     }
@@ -176,7 +203,7 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 
 /// The `[consumers.Nommer]` settings of the config file (defaults without one),
 /// with `--database` applied.
-fn nommer_config(path: Option<&Path>, database: Option<PathBuf>) -> anyhow::Result<NommerConfig> {
+fn nommer_config(path: Option<&Path>, database: Option<String>) -> anyhow::Result<NommerConfig> {
     let mut nommer = match path {
         Some(path) => {
             let config = Config::load(Some(path))?;
@@ -198,18 +225,32 @@ fn nommer_config(path: Option<&Path>, database: Option<PathBuf>) -> anyhow::Resu
     Ok(nommer)
 }
 
-/// Opens the database for reading; it must exist.
-fn open_existing(config: &NommerConfig) -> anyhow::Result<SqliteStore> {
-    if !config.database.is_file() {
-        bail!(
-            "history database {} does not exist (give --database, or -c with a [consumers.Nommer] database)",
-            config.database.display()
-        );
+/// The database as messages show it: a SQLite file's path, or the URL with
+/// its password masked.
+fn shown(config: &NommerConfig) -> String {
+    match config.database_url() {
+        Ok(DatabaseUrl::Sqlite(path)) => path.display().to_string(),
+        Ok(url) => url.to_string(),
+        Err(_) => fedhub_storage::mask_password(&config.database),
     }
-    Ok(SqliteStore::open_with(
-        &config.database,
-        config.sqlite_options(),
-    )?)
+}
+
+/// Opens the store (SQLite or PostgreSQL), creating its schema if needed.
+fn open_store(config: &NommerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(config.open_store(&prometheus::Registry::new())?)
+}
+
+/// Opens the database for reading; a SQLite file must exist.
+fn open_existing(config: &NommerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if let DatabaseUrl::Sqlite(path) = config.database_url()? {
+        if !path.is_file() {
+            bail!(
+                "history database {} does not exist (give --database, or -c with a [consumers.Nommer] database)",
+                path.display()
+            );
+        }
+    }
+    open_store(config)
 }
 
 /// The import's progress on stderr: an indicatif bar (by bytes read, when the
@@ -288,10 +329,10 @@ fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<Exi
         let size = f.metadata().ok().map(|m| m.len());
         (Box::new(BufReader::with_capacity(1 << 20, f)), size)
     };
-    let store = SqliteStore::open_with(&config.database, config.sqlite_options())?;
+    let store = open_store(config)?;
     let mut bar = ImportBar::new(total, !quiet);
     let began = Instant::now();
-    let report = import_jsonl(reader, &store, |p| bar.update(p))
+    let report = import_jsonl(reader, &*store, |p| bar.update(p))
         .with_context(|| format!("importing {}", file.display()))?;
     let p = report.progress;
     bar.finish(&p);
@@ -308,7 +349,7 @@ fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<Exi
     println!(
         "imported {} messages into {} ({} duplicates skipped, {} bad lines) in {:.1} s",
         p.stored,
-        config.database.display(),
+        shown(config),
         p.duplicates,
         p.bad_lines,
         began.elapsed().as_secs_f64()
@@ -318,6 +359,73 @@ fn import(config: &NommerConfig, file: &Path, quiet: bool) -> anyhow::Result<Exi
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn import_from_datanommer(
+    config: &NommerConfig,
+    source: &str,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let url = DatabaseUrl::parse(source).context("--from-datanommer")?;
+    if url.backend() != fedhub_storage::Backend::Postgres {
+        bail!(
+            "--from-datanommer {url}: expected a datanommer PostgreSQL database, postgres://user:password@host:port/dbname"
+        );
+    }
+    let store = open_store(config)?;
+    let began = Instant::now();
+    let enabled = !quiet;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let counts = |p: &crate::DatanommerProgress| {
+        let secs = began.elapsed().as_secs_f64().max(1e-3);
+        format!(
+            "{} of {} read, {} stored, {} duplicates, {:.0} msg/s",
+            p.read,
+            p.total,
+            p.stored,
+            p.duplicates,
+            p.read as f64 / secs
+        )
+    };
+    let done = crate::import_datanommer(&url, &*store, |p| {
+        if !enabled {
+            return;
+        }
+        let bar = bar.get_or_insert_with(|| {
+            if p.resumed_after > 0 {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "resuming after datanommer message id {}",
+                    p.resumed_after
+                );
+            }
+            indicatif::ProgressBar::new(p.total).with_style(
+                indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}% {msg}")
+                    .expect("a valid progress template")
+                    .progress_chars("#>-"),
+            )
+        });
+        bar.set_position(p.read);
+        bar.set_message(counts(p));
+    })?;
+    if let Some(bar) = bar {
+        let hidden = bar.is_hidden();
+        bar.finish_with_message(counts(&done));
+        if hidden {
+            // Not a terminal: no bar was drawn, so say once where it ended.
+            let _ = writeln!(std::io::stderr().lock(), "100% {}", counts(&done));
+        }
+    }
+    println!(
+        "imported {} messages from {} into {} ({} duplicates skipped; last datanommer id {}) in {:.1} s",
+        done.stored,
+        url,
+        shown(config),
+        done.duplicates,
+        done.last_id,
+        began.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_query(config: &NommerConfig, args: &QueryArgs) -> anyhow::Result<ExitCode> {
@@ -362,17 +470,14 @@ fn user(config: &NommerConfig, name: &str, limit: usize) -> anyhow::Result<ExitC
         bail!("--limit 0: expected a positive number of lines");
     }
     let store = open_existing(config)?;
-    let lines = user_activity(&store as &dyn Store, name, limit)?;
+    let lines = user_activity(&*store, name, limit)?;
     let mut out = std::io::stdout().lock();
     for line in &lines {
         writeln!(out, "{line}")?;
     }
     out.flush()?;
     if lines.is_empty() {
-        eprintln!(
-            "no stored activity for user {name:?} in {}",
-            config.database.display()
-        );
+        eprintln!("no stored activity for user {name:?} in {}", shown(config));
     }
     Ok(ExitCode::SUCCESS)
 }

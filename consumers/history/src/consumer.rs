@@ -7,6 +7,7 @@
 //! [consumers.Nommer]
 //! enabled = true
 //! database = "/var/lib/fedhub/history.sqlite"   # default: fedhub-history.sqlite
+//! # database = "postgres://fedhub:secret@db01:5432/fedhub"   # several hubs, one database
 //! batch_messages = 10000                        # most messages per transaction
 //! batch_latency_ms = 250                        # longest wait before a commit
 //! queue_messages = 20000                        # accepted, not yet committed
@@ -17,7 +18,6 @@
 //! max_response_bytes = 67108864                # most bytes of messages in one /raw page
 //! ```
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +26,12 @@ use fedhub::{
 };
 use serde::Deserialize;
 
+use fedhub_storage::{DatabaseUrl, PoolOptions};
+
 use crate::http::{routes, ApiOptions};
+use crate::postgres::PgStore;
 use crate::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{NewMessage, Store};
+use crate::store::{NewMessage, Store, StoreError};
 use crate::writer::{BatchWriter, Health, WriterOptions, WriterState};
 
 /// The consumer's name: datanommer's class name, so existing Nagios and
@@ -49,8 +52,10 @@ pub const DEFAULT_DATABASE: &str = "fedhub-history.sqlite";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NommerConfig {
-    /// SQLite database file (created if missing).
-    pub database: PathBuf,
+    /// Where messages are kept: a SQLite file (a path or `sqlite:PATH`,
+    /// created if missing) or `postgres://user:password@host:port/dbname`
+    /// (see [`DatabaseUrl`]).
+    pub database: String,
     /// Most messages per transaction.
     pub batch_messages: usize,
     /// Longest a message waits before its batch is committed, in milliseconds.
@@ -62,8 +67,12 @@ pub struct NommerConfig {
     pub default_query_delta_secs: f64,
     /// How long a statement waits for a lock held by another process, in milliseconds.
     pub busy_timeout_ms: u64,
-    /// Page cache of the writer connection, in MiB.
+    /// Page cache of the writer connection, in MiB (SQLite).
     pub cache_mib: u32,
+    /// Most connections to a PostgreSQL server (queries and the writer).
+    pub max_connections: u32,
+    /// How long connecting to a PostgreSQL server may take, in milliseconds.
+    pub connect_timeout_ms: u64,
     /// Refuse to grow the database file past this many bytes.
     pub max_database_bytes: Option<u64>,
     /// The most bytes of stored messages one `/raw` page may hold; a larger
@@ -75,13 +84,15 @@ impl Default for NommerConfig {
     fn default() -> Self {
         let writer = WriterOptions::default();
         NommerConfig {
-            database: PathBuf::from(DEFAULT_DATABASE),
+            database: DEFAULT_DATABASE.to_string(),
             batch_messages: writer.batch_messages,
             batch_latency_ms: writer.batch_latency.as_millis() as u64,
             queue_messages: writer.queue_messages,
             default_query_delta_secs: 0.0,
             busy_timeout_ms: 5000,
             cache_mib: 64,
+            max_connections: 8,
+            connect_timeout_ms: 5000,
             max_database_bytes: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
@@ -97,9 +108,7 @@ fn invalid(key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigEr
 impl NommerConfig {
     /// Checks ranges; errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database.as_os_str().is_empty() {
-            return Err(invalid("database", "\"\"", "a file path"));
-        }
+        self.database_url()?;
         if self.batch_messages == 0 || self.batch_messages > 100_000 {
             return Err(invalid(
                 "batch_messages",
@@ -149,10 +158,66 @@ impl NommerConfig {
                 "0 (no default window) or a positive number of seconds",
             ));
         }
+        if self.max_connections == 0 || self.max_connections > 1000 {
+            return Err(invalid(
+                "max_connections",
+                self.max_connections,
+                "1 to 1000 connections",
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(invalid(
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                "a positive number of milliseconds",
+            ));
+        }
         if self.cache_mib == 0 || self.cache_mib > 1_048_576 {
             return Err(invalid("cache_mib", self.cache_mib, "1 to 1048576 MiB"));
         }
         Ok(())
+    }
+
+    /// The `database` setting, parsed; the error names the key and what is
+    /// expected (a password in it is masked).
+    pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
+        DatabaseUrl::parse(&self.database).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "[consumers.{NAME}] database: {}",
+                fedhub::error_chain(&e)
+            ))
+        })
+    }
+
+    /// How PostgreSQL connections are made (pool size, timeouts).
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_connections: self.max_connections,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+            ..PoolOptions::default()
+        }
+    }
+
+    /// Opens the store `database` names (SQLite or PostgreSQL), its schema
+    /// brought up to date. `registry` receives the storage metrics.
+    pub fn open_store(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<dyn Store>, StoreError> {
+        let url = self.database_url().map_err(|e| StoreError::Open {
+            path: mask(&self.database),
+            reason: e.to_string(),
+            source: None,
+        })?;
+        Ok(match &url {
+            DatabaseUrl::Sqlite(path) => {
+                Arc::new(SqliteStore::open_with(path, self.sqlite_options())?)
+            }
+            DatabaseUrl::Postgres(_) => {
+                Arc::new(PgStore::open(&url, &self.pool_options(), registry)?)
+            }
+        })
     }
 
     /// The writer options these settings describe.
@@ -199,16 +264,25 @@ impl Nommer {
 
     /// Opens the database named in `config` and builds the consumer.
     pub fn from_config(config: &NommerConfig) -> Result<Nommer, ConfigError> {
+        Nommer::from_config_in(config, &prometheus::Registry::new())
+    }
+
+    /// Opens the database named in `config` (storage metrics in `registry`)
+    /// and builds the consumer.
+    pub fn from_config_in(
+        config: &NommerConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Nommer, ConfigError> {
         config.validate()?;
-        let store =
-            SqliteStore::open_with(&config.database, config.sqlite_options()).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "[consumers.{NAME}] database = {:?}: {e}",
-                    config.database.display().to_string()
-                ))
-            })?;
+        let store = config.open_store(registry).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "[consumers.{NAME}] database = {:?}: {}",
+                mask(&config.database),
+                fedhub::error_chain(&e)
+            ))
+        })?;
         Ok(Nommer::new(
-            Arc::new(store),
+            store,
             config.writer_options(),
             ApiOptions {
                 default_query_delta_secs: (config.default_query_delta_secs > 0.0)
@@ -347,6 +421,11 @@ pub fn factory() -> ConsumerFactory {
     .on_embedded_defaults()
     .example_config(include_str!("../fedhub.toml"))
     .command(crate::command::command())
+}
+
+/// The `database` setting as it may be shown (password masked).
+fn mask(database: &str) -> String {
+    fedhub_storage::mask_password(database)
 }
 
 /// Where the datagrepper API is mounted on the hub's HTTP server.

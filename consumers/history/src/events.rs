@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::store::NewMessage;
 use crate::writer::WriterState;
 
 /// The `fedhub_history_*` metric families, by name.
@@ -33,10 +32,11 @@ pub struct CommitFailed<'a> {
 }
 
 impl CommitFailed<'_> {
-    /// Counts the failure, marks the store not ready, and logs it.
+    /// Counts the failure (the storage layer has logged it and marked the
+    /// consumer not ready).
     pub fn emit(self) {
         self.state.count_commit_failure(self.error);
-        tracing::error!(
+        tracing::debug!(
             messages = self.messages,
             error = self.error,
             retry_in_ms = self.retry_in.as_millis() as u64,
@@ -49,17 +49,21 @@ impl CommitFailed<'_> {
 pub struct MessageRefused<'a> {
     /// The writer's shared state.
     pub state: &'a WriterState,
-    /// The message.
-    pub message: &'a NewMessage,
+    /// The message's id.
+    pub msg_id: &'a str,
     /// The database's error.
     pub error: &'a str,
 }
 
 impl MessageRefused<'_> {
-    /// Counts the refusal and logs it with the message's id and topic.
+    /// Counts the refusal (the storage layer has logged it with the msg_id).
     pub fn emit(self) {
         self.state.count_refused(self.error);
-        tracing::error!(msg_id = %self.message.msg_id, topic = %self.message.topic, error = self.error, "message refused by the history store");
+        tracing::debug!(
+            msg_id = self.msg_id,
+            error = self.error,
+            "message refused by the history store"
+        );
     }
 }
 

@@ -48,59 +48,12 @@ use std::time::{Duration, Instant};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 
+use fedhub_storage::{Backend, Database, DatabaseUrl, PoolOptions};
+
 use crate::filter::{Filter, Page, StoredMessage};
 use crate::index::{msg_hash, IndexedRow, MemIndex};
+use crate::schema;
 use crate::store::{BatchReport, NewMessage, Store, StoreError};
-
-/// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS topic (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    category TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS package (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    msg_id TEXT NOT NULL,
-    msg_hash INTEGER NOT NULL,
-    i INTEGER NOT NULL DEFAULT 0,
-    topic_id INTEGER NOT NULL REFERENCES topic(id),
-    timestamp REAL NOT NULL,
-    username TEXT,
-    crypto TEXT,
-    certificate TEXT,
-    signature TEXT,
-    msg TEXT NOT NULL,
-    headers TEXT,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS messages_timestamp ON messages(timestamp, topic_id, msg_hash);
-CREATE TABLE IF NOT EXISTS user_messages (
-    msg INTEGER NOT NULL REFERENCES messages(id),
-    user_id INTEGER NOT NULL REFERENCES user(id),
-    PRIMARY KEY (msg, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS package_messages (
-    msg INTEGER NOT NULL REFERENCES messages(id),
-    package_id INTEGER NOT NULL REFERENCES package(id),
-    PRIMARY KEY (msg, package_id)
-) WITHOUT ROWID;
-CREATE VIEW IF NOT EXISTS messages_view AS
-    SELECT m.id, m.msg_id, m.i, t.name AS topic, t.category AS category, m.timestamp,
-           m.username, m.crypto, m.certificate, m.signature, m.msg AS _msg,
-           m.headers AS _headers, m.extra
-    FROM messages m JOIN topic t ON t.id = m.topic_id;
-";
 
 const ROW_COLUMNS: &str = "m.id, m.msg_id, m.i, t.name, t.category, m.timestamp, m.username, \
      m.crypto, m.certificate, m.signature, m.msg, m.headers, m.extra";
@@ -150,7 +103,26 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
         path: path.display().to_string(),
         reason: e.to_string(),
+        source: None,
     }
+}
+
+/// Opens the file through `fedhub_storage` (which checks that it can be
+/// created and written, naming the reason when not), for its migrations.
+fn open_database(path: &Path, options: &SqliteOptions) -> Result<Database, StoreError> {
+    let url = DatabaseUrl::sqlite(path);
+    let pool = PoolOptions {
+        max_connections: 1,
+        busy_timeout: options.busy_timeout,
+        ..PoolOptions::default()
+    };
+    Database::open(
+        &url,
+        crate::consumer::NAME,
+        &pool,
+        &prometheus::Registry::new(),
+    )
+    .map_err(|e| StoreError::open(path.display(), e))
 }
 
 impl SqliteStore {
@@ -166,6 +138,7 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         let began = Instant::now();
+        let database = open_database(&path, &options)?;
         let conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(options.busy_timeout)
@@ -179,19 +152,19 @@ impl SqliteStore {
                 format!("cannot switch to WAL journal mode (got {mode})"),
             ));
         }
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| open_error(&path, e))?;
-        if version > SCHEMA_VERSION {
-            return Err(open_error(
-                &path,
-                format!("schema version {version} is newer than this fedhub ({SCHEMA_VERSION})"),
-            ));
+        let baseline = schema::check_sqlite_baseline(&conn).map_err(|e| open_error(&path, e))?;
+        if baseline == schema::Baseline::Adopted {
+            tracing::info!(
+                path = %path.display(),
+                "adopting a history database made before schema migrations as version 1"
+            );
         }
+        database
+            .migrate(&schema::migrations())
+            .map_err(|e| StoreError::open(path.display(), e))?;
+        drop(database);
         conn.execute_batch(&format!(
-            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{}; PRAGMA wal_autocheckpoint=8192;
-             {SCHEMA}
-             PRAGMA user_version={SCHEMA_VERSION};",
+            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{}; PRAGMA wal_autocheckpoint=8192;",
             u64::from(options.cache_mib) * 1024
         ))
         .map_err(|e| open_error(&path, e))?;
@@ -464,21 +437,21 @@ fn sql_where(filter: &Filter, window: Option<(f64, f64)>) -> (String, Vec<Value>
     }
 }
 
-/// A row as read, before JSON decoding.
-struct RawRow {
-    id: i64,
-    msg_id: String,
-    i: i64,
-    topic: String,
-    category: String,
-    timestamp: f64,
-    username: Option<String>,
-    crypto: Option<String>,
-    certificate: Option<String>,
-    signature: Option<String>,
-    msg: String,
-    headers: Option<String>,
-    extra: Option<String>,
+/// A row as read, before JSON decoding (both backends).
+pub(crate) struct RawRow {
+    pub(crate) id: i64,
+    pub(crate) msg_id: String,
+    pub(crate) i: i64,
+    pub(crate) topic: String,
+    pub(crate) category: String,
+    pub(crate) timestamp: f64,
+    pub(crate) username: Option<String>,
+    pub(crate) crypto: Option<String>,
+    pub(crate) certificate: Option<String>,
+    pub(crate) signature: Option<String>,
+    pub(crate) msg: String,
+    pub(crate) headers: Option<String>,
+    pub(crate) extra: Option<String>,
 }
 
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -500,7 +473,8 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 }
 
 impl RawRow {
-    fn decode(self) -> Result<StoredMessage, StoreError> {
+    /// Decodes the JSON columns (never failing on what was stored).
+    pub(crate) fn decode(self) -> Result<StoredMessage, StoreError> {
         let id = self.id;
         let msg = stored_value(id, "msg", &self.msg);
         let headers = self
@@ -1085,6 +1059,32 @@ impl Store for SqliteStore {
 
     fn location(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn import_checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(writer
+            .conn
+            .query_row(
+                "SELECT last_id FROM imports WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.conn.execute(
+            "INSERT INTO imports (source, last_id) VALUES (?1, ?2)
+             ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id",
+            rusqlite::params![source, last_id],
+        )?;
+        Ok(())
     }
 
     fn message_count(&self) -> Result<u64, StoreError> {

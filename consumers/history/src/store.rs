@@ -1,5 +1,6 @@
 //! The storage seam: the [`Store`] trait every backend implements (embedded
-//! SQLite today, PostgreSQL later), and the [`NewMessage`] rows it stores.
+//! SQLite, [`crate::SqliteStore`]; PostgreSQL, [`crate::PgStore`]), and the
+//! [`NewMessage`] rows it stores.
 //!
 //! A backend keeps datanommer's model: one row per message (unique `msg_id`),
 //! and the users and packages extracted at insert time in bridge tables, never
@@ -11,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use fedhub_storage::{Backend, BackendError, Classify, ErrorKind, StorageError};
 
 use crate::filter::{Filter, FilterError, Page, StoredMessage};
 use crate::meta;
@@ -38,21 +41,23 @@ pub enum StoreError {
     /// The filter is invalid (names the parameter).
     #[error("bad query: {0}")]
     Filter(#[from] FilterError),
-    /// The database refused or failed (locked, full disk, corrupt, …).
-    #[error("database error: {message}")]
+    /// The database refused or failed (locked, full disk, server gone, …).
+    #[error("database error: {source}")]
     Database {
-        /// SQLite's (or the server's) message.
-        message: String,
-        /// Whether trying again later may succeed (locked, busy, full disk, I/O).
-        transient: bool,
+        /// The database library's error (SQLite's or the server's message).
+        #[source]
+        source: BackendError,
     },
-    /// The database file could not be opened or prepared.
+    /// The database could not be opened or prepared.
     #[error("cannot open the history database {path}: {reason}")]
     Open {
-        /// The path given.
+        /// The database given (a path, or a URL with its password masked).
         path: String,
         /// Why.
         reason: String,
+        /// The storage layer's error, if any.
+        #[source]
+        source: Option<Box<StorageError>>,
     },
     /// A page would hold more bytes of stored messages than
     /// [`Filter::max_page_bytes`](crate::Filter::max_page_bytes) allows.
@@ -61,6 +66,9 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The storage layer failed (no connection from the pool, say).
+    #[error(transparent)]
+    Storage(Box<StorageError>),
     /// A stored row could not be decoded.
     #[error("stored message {id} is unreadable: {reason}")]
     Corrupt {
@@ -71,39 +79,57 @@ pub enum StoreError {
     },
 }
 
+impl From<StorageError> for StoreError {
+    fn from(e: StorageError) -> Self {
+        StoreError::Storage(Box::new(e))
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode as C;
-        let transient = matches!(
-            e.sqlite_error_code(),
-            Some(
-                C::DatabaseBusy
-                    | C::DatabaseLocked
-                    | C::DiskFull
-                    | C::SystemIoFailure
-                    | C::CannotOpen
-                    | C::ReadOnly
-                    | C::OutOfMemory
-                    | C::FileLockingProtocolFailed
-            )
-        );
         StoreError::Database {
-            message: e.to_string(),
-            transient,
+            source: BackendError::Sqlite(e),
+        }
+    }
+}
+
+impl From<fedhub_storage::postgres::Error> for StoreError {
+    fn from(e: fedhub_storage::postgres::Error) -> Self {
+        StoreError::Database {
+            source: BackendError::Postgres(e),
         }
     }
 }
 
 impl StoreError {
+    /// The database at `path` cannot be opened: `error` says why.
+    pub fn open(path: impl std::fmt::Display, error: StorageError) -> StoreError {
+        StoreError::Open {
+            path: path.to_string(),
+            reason: fedhub::error_chain(&error),
+            source: Some(Box::new(error)),
+        }
+    }
+
     /// Whether trying again later may succeed (as opposed to a message the
     /// database will always refuse).
     pub fn is_transient(&self) -> bool {
+        self.kind().is_transient()
+    }
+}
+
+impl Classify for StoreError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Database { transient, .. } => *transient,
-            StoreError::Open { .. } => true,
+            StoreError::Database { source } => source.kind(),
+            StoreError::Open { source, .. } => source
+                .as_ref()
+                .map(|e| e.kind())
+                .unwrap_or(ErrorKind::Unavailable),
+            StoreError::Storage(e) => e.kind(),
             StoreError::Filter(_)
             | StoreError::Corrupt { .. }
-            | StoreError::PageTooLarge { .. } => false,
+            | StoreError::PageTooLarge { .. } => ErrorKind::Data,
         }
     }
 }
@@ -254,6 +280,17 @@ pub trait Store: Send + Sync {
     /// How many messages are stored.
     fn message_count(&self) -> Result<u64, StoreError>;
 
-    /// Where the messages are kept (a file path, a server), for logs.
+    /// Where the messages are kept (a file path, a server with its password
+    /// masked), for logs.
     fn location(&self) -> String;
+
+    /// Which kind of database this is.
+    fn backend(&self) -> Backend;
+
+    /// Where an import from `source` (a database URL, password masked) stopped:
+    /// the last source row id it stored, if it ran before.
+    fn import_checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Records that an import from `source` stored every row up to `last_id`.
+    fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError>;
 }

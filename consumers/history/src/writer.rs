@@ -1,5 +1,8 @@
 //! The batch writer: a dedicated thread that commits messages to the store in
-//! batches, and the [`Health`] it reports.
+//! batches, and the [`Health`] it reports. The thread, its batching, retries
+//! and backlog holds are `fedhub_storage`'s [`fedhub_storage::BatchWriter`];
+//! this module gives it the store as its sink and keeps the history store's
+//! own counters ([`WriterState`], its observer), which outlive writer restarts.
 //!
 //! Why a thread of its own rather than committing inline in `consume`: a commit
 //! writes pages, updates four B-trees per message and now and then checkpoints
@@ -25,19 +28,20 @@
 //! is bounded by the queue plus one batch: the messages accepted but not yet
 //! committed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use serde::Serialize;
 
 use fedhub::BacklogGuard;
+use fedhub_storage::{ErrorKind, Sink, WriteReport, WriterObserver, WriterTarget};
 
 use crate::events::{names, CommitFailed, MessageRefused};
 use crate::filter::now_secs;
-use crate::store::{NewMessage, Store};
+use crate::store::{NewMessage, Store, StoreError};
+
+pub use fedhub_storage::WriterError;
 
 /// How the writer batches.
 #[derive(Debug, Clone)]
@@ -66,22 +70,17 @@ impl Default for WriterOptions {
     }
 }
 
-/// Why the writer did not take or finish work.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum WriterError {
-    /// The writer thread is gone.
-    #[error("the history writer is stopped")]
-    Stopped,
-    /// A flush did not finish in time.
-    #[error("history writer did not commit within {waited_ms} ms ({queued} messages queued, last error: {last_error})")]
-    Timeout {
-        /// Milliseconds waited.
-        waited_ms: u64,
-        /// Messages still queued.
-        queued: u64,
-        /// The last write error, or `none`.
-        last_error: String,
-    },
+impl WriterOptions {
+    fn storage(&self) -> fedhub_storage::WriterOptions {
+        fedhub_storage::WriterOptions {
+            batch_items: self.batch_messages,
+            batch_latency: self.batch_latency,
+            queue_items: self.queue_messages,
+            retry_max: self.retry_max,
+            shutdown_grace: self.shutdown_grace,
+            ..fedhub_storage::WriterOptions::default()
+        }
+    }
 }
 
 /// A snapshot of the writer's state, for readiness checks and `/datagrepper/health`.
@@ -110,25 +109,25 @@ pub struct Health {
 }
 
 /// Counters and state shared by the writer, the consumer and HTTP handlers.
-/// Outlives writer restarts.
+/// Outlives writer restarts: a writer started again continues from it.
 #[derive(Default)]
 pub struct WriterState {
-    failing: AtomicBool,
-    queued: AtomicU64,
+    /// The generic writer's state (queued, failing, last commit).
+    writer: Arc<fedhub_storage::WriterState>,
     stored: AtomicU64,
     duplicates: AtomicU64,
     write_errors: AtomicU64,
     rejected: AtomicU64,
     bad_requests: AtomicU64,
     last_error: Mutex<Option<(String, f64)>>,
-    last_commit_at: Mutex<Option<f64>>,
     metrics: Mutex<Option<Metrics>>,
     readiness: Mutex<Option<fedhub::Readiness>>,
 }
 
-/// Prometheus series for the writer.
+/// Prometheus series for the writer, and the registry they are in.
 #[derive(Clone)]
 struct Metrics {
+    registry: prometheus::Registry,
     stored: prometheus::IntCounter,
     duplicates: prometheus::IntCounter,
     write_errors: prometheus::IntCounter,
@@ -145,9 +144,10 @@ impl WriterState {
     /// The current state.
     pub fn health(&self) -> Health {
         let last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = self.writer.health();
         Health {
-            healthy: !self.failing.load(Ordering::Acquire),
-            queued: self.queued.load(Ordering::Relaxed),
+            healthy: writer.healthy,
+            queued: writer.queued,
             stored: self.stored.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
@@ -155,16 +155,13 @@ impl WriterState {
             bad_requests: self.bad_requests.load(Ordering::Relaxed),
             last_error: last_error.as_ref().map(|e| e.0.clone()),
             last_error_at: last_error.as_ref().map(|e| e.1),
-            last_commit_at: *self
-                .last_commit_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
+            last_commit_at: writer.last_commit_at,
         }
     }
 
     /// Whether the last commit attempt failed.
     pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
+        self.writer.is_failing()
     }
 
     /// The last write error, if any.
@@ -176,13 +173,15 @@ impl WriterState {
             .map(|e| e.0.clone())
     }
 
-    /// Registers `fedhub_history_*` series in `registry` (once; later calls are no-ops).
+    /// Registers `fedhub_history_*` series in `registry` (once; later calls are
+    /// no-ops). The writer's `fedhub_storage_*` series go to the same registry.
     pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
         let mut slot = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_some() {
             return Ok(());
         }
         let metrics = Metrics {
+            registry: registry.clone(),
             stored: prometheus::IntCounter::new(
                 names::MESSAGES_STORED_TOTAL,
                 "Messages stored by the history consumer",
@@ -252,13 +251,13 @@ impl WriterState {
         format!(
             "history store cannot commit ({}); {} messages waiting to be stored, retrying",
             self.last_error().unwrap_or_else(|| "unknown error".into()),
-            self.queued.load(Ordering::Relaxed)
+            self.queued()
         )
     }
 
     /// Messages accepted and not yet committed.
     pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
+        self.writer.queued()
     }
 
     /// One place for "a query was refused": counter, metric, log.
@@ -279,46 +278,13 @@ impl WriterState {
 
     fn queued_changed(&self) {
         if let Some(m) = self.metrics() {
-            m.queued
-                .set(self.queued.load(Ordering::Relaxed).min(i64::MAX as u64) as i64);
+            m.queued.set(self.queued().min(i64::MAX as u64) as i64);
         }
-    }
-
-    /// One place for "a batch was committed": counters, metrics, log.
-    fn committed(&self, messages: usize, stored: u64, duplicates: u64, took: Duration) {
-        self.stored.fetch_add(stored, Ordering::Relaxed);
-        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        self.queued.fetch_sub(messages as u64, Ordering::Relaxed);
-        *self
-            .last_commit_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(now_secs());
-        if self.failing.swap(false, Ordering::AcqRel) {
-            if let Some(r) = self.readiness() {
-                r.clear();
-            }
-            tracing::info!(messages, "history store recovered");
-        }
-        if let Some(m) = self.metrics() {
-            m.stored.inc_by(stored);
-            m.duplicates.inc_by(duplicates);
-        }
-        self.queued_changed();
-        if duplicates > 0 {
-            tracing::debug!(duplicates, "skipped messages already stored");
-        }
-        tracing::trace!(
-            messages,
-            stored,
-            took_ms = took.as_millis() as u64,
-            "batch committed"
-        );
     }
 
     /// Counts a message the database refused for good (see [`MessageRefused`]).
     pub(crate) fn count_refused(&self, error: &str) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        self.queued.fetch_sub(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((error.to_string(), now_secs()));
         if let Some(m) = self.metrics() {
@@ -327,51 +293,126 @@ impl WriterState {
         self.queued_changed();
     }
 
-    /// Counts a failed commit and reports it to readiness (see [`CommitFailed`]).
+    /// Counts a failed commit (see [`CommitFailed`]).
     pub(crate) fn count_commit_failure(&self, error: &str) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
-        self.failing.store(true, Ordering::Release);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((error.to_string(), now_secs()));
         if let Some(m) = self.metrics() {
             m.write_errors.inc();
         }
-        if let Some(r) = self.readiness() {
-            r.set_problem(self.problem_text());
-        }
     }
 }
 
-enum Command {
-    /// A message, and the hold that keeps it in the consumer's backlog until committed.
-    Store(Box<NewMessage>, Option<BacklogGuard>),
-    Flush(Sender<()>),
+/// The generic writer tells the history store's state what it did.
+impl WriterObserver for WriterState {
+    fn committed(&self, messages: usize, report: &WriteReport, took: Duration) {
+        self.stored.fetch_add(report.stored, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(report.duplicates, Ordering::Relaxed);
+        if let Some(m) = self.metrics() {
+            m.stored.inc_by(report.stored);
+            m.duplicates.inc_by(report.duplicates);
+        }
+        self.queued_changed();
+        if report.duplicates > 0 {
+            tracing::debug!(
+                duplicates = report.duplicates,
+                "skipped messages already stored"
+            );
+        }
+        tracing::trace!(
+            messages,
+            stored = report.stored,
+            took_ms = took.as_millis() as u64,
+            "history batch committed"
+        );
+    }
+
+    fn commit_failed(&self, messages: usize, _kind: ErrorKind, error: &str, retry_in: Duration) {
+        CommitFailed {
+            state: self,
+            messages,
+            error,
+            retry_in,
+        }
+        .emit();
+    }
+
+    fn dead_lettered(&self, msg_id: &str, _kind: ErrorKind, error: &str) {
+        MessageRefused {
+            state: self,
+            msg_id,
+            error,
+        }
+        .emit();
+    }
+
+    fn abandoned(&self, _messages: &[String], _error: &str) {
+        self.queued_changed();
+    }
+
+    fn recovered(&self) {
+        tracing::info!("history store recovered");
+    }
+}
+
+/// The writer's sink: each batch is one [`Store::insert_batch`].
+struct StoreSink {
+    store: Arc<dyn Store>,
+}
+
+impl Sink for StoreSink {
+    type Item = NewMessage;
+    type Error = StoreError;
+
+    fn write(&mut self, items: &[NewMessage]) -> Result<(), StoreError> {
+        self.store.insert_batch(items).map(|_| ())
+    }
+
+    fn write_reporting(&mut self, items: &[NewMessage]) -> Result<WriteReport, StoreError> {
+        let report = self.store.insert_batch(items)?;
+        Ok(WriteReport {
+            stored: report.stored,
+            duplicates: report.duplicates,
+        })
+    }
+
+    fn describe(&self, item: &NewMessage) -> String {
+        item.msg_id.clone()
+    }
 }
 
 /// The handle to a running writer thread.
 pub struct BatchWriter {
-    tx: Option<Sender<Command>>,
+    inner: fedhub_storage::BatchWriter<NewMessage>,
     state: Arc<WriterState>,
-    handle: Option<JoinHandle<()>>,
 }
 
 impl BatchWriter {
-    /// Starts a writer thread committing into `store`.
+    /// Starts a writer thread committing into `store`, counting into `state`
+    /// (its metrics go to the registry `state` registered in, if any).
     pub fn spawn(
         store: Arc<dyn Store>,
         options: WriterOptions,
         state: Arc<WriterState>,
     ) -> std::io::Result<BatchWriter> {
-        let (tx, rx) = bounded(options.queue_messages.max(1));
-        let thread_state = state.clone();
-        let handle = std::thread::Builder::new()
-            .name("fedhub-history-writer".into())
-            .spawn(move || run(store, options, thread_state, rx))?;
-        Ok(BatchWriter {
-            tx: Some(tx),
-            state,
-            handle: Some(handle),
-        })
+        let registry = state.metrics().map(|m| m.registry).unwrap_or_default();
+        let target = WriterTarget::new(
+            crate::consumer::NAME,
+            store.location(),
+            store.backend(),
+            &registry,
+        )
+        .with_readiness(state.readiness())
+        .observed_by(state.clone());
+        let inner = fedhub_storage::BatchWriter::spawn_with_state(
+            StoreSink { store },
+            options.storage(),
+            target,
+            state.writer.clone(),
+        )?;
+        Ok(BatchWriter { inner, state })
     }
 
     /// The shared state (health, counters).
@@ -386,7 +427,9 @@ impl BatchWriter {
 
     /// Queues a message. Blocks while the queue is full (back-pressure); never drops.
     pub fn submit(&self, message: NewMessage) -> Result<(), WriterError> {
-        self.send_store(message, None)
+        let result = self.inner.submit(message);
+        self.state.queued_changed();
+        result
     }
 
     /// Queues a message that stays counted in the consumer's backlog (`hold`,
@@ -396,219 +439,20 @@ impl BatchWriter {
         message: NewMessage,
         hold: BacklogGuard,
     ) -> Result<(), WriterError> {
-        self.send_store(message, Some(hold))
-    }
-
-    fn send_store(
-        &self,
-        message: NewMessage,
-        hold: Option<BacklogGuard>,
-    ) -> Result<(), WriterError> {
-        let tx = self.tx.as_ref().ok_or(WriterError::Stopped)?;
-        self.state.queued.fetch_add(1, Ordering::Relaxed);
-        let mut command = Command::Store(Box::new(message), hold);
-        let began = Instant::now();
-        let mut warned = Instant::now();
-        loop {
-            match tx.send_timeout(command, Duration::from_millis(500)) {
-                Ok(()) => break,
-                Err(SendTimeoutError::Timeout(back)) => {
-                    command = back;
-                    if warned.elapsed() >= Duration::from_secs(10) {
-                        warned = Instant::now();
-                        tracing::warn!(
-                            waited_ms = began.elapsed().as_millis() as u64,
-                            queued = self.state.queued.load(Ordering::Relaxed),
-                            last_error = self.state.last_error().unwrap_or_default(),
-                            "history writer queue is full, waiting"
-                        );
-                    }
-                }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    self.state.queued.fetch_sub(1, Ordering::Relaxed);
-                    return Err(WriterError::Stopped);
-                }
-            }
-        }
+        let result = self.inner.submit_holding(message, hold);
         self.state.queued_changed();
-        Ok(())
+        result
     }
 
     /// Waits until every message submitted so far is committed.
     pub fn flush(&self, timeout: Duration) -> Result<(), WriterError> {
-        let tx = self.tx.as_ref().ok_or(WriterError::Stopped)?;
-        let (done_tx, done_rx) = bounded(1);
-        let began = Instant::now();
-        let timed_out = |state: &WriterState| WriterError::Timeout {
-            waited_ms: began.elapsed().as_millis() as u64,
-            queued: state.queued.load(Ordering::Relaxed),
-            last_error: state.last_error().unwrap_or_else(|| "none".into()),
-        };
-        match tx.send_timeout(Command::Flush(done_tx), timeout) {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => return Err(timed_out(&self.state)),
-            Err(SendTimeoutError::Disconnected(_)) => return Err(WriterError::Stopped),
-        }
-        let left = timeout.saturating_sub(began.elapsed());
-        match done_rx.recv_timeout(left) {
-            Ok(()) => Ok(()),
-            Err(RecvTimeoutError::Timeout) => Err(timed_out(&self.state)),
-            Err(RecvTimeoutError::Disconnected) => Err(WriterError::Stopped),
-        }
+        self.inner.flush(timeout)
     }
 
     /// Commits what is queued and stops the thread. A batch that still fails after
     /// the shutdown grace period is reported (error log with its msg_ids) and dropped.
-    pub fn shutdown(mut self) {
-        self.stop_thread();
-    }
-
-    fn stop_thread(&mut self) {
-        drop(self.tx.take());
-        if let Some(handle) = self.handle.take() {
-            if handle.join().is_err() {
-                tracing::error!("history writer thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for BatchWriter {
-    fn drop(&mut self) {
-        self.stop_thread();
-    }
-}
-
-fn run(
-    store: Arc<dyn Store>,
-    options: WriterOptions,
-    state: Arc<WriterState>,
-    rx: Receiver<Command>,
-) {
-    let mut batch: Vec<NewMessage> = Vec::with_capacity(options.batch_messages);
-    // Released once their batch is committed (or given up at shutdown).
-    let mut holds: Vec<BacklogGuard> = Vec::with_capacity(options.batch_messages);
-    let mut waiting: Vec<Sender<()>> = Vec::new();
-    let mut deadline: Option<Instant> = None;
-    loop {
-        let received = match deadline {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => rx.recv_deadline(at),
-        };
-        let (commit_now, closing) = match received {
-            Ok(Command::Store(message, hold)) => {
-                if batch.is_empty() {
-                    deadline = Some(Instant::now() + options.batch_latency);
-                }
-                batch.push(*message);
-                holds.extend(hold);
-                (batch.len() >= options.batch_messages, false)
-            }
-            Ok(Command::Flush(done)) => {
-                waiting.push(done);
-                (true, false)
-            }
-            Err(RecvTimeoutError::Timeout) => (true, false),
-            Err(RecvTimeoutError::Disconnected) => (true, true),
-        };
-        if commit_now {
-            commit(&*store, &options, &state, &mut batch, closing);
-            holds.clear();
-            deadline = None;
-            for done in waiting.drain(..) {
-                let _ = done.send(());
-            }
-        }
-        if closing {
-            break;
-        }
-    }
-    tracing::debug!("history writer stopped");
-}
-
-/// Commits `batch`, retrying with backoff until it succeeds (or, when closing,
-/// until the grace period ends).
-fn commit(
-    store: &dyn Store,
-    options: &WriterOptions,
-    state: &WriterState,
-    batch: &mut Vec<NewMessage>,
-    closing: bool,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let began = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let attempt = Instant::now();
-        match store.insert_batch(batch) {
-            Ok(report) => {
-                state.committed(
-                    batch.len(),
-                    report.stored,
-                    report.duplicates,
-                    attempt.elapsed(),
-                );
-                batch.clear();
-                return;
-            }
-            Err(e) if !e.is_transient() => {
-                // The database refuses something in this batch for good: store the
-                // messages one by one and report the ones it refuses.
-                let mut rest = Vec::new();
-                for message in batch.drain(..) {
-                    match store.insert_batch(std::slice::from_ref(&message)) {
-                        Ok(report) => {
-                            state.committed(1, report.stored, report.duplicates, Duration::ZERO)
-                        }
-                        Err(e) if e.is_transient() => rest.push(message),
-                        Err(e) => MessageRefused {
-                            state,
-                            message: &message,
-                            error: &e.to_string(),
-                        }
-                        .emit(),
-                    }
-                }
-                *batch = rest;
-                if batch.is_empty() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let error = e.to_string();
-                if closing && began.elapsed() >= options.shutdown_grace {
-                    let ids: Vec<&str> = batch.iter().map(|m| m.msg_id.as_str()).collect();
-                    CommitFailed {
-                        state,
-                        messages: batch.len(),
-                        error: &error,
-                        retry_in: Duration::ZERO,
-                    }
-                    .emit();
-                    tracing::error!(
-                        messages = batch.len(),
-                        msg_ids = ?ids,
-                        error,
-                        "history writer stopping with messages not stored"
-                    );
-                    state
-                        .queued
-                        .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
-                    return;
-                }
-                CommitFailed {
-                    state,
-                    messages: batch.len(),
-                    error: &error,
-                    retry_in: delay,
-                }
-                .emit();
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(options.retry_max);
-            }
-        }
+    pub fn shutdown(self) {
+        self.inner.shutdown();
+        self.state.queued_changed();
     }
 }

@@ -1,0 +1,575 @@
+//! The PostgreSQL backend, [`PgStore`]: the store several hubs share.
+//!
+//! Every hub writing to one server inserts into the same tables (see
+//! [`crate::schema::POSTGRES_V1`]), so no hub can know from memory what the
+//! others stored: every query (`/raw`, `/id`, `/messagecount`, counts for other
+//! consumers) is answered by SQL on the server's indexes, at the moment it is
+//! asked, and sees every hub's committed messages.
+//!
+//! What a hub caches is only what cannot change: the ids of topic, user and
+//! package names. A name's row is never updated or deleted once inserted, so a
+//! cached id stays right; a name not in the cache is inserted (`ON CONFLICT DO
+//! NOTHING`, so two hubs adding it at once agree on one row) and read back. An
+//! id learnt inside a transaction is cached only after that transaction
+//! commits. Nothing else is cached: no counts, no pages, no `msg_id`s.
+//!
+//! Writes are idempotent. A batch is one transaction: names, then the
+//! messages with one multi-row `INSERT … ON CONFLICT (msg_id) DO NOTHING
+//! RETURNING id`, the bridge rows of the messages it stored, and the message
+//! count. A message another hub (or an earlier attempt of a batch whose
+//! commit was lost) already stored is skipped and counted as a duplicate.
+//! Rows are inserted in `msg_id` order and names in name order, so two hubs
+//! storing overlapping batches wait for each other rather than deadlock (a
+//! deadlock or serialization failure would be retried anyway).
+//!
+//! Queries: the time window is `timestamp BETWEEN` on `(timestamp, id)` or
+//! `(topic_id, timestamp, id)`; topics and categories become `topic_id IN
+//! (…)`; users and packages `EXISTS` on the bridge tables (keyed by name id and
+//! time, so a window bounds the probe too); `contains` is `strpos` on the
+//! payload within what the other filters select (the API requires a topic or
+//! category and a window beside it). `total` and the page are read in one
+//! read-only `REPEATABLE READ` transaction, so they agree.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::RwLock;
+
+use fedhub_storage::postgres::types::ToSql;
+use fedhub_storage::postgres::{IsolationLevel, Row, Transaction};
+use fedhub_storage::{Backend, Connection, Database, DatabaseUrl, PoolOptions};
+
+use crate::filter::{Filter, Page, StoredMessage};
+use crate::schema;
+use crate::sqlite::RawRow;
+use crate::store::{BatchReport, NewMessage, Store, StoreError};
+
+/// Name ids learnt from the server (they never change once given).
+#[derive(Default)]
+struct Names {
+    topics: HashMap<String, i32>,
+    users: HashMap<String, i32>,
+    packages: HashMap<String, i32>,
+}
+
+/// The PostgreSQL [`Store`].
+pub struct PgStore {
+    database: Database,
+    names: RwLock<Names>,
+}
+
+/// Columns of a message row, in [`RawRow`] order.
+const ROW_COLUMNS: &str = "m.id, m.msg_id, m.i, t.name, t.category, m.timestamp, m.username, \
+     m.crypto, m.certificate, m.signature, m.msg, m.headers, m.extra";
+
+/// A bound parameter.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+impl PgStore {
+    /// Connects to `url` (checking the server, credentials and version) and
+    /// brings the history schema up to date. `registry` receives the storage
+    /// metrics of the consumer `Nommer`.
+    pub fn open(
+        url: &DatabaseUrl,
+        options: &PoolOptions,
+        registry: &prometheus::Registry,
+    ) -> Result<PgStore, StoreError> {
+        let database = Database::open(url, crate::consumer::NAME, options, registry)
+            .map_err(|e| StoreError::open(url, e))?;
+        let report = database
+            .migrate(&schema::migrations())
+            .map_err(|e| StoreError::open(url, e))?;
+        tracing::info!(
+            database = %url,
+            schema_version = report.to,
+            "history database open"
+        );
+        Ok(PgStore {
+            database,
+            names: RwLock::new(Names::default()),
+        })
+    }
+
+    /// The database handle (its URL, pool and storage metrics).
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// Runs `f` on a pooled client.
+    fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut fedhub_storage::postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self.database.connection()? {
+            Connection::Postgres(mut client) => f(&mut client),
+            Connection::Sqlite(_) => unreachable!("a postgres:// URL opens a PostgreSQL pool"),
+        }
+    }
+
+    /// Runs `f` in a read-only REPEATABLE READ transaction: one snapshot.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_client(|client| {
+            let mut tx = client
+                .build_transaction()
+                .read_only(true)
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .start()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// The ids of `wanted` names in `table`, creating the missing ones (with
+    /// their category, for topics). Returns the ids and the names learnt.
+    fn resolve(
+        tx: &mut Transaction<'_>,
+        table: &str,
+        cached: &HashMap<String, i32>,
+        wanted: &BTreeMap<&str, &str>,
+        with_category: bool,
+    ) -> Result<HashMap<String, i32>, StoreError> {
+        let mut ids: HashMap<String, i32> = HashMap::with_capacity(wanted.len());
+        let mut missing: Vec<String> = Vec::new();
+        let mut categories: Vec<String> = Vec::new();
+        for (name, category) in wanted {
+            match cached.get(*name) {
+                Some(id) => {
+                    ids.insert((*name).to_string(), *id);
+                }
+                None => {
+                    missing.push((*name).to_string());
+                    categories.push((*category).to_string());
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(ids);
+        }
+        // In name order (BTreeMap), so concurrent hubs lock names in one order.
+        if with_category {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (name, category)
+                     SELECT * FROM unnest($1::text[], $2::text[])
+                     ON CONFLICT (name) DO NOTHING"
+                ),
+                &[&missing, &categories],
+            )?;
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (name) SELECT * FROM unnest($1::text[])
+                     ON CONFLICT (name) DO NOTHING"
+                ),
+                &[&missing],
+            )?;
+        }
+        for row in tx.query(
+            &format!("SELECT id, name FROM {table} WHERE name = ANY($1)"),
+            &[&missing],
+        )? {
+            ids.insert(row.try_get(1)?, row.try_get(0)?);
+        }
+        Ok(ids)
+    }
+}
+
+/// A name list of a filter as a text array parameter.
+fn texts(values: &[String]) -> Param {
+    Box::new(values.to_vec())
+}
+
+/// The WHERE clause of a filter (`$n` parameters from `first`), and its parameters.
+fn sql_where(filter: &Filter, window: Option<(f64, f64)>) -> (String, Vec<Param>) {
+    let mut parts: Vec<String> = Vec::new();
+    let mut params: Vec<Param> = Vec::new();
+    let next = |params: &mut Vec<Param>, p: Param| -> String {
+        params.push(p);
+        format!("${}", params.len())
+    };
+    let window_sql = |params: &mut Vec<Param>, column: &str| -> Option<String> {
+        let (s, e) = window?;
+        let a = next(params, Box::new(s));
+        let b = next(params, Box::new(e));
+        Some(format!("{column} BETWEEN {a} AND {b}"))
+    };
+    if let Some(w) = window_sql(&mut params, "m.timestamp") {
+        parts.push(w);
+    }
+    let bridges = [
+        (
+            &filter.users,
+            "history_user_messages",
+            "history_users",
+            "user_id",
+            "",
+        ),
+        (
+            &filter.packages,
+            "history_package_messages",
+            "history_packages",
+            "package_id",
+            "",
+        ),
+        (
+            &filter.not_users,
+            "history_user_messages",
+            "history_users",
+            "user_id",
+            "NOT ",
+        ),
+        (
+            &filter.not_packages,
+            "history_package_messages",
+            "history_packages",
+            "package_id",
+            "NOT ",
+        ),
+    ];
+    for (names, bridge, table, column, not) in bridges {
+        if names.is_empty() {
+            continue;
+        }
+        let list = next(&mut params, texts(names));
+        // The bridge row's timestamp is its message's: repeating the window
+        // lets the (name id, timestamp, msg) key bound the probe.
+        let time = window_sql(&mut params, "b.timestamp")
+            .map(|w| format!(" AND {w}"))
+            .unwrap_or_default();
+        parts.push(format!(
+            "{not}EXISTS (SELECT 1 FROM {bridge} b WHERE b.msg = m.id AND b.{column} IN \
+             (SELECT n.id FROM {table} n WHERE n.name = ANY({list})){time})"
+        ));
+    }
+    let topics = [
+        (&filter.categories, "category", "IN"),
+        (&filter.topics, "name", "IN"),
+        (&filter.not_categories, "category", "NOT IN"),
+        (&filter.not_topics, "name", "NOT IN"),
+    ];
+    for (names, column, op) in topics {
+        if names.is_empty() {
+            continue;
+        }
+        let list = next(&mut params, texts(names));
+        parts.push(format!(
+            "m.topic_id {op} (SELECT t2.id FROM history_topics t2 WHERE t2.{column} = ANY({list}))"
+        ));
+    }
+    if !filter.contains.is_empty() {
+        let any: Vec<String> = filter
+            .contains
+            .iter()
+            .map(|c| {
+                let p = next(&mut params, Box::new(c.clone()));
+                format!("strpos(m.msg, {p}) > 0")
+            })
+            .collect();
+        parts.push(format!("({})", any.join(" OR ")));
+    }
+    let clause = if parts.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", parts.join(" AND "))
+    };
+    (clause, params)
+}
+
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn raw_row(row: &Row) -> Result<RawRow, StoreError> {
+    Ok(RawRow {
+        id: row.try_get(0)?,
+        msg_id: row.try_get(1)?,
+        i: row.try_get(2)?,
+        topic: row.try_get(3)?,
+        category: row.try_get(4)?,
+        timestamp: row.try_get(5)?,
+        username: row.try_get(6)?,
+        crypto: row.try_get(7)?,
+        certificate: row.try_get(8)?,
+        signature: row.try_get(9)?,
+        msg: row.try_get(10)?,
+        headers: row.try_get(11)?,
+        extra: row.try_get(12)?,
+    })
+}
+
+fn count_in(tx: &mut Transaction<'_>, clause: &str, params: &[Param]) -> Result<u64, StoreError> {
+    let total: i64 = tx
+        .query_one(
+            &format!("SELECT count(*) FROM history_messages m {clause}"),
+            &refs(params),
+        )?
+        .try_get(0)?;
+    Ok(total as u64)
+}
+
+impl Store for PgStore {
+    fn insert_batch(&self, batch: &[NewMessage]) -> Result<BatchReport, StoreError> {
+        let mut report = BatchReport::default();
+        if batch.is_empty() {
+            return Ok(report);
+        }
+        // One row per msg_id, in msg_id order (the lock order of every hub).
+        let mut seen: HashSet<&str> = HashSet::with_capacity(batch.len());
+        let mut rows: Vec<&NewMessage> = batch
+            .iter()
+            .filter(|m| seen.insert(m.msg_id.as_str()))
+            .collect();
+        report.duplicates = (batch.len() - rows.len()) as u64;
+        rows.sort_by(|a, b| a.msg_id.cmp(&b.msg_id));
+
+        let mut topics: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut users: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut packages: BTreeMap<&str, &str> = BTreeMap::new();
+        for m in &rows {
+            topics.insert(&m.topic, &m.category);
+            users.extend(m.users.iter().map(|u| (u.as_str(), "")));
+            packages.extend(m.packages.iter().map(|p| (p.as_str(), "")));
+        }
+        let (learnt, stored) = self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            let (topic_ids, user_ids, package_ids) = {
+                let cache = self.names.read().unwrap_or_else(|p| p.into_inner());
+                (
+                    Self::resolve(&mut tx, "history_topics", &cache.topics, &topics, true)?,
+                    Self::resolve(&mut tx, "history_users", &cache.users, &users, false)?,
+                    Self::resolve(
+                        &mut tx,
+                        "history_packages",
+                        &cache.packages,
+                        &packages,
+                        false,
+                    )?,
+                )
+            };
+            let n = rows.len();
+            let mut msg_ids = Vec::with_capacity(n);
+            let mut seq = Vec::with_capacity(n);
+            let mut topic_col = Vec::with_capacity(n);
+            let mut times = Vec::with_capacity(n);
+            let mut usernames = Vec::with_capacity(n);
+            let mut cryptos = Vec::with_capacity(n);
+            let mut certificates = Vec::with_capacity(n);
+            let mut signatures = Vec::with_capacity(n);
+            let mut msgs = Vec::with_capacity(n);
+            let mut headers = Vec::with_capacity(n);
+            let mut extras = Vec::with_capacity(n);
+            for m in &rows {
+                msg_ids.push(m.msg_id.as_str());
+                seq.push(m.i);
+                topic_col.push(topic_ids[m.topic.as_str()]);
+                times.push(m.timestamp);
+                usernames.push(m.username.as_deref());
+                cryptos.push(m.crypto.as_deref());
+                certificates.push(m.certificate.as_deref());
+                signatures.push(m.signature.as_deref());
+                msgs.push(m.msg.as_str());
+                headers.push(m.headers.as_deref());
+                extras.push(m.extra.as_deref());
+            }
+            let inserted = tx.query(
+                "INSERT INTO history_messages (msg_id, i, topic_id, timestamp, username, crypto,
+                     certificate, signature, msg, headers, extra)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::float8[],
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::text[])
+                 ON CONFLICT (msg_id) DO NOTHING
+                 RETURNING id, msg_id",
+                &[
+                    &msg_ids,
+                    &seq,
+                    &topic_col,
+                    &times,
+                    &usernames,
+                    &cryptos,
+                    &certificates,
+                    &signatures,
+                    &msgs,
+                    &headers,
+                    &extras,
+                ],
+            )?;
+            let mut new_ids: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
+            for row in &inserted {
+                new_ids.insert(row.try_get(1)?, row.try_get(0)?);
+            }
+            for (names, ids, table, column) in [
+                (
+                    &user_ids,
+                    rows.iter().map(|m| &m.users).collect::<Vec<_>>(),
+                    "history_user_messages",
+                    "user_id",
+                ),
+                (
+                    &package_ids,
+                    rows.iter().map(|m| &m.packages).collect::<Vec<_>>(),
+                    "history_package_messages",
+                    "package_id",
+                ),
+            ] {
+                let mut name_col: Vec<i32> = Vec::new();
+                let mut time_col: Vec<f64> = Vec::new();
+                let mut msg_col: Vec<i64> = Vec::new();
+                for (m, list) in rows.iter().zip(ids) {
+                    let Some(&msg) = new_ids.get(&m.msg_id) else {
+                        continue;
+                    };
+                    let unique: BTreeSet<&String> = list.iter().collect();
+                    for name in unique {
+                        if let Some(&id) = names.get(name.as_str()) {
+                            name_col.push(id);
+                            time_col.push(m.timestamp);
+                            msg_col.push(msg);
+                        }
+                    }
+                }
+                if !name_col.is_empty() {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {table} ({column}, timestamp, msg)
+                             SELECT * FROM unnest($1::int4[], $2::float8[], $3::int8[])
+                             ON CONFLICT DO NOTHING"
+                        ),
+                        &[&name_col, &time_col, &msg_col],
+                    )?;
+                }
+            }
+            let stored = new_ids.len() as i64;
+            if stored > 0 {
+                tx.execute(
+                    "UPDATE history_stats SET messages = messages + $1 WHERE id = 1",
+                    &[&stored],
+                )?;
+            }
+            tx.commit()?;
+            Ok(((topic_ids, user_ids, package_ids), stored as u64))
+        })?;
+        report.stored = stored;
+        report.duplicates += rows.len() as u64 - stored;
+        let mut cache = self.names.write().unwrap_or_else(|p| p.into_inner());
+        cache.topics.extend(learnt.0);
+        cache.users.extend(learnt.1);
+        cache.packages.extend(learnt.2);
+        Ok(report)
+    }
+
+    fn grep(&self, filter: &Filter) -> Result<Page, StoreError> {
+        let window = filter.window()?;
+        let (clause, mut params) = sql_where(filter, window);
+        self.read(|tx| {
+            let total = count_in(tx, &clause, &params)?;
+            let order = filter.order.as_str();
+            params.push(Box::new(i64::from(filter.rows_per_page)));
+            let limit = params.len();
+            params.push(Box::new(filter.offset() as i64));
+            let offset = params.len();
+            if let Some(max_bytes) = filter.max_page_bytes {
+                // The page's stored text, summed by the server before a row is
+                // read: a page past the limit is refused without reading it.
+                let bytes: i64 = tx
+                    .query_one(
+                        &format!(
+                            "SELECT COALESCE(sum(length), 0)::BIGINT FROM (
+                               SELECT octet_length(m.msg) + octet_length(t.name)
+                                 + COALESCE(octet_length(m.certificate), 0)
+                                 + COALESCE(octet_length(m.signature), 0)
+                                 + COALESCE(octet_length(m.headers), 0)
+                                 + COALESCE(octet_length(m.extra), 0) AS length
+                               FROM history_messages m
+                               JOIN history_topics t ON t.id = m.topic_id {clause}
+                               ORDER BY m.timestamp {order}, m.id {order}
+                               LIMIT ${limit} OFFSET ${offset}) page"
+                        ),
+                        &refs(&params),
+                    )?
+                    .get(0);
+                if bytes as u64 > max_bytes {
+                    return Err(StoreError::PageTooLarge { limit: max_bytes });
+                }
+            }
+            let rows = tx.query(
+                &format!(
+                    "SELECT {ROW_COLUMNS} FROM history_messages m
+                     JOIN history_topics t ON t.id = m.topic_id {clause}
+                     ORDER BY m.timestamp {order}, m.id {order} LIMIT ${limit} OFFSET ${offset}"
+                ),
+                &refs(&params),
+            )?;
+            let messages = rows
+                .iter()
+                .map(|r| raw_row(r)?.decode())
+                .collect::<Result<Vec<StoredMessage>, StoreError>>()?;
+            Ok(Page::new(total, filter.rows_per_page, messages))
+        })
+    }
+
+    fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
+        let window = filter.window()?;
+        let (clause, params) = sql_where(filter, window);
+        self.read(|tx| count_in(tx, &clause, &params))
+    }
+
+    fn get(&self, msg_id: &str) -> Result<Option<StoredMessage>, StoreError> {
+        self.with_client(|client| {
+            client
+                .query_opt(
+                    &format!(
+                        "SELECT {ROW_COLUMNS} FROM history_messages m
+                         JOIN history_topics t ON t.id = m.topic_id WHERE m.msg_id = $1"
+                    ),
+                    &[&msg_id],
+                )?
+                .map(|row| raw_row(&row)?.decode())
+                .transpose()
+        })
+    }
+
+    fn message_count(&self) -> Result<u64, StoreError> {
+        self.with_client(|client| {
+            let n: i64 = client
+                .query_one("SELECT messages FROM history_stats WHERE id = 1", &[])?
+                .try_get(0)?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn location(&self) -> String {
+        self.database.url().to_string()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn import_checkpoint(&self, source: &str) -> Result<Option<i64>, StoreError> {
+        self.with_client(|client| {
+            Ok(client
+                .query_opt(
+                    "SELECT last_id FROM history_imports WHERE source = $1",
+                    &[&source],
+                )?
+                .map(|row| row.try_get(0))
+                .transpose()?)
+        })
+    }
+
+    fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError> {
+        self.with_client(|client| {
+            client.execute(
+                "INSERT INTO history_imports (source, last_id) VALUES ($1, $2)
+                 ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id",
+                &[&source, &last_id],
+            )?;
+            Ok(())
+        })
+    }
+}

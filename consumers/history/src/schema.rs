@@ -1,0 +1,216 @@
+//! The history store's schema on each backend, as `fedhub_storage`
+//! migrations (scope `nommer`, history table `fedhub_nommer_migrations`).
+//!
+//! Version 1 on SQLite is the schema fedhub created before migrations existed
+//! (it kept its version in `PRAGMA user_version`). Its statements are written
+//! `IF NOT EXISTS`, so a file made then is adopted as version 1 unchanged:
+//! [`check_sqlite_baseline`] first makes sure such a file really is one
+//! (fedhub's columns, a version this binary knows), and migration 1 then only
+//! records it. `user_version` stays 1 so older binaries still open the file.
+//!
+//! Version 2 adds where imports from another database resume (`imports`,
+//! `history_imports`).
+//!
+//! PostgreSQL has its own version 1, designed for several hubs writing one set
+//! of tables and for answering datagrepper's queries with SQL alone (see
+//! [`crate::postgres`]).
+
+use fedhub_storage::Migrations;
+
+/// The migration scope (and so `fedhub_nommer_migrations`).
+pub const SCOPE: &str = "nommer";
+
+/// The SQLite schema of version 1 (the one fedhub used before migrations).
+pub const SQLITE_V1: &str = "
+CREATE TABLE IF NOT EXISTS topic (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    category TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS package (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    msg_id TEXT NOT NULL,
+    msg_hash INTEGER NOT NULL,
+    i INTEGER NOT NULL DEFAULT 0,
+    topic_id INTEGER NOT NULL REFERENCES topic(id),
+    timestamp REAL NOT NULL,
+    username TEXT,
+    crypto TEXT,
+    certificate TEXT,
+    signature TEXT,
+    msg TEXT NOT NULL,
+    headers TEXT,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_timestamp ON messages(timestamp, topic_id, msg_hash);
+CREATE TABLE IF NOT EXISTS user_messages (
+    msg INTEGER NOT NULL REFERENCES messages(id),
+    user_id INTEGER NOT NULL REFERENCES user(id),
+    PRIMARY KEY (msg, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS package_messages (
+    msg INTEGER NOT NULL REFERENCES messages(id),
+    package_id INTEGER NOT NULL REFERENCES package(id),
+    PRIMARY KEY (msg, package_id)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS messages_view AS
+    SELECT m.id, m.msg_id, m.i, t.name AS topic, t.category AS category, m.timestamp,
+           m.username, m.crypto, m.certificate, m.signature, m.msg AS _msg,
+           m.headers AS _headers, m.extra
+    FROM messages m JOIN topic t ON t.id = m.topic_id;
+PRAGMA user_version = 1;
+";
+
+/// The PostgreSQL schema of version 1.
+///
+/// - `history_messages`: one row per message, `msg_id` UNIQUE (a second
+///   insert of a message, from this hub or another, is skipped with
+///   `ON CONFLICT DO NOTHING` and counted as a duplicate); `(timestamp, id)`
+///   serves windows, ordering and paging of unfiltered queries, and
+///   `(topic_id, timestamp, id)` those filtered by topic or category (a
+///   category is the set of its topics' ids).
+/// - `history_topics`, `history_users`, `history_packages`: names coded as
+///   integers; their ids never change once given, so a hub may cache them.
+/// - `history_user_messages`, `history_package_messages`: the bridge rows,
+///   keyed `(user_id, timestamp, msg)` so a user's or package's messages in a
+///   window are one index range, newest or oldest first; `(msg)` serves the
+///   `EXISTS` probes from a message (`not_user`, and users beside other filters).
+/// - `history_stats`: the exact message count, updated in each batch's
+///   transaction, so `/messagecount` is one row read however large the table.
+pub const POSTGRES_V1: &str = "
+CREATE TABLE history_topics (
+    id SERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    category TEXT NOT NULL
+);
+CREATE INDEX history_topics_category ON history_topics (category);
+CREATE TABLE history_users (
+    id SERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE history_packages (
+    id SERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE history_messages (
+    id BIGSERIAL PRIMARY KEY,
+    msg_id TEXT NOT NULL UNIQUE,
+    i BIGINT NOT NULL DEFAULT 0,
+    topic_id INTEGER NOT NULL REFERENCES history_topics (id),
+    timestamp DOUBLE PRECISION NOT NULL,
+    username TEXT,
+    crypto TEXT,
+    certificate TEXT,
+    signature TEXT,
+    msg TEXT NOT NULL,
+    headers TEXT,
+    extra TEXT
+);
+CREATE INDEX history_messages_time ON history_messages (timestamp, id);
+CREATE INDEX history_messages_topic_time ON history_messages (topic_id, timestamp, id);
+CREATE TABLE history_user_messages (
+    user_id INTEGER NOT NULL REFERENCES history_users (id),
+    timestamp DOUBLE PRECISION NOT NULL,
+    msg BIGINT NOT NULL REFERENCES history_messages (id),
+    PRIMARY KEY (user_id, timestamp, msg)
+);
+CREATE INDEX history_user_messages_msg ON history_user_messages (msg);
+CREATE TABLE history_package_messages (
+    package_id INTEGER NOT NULL REFERENCES history_packages (id),
+    timestamp DOUBLE PRECISION NOT NULL,
+    msg BIGINT NOT NULL REFERENCES history_messages (id),
+    PRIMARY KEY (package_id, timestamp, msg)
+);
+CREATE INDEX history_package_messages_msg ON history_package_messages (msg);
+CREATE TABLE history_stats (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    messages BIGINT NOT NULL
+);
+INSERT INTO history_stats (id, messages) VALUES (1, 0);
+";
+
+/// Version 2 on SQLite: where imports from other databases resume.
+pub const SQLITE_V2: &str = "
+CREATE TABLE IF NOT EXISTS imports (
+    source TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
+";
+
+/// Version 2 on PostgreSQL: where imports from other databases resume.
+pub const POSTGRES_V2: &str = "
+CREATE TABLE history_imports (
+    source TEXT PRIMARY KEY,
+    last_id BIGINT NOT NULL
+);
+";
+
+/// The history store's migrations, both backends.
+pub fn migrations() -> Migrations {
+    Migrations::new(SCOPE)
+        .step_per_backend(1, "history", SQLITE_V1, POSTGRES_V1)
+        .step_per_backend(2, "imports", SQLITE_V2, POSTGRES_V2)
+}
+
+/// Checks a SQLite file before migrating it: a file made before migrations
+/// existed is adopted as version 1 when it holds fedhub's schema; anything
+/// else is refused with the reason.
+pub fn check_sqlite_baseline(conn: &rusqlite::Connection) -> Result<Baseline, String> {
+    let table = |name: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+    };
+    let text = |e: rusqlite::Error| e.to_string();
+    if table(&migrations().table()).map_err(text)? {
+        return Ok(Baseline::Migrated);
+    }
+    if !table("messages").map_err(text)? {
+        return Ok(Baseline::Empty);
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(text)?;
+    if version > 1 {
+        return Err(format!(
+            "schema version {version} is newer than this fedhub (1)"
+        ));
+    }
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(text)?;
+    for needed in ["msg_id", "msg_hash", "topic_id", "timestamp", "msg"] {
+        if !columns.iter().any(|c| c == needed) {
+            return Err(format!(
+                "its messages table is not fedhub's (no {needed} column; a datanommer database? \
+                 expected a fedhub history file, or a new file)"
+            ));
+        }
+    }
+    Ok(Baseline::Adopted)
+}
+
+/// What [`check_sqlite_baseline`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// No history tables yet.
+    Empty,
+    /// A file with fedhub's schema from before migrations: adopted as version 1.
+    Adopted,
+    /// A file with a migration history.
+    Migrated,
+}
