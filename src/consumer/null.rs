@@ -57,10 +57,10 @@ impl Consumer for NullConsumer {
                 self.options.sleep_ms / 1000.0,
             ));
         }
-        if self.options.panic_every > 0 && self.seen % self.options.panic_every == 0 {
+        if self.options.panic_every > 0 && self.seen.is_multiple_of(self.options.panic_every) {
             panic!("NullConsumer panics on message {} as configured", self.seen);
         }
-        if self.options.fail_every > 0 && self.seen % self.options.fail_every == 0 {
+        if self.options.fail_every > 0 && self.seen.is_multiple_of(self.options.fail_every) {
             return Err(ConsumerError::msg(format!(
                 "NullConsumer fails message {} as configured",
                 self.seen
