@@ -35,3 +35,12 @@ pub const INGRESS_BLOCKED_SECONDS_TOTAL: &str = "fedhub_ingress_blocked_seconds_
 pub const PUBLISHED_TOTAL: &str = "fedhub_published_total";
 /// Messages that could not be published, by reason.
 pub const PUBLISH_ERRORS_TOTAL: &str = "fedhub_publish_errors_total";
+/// Messages rejected by signature validation, by reason.
+pub const MESSAGES_REJECTED_TOTAL: &str = "fedhub_messages_rejected_total";
+/// Messages whose signature, certificate and routing policy validation accepted.
+pub const MESSAGES_VALIDATED_TOTAL: &str = "fedhub_messages_validated_total";
+/// Distinct signer certificates whose checks are cached (gauge).
+pub const SECURITY_CERTIFICATES_CACHED: &str = "fedhub_security_certificates_cached";
+/// When the CA certificate and CRL were last loaded, Unix seconds (gauge).
+pub const SECURITY_TRUST_LOADED_TIMESTAMP_SECONDS: &str =
+    "fedhub_security_trust_loaded_timestamp_seconds";
