@@ -121,6 +121,14 @@ pub fn to_canonical_string(value: &serde_json::Value) -> String {
     out
 }
 
+/// Encodes a JSON object (an envelope) in fedmsg's canonical form, without
+/// copying it into a `Value` first.
+pub(crate) fn map_to_canonical_string(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut out = String::with_capacity(128);
+    write_object(&mut out, map);
+    out
+}
+
 fn write_value(out: &mut String, value: &serde_json::Value) {
     use serde_json::Value;
     match value {
@@ -147,23 +155,25 @@ fn write_value(out: &mut String, value: &serde_json::Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            // Sorted explicitly: serde_json's map keeps insertion order when another
-            // crate in the build turns on its `preserve_order` feature.
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map),
     }
+}
+
+fn write_object(out: &mut String, map: &serde_json::Map<String, serde_json::Value>) {
+    // Sorted explicitly: serde_json's map keeps insertion order when another
+    // crate in the build turns on its `preserve_order` feature.
+    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_value(out, item);
+    }
+    out.push('}');
 }
 
 /// Writes a string as Python's `json.dumps(ensure_ascii=True)` does.

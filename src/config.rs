@@ -256,8 +256,8 @@ pub struct SecurityConfig {
     /// fedmsg `crypto_validate_backends`: the signing backends a message may
     /// use. fedhub validates `x509` only; an empty list means `["x509"]`.
     pub crypto_validate_backends: Vec<String>,
-    /// fedmsg `ssldir`: where the hub's own `<certname>.crt` and `<certname>.key`
-    /// are (x509 validation does not read it, in fedmsg either).
+    /// fedmsg `ssldir`: holds the hub's own `<certname>.crt` and `<certname>.key`
+    /// for signing (x509 validation does not read it, in fedmsg either).
     pub ssldir: PathBuf,
     /// fedmsg `ca_cert_location`: the CA certificate (PEM file) signers' certificates
     /// must be issued by. Only its first certificate is used, as in fedmsg.
@@ -272,6 +272,15 @@ pub struct SecurityConfig {
     pub routing_policy: BTreeMap<String, Vec<String>>,
     /// fedmsg `routing_nitpicky`: reject topics that `routing_policy` does not list.
     pub routing_nitpicky: bool,
+    /// fedmsg `sign_messages`: sign what the hub publishes.
+    pub sign_messages: bool,
+    /// fedmsg `certnames`: cert index -> the basename of `<ssldir>/<name>.crt` and `.key`.
+    pub certnames: BTreeMap<String, String>,
+    /// fedmsg `cert_prefix`: when set, the cert index is `<cert_prefix>.<short hostname>`.
+    pub cert_prefix: String,
+    /// fedmsg `name`: the cert index when `cert_prefix` is not set
+    /// (`<service>.<short hostname>`, such as `bodhi.bodhi01`).
+    pub name: String,
 }
 
 impl Default for SecurityConfig {
@@ -285,6 +294,10 @@ impl Default for SecurityConfig {
             crl_cache_expiry: 3600,
             routing_policy: BTreeMap::new(),
             routing_nitpicky: false,
+            sign_messages: false,
+            certnames: BTreeMap::new(),
+            cert_prefix: String::new(),
+            name: String::new(),
         }
     }
 }
@@ -327,6 +340,11 @@ impl SecurityConfig {
                     "[security] routing_policy.\"{topic}\" lists the signer {bad:?}: expected certificate CNs"
                 ));
             }
+        }
+        if self.sign_messages && self.cert_prefix.is_empty() && self.name.is_empty() {
+            return invalid(
+                "[security] sign_messages needs cert_prefix or name to choose a certificate from certnames".into(),
+            );
         }
         Ok(())
     }
@@ -737,6 +755,9 @@ crl_cache_expiry = 86400
 routing_nitpicky = true
 routing_policy = { "org.fedoraproject.prod.bodhi.update.request.testing" = ["bodhi-bodhi01.phx2.fedoraproject.org"] }
 crypto_validate_backends = ["x509"]
+sign_messages = true
+cert_prefix = "shell"
+certnames = { "shell.app01" = "shell-app01.phx2.fedoraproject.org" }
 "#,
         );
         let config = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap();
@@ -747,6 +768,10 @@ crypto_validate_backends = ["x509"]
             vec!["bodhi-bodhi01.phx2.fedoraproject.org"]
         );
         assert_eq!(security.crl_cache_expiry, 86400);
+        assert_eq!(
+            security.certnames["shell.app01"],
+            "shell-app01.phx2.fedoraproject.org"
+        );
         let cases = [
             (
                 "[security]\nvalidate_signature = true\n",
@@ -768,6 +793,7 @@ crypto_validate_backends = ["x509"]
                 "[security]\nrouting_policy = { \"org.x\" = [\"\"] }\n",
                 "routing_policy",
             ),
+            ("[security]\nsign_messages = true\n", "sign_messages"),
             (
                 "[security]\nvalidate_signatures = true\nca_cert_location = \"\"\n",
                 "ca_cert_location",

@@ -25,7 +25,7 @@ use crate::memory::Trimmer;
 use crate::monitoring::{ConsumerInfo, DocumentBuilder, MonitoringSocket};
 use crate::publish::{Publisher, PublisherThread};
 use crate::router::{Route, Router};
-use crate::security::{TrustError, Validator};
+use crate::security::{SigningKey, TrustError, Validator};
 use crate::socket::BusError;
 use crate::stats::Stats;
 use crate::topic::{subscriptions, TopicSet};
@@ -275,6 +275,9 @@ impl HubBuilder {
         if self.config.security.validate_signatures {
             Validator::load(&self.config.security, Stats::new().security().clone())?;
         }
+        if self.config.security.sign_messages {
+            SigningKey::load(&self.config.security)?;
+        }
         Ok(self.prepare()?.into_iter().map(|p| p.name).collect())
     }
 
@@ -510,13 +513,23 @@ impl RunningHub {
             None
         };
         let zmq = zmq::Context::new();
-        let (publisher, publisher_thread) = PublisherThread::start(
+        let signing = if config.security.sign_messages {
+            let key = SigningKey::load(&config.security)?;
+            tracing::info!(certname = key.certname(), ssldir = %config.security.ssldir.display(), "signing published messages");
+            Some(Arc::new(key))
+        } else {
+            None
+        };
+        let (mut publisher, publisher_thread) = PublisherThread::start(
             &zmq,
             &config.publish,
             &config.hub.topic_prefix,
             &config.hub.environment,
             stats.clone(),
         )?;
+        if let Some(key) = signing {
+            publisher = publisher.with_signing_key(key);
+        }
         Ok(RunningHub {
             stats,
             config,

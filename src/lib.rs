@@ -70,7 +70,9 @@ pub use hub::{
 };
 pub use message::{DecodeError, Envelope};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
-pub use security::{lenient_base64, RejectReason, Rejection, SigningKey, TrustError, Validator};
+pub use security::{
+    lenient_base64, short_hostname, RejectReason, Rejection, SigningKey, TrustError, Validator,
+};
 pub use socket::BusError;
 pub use stats::{SecurityStats, Stats};
 pub use topic::category;

@@ -1,6 +1,7 @@
 //! Trust at the door: fedmsg's x509 message signatures, checked on the decoding
 //! thread before any consumer sees a message (`[security] validate_signatures`),
-//! and made byte for byte as fedmsg's `sign` makes them ([`SigningKey`]).
+//! and made byte for byte as fedmsg's `sign` makes them when the hub publishes
+//! (`[security] sign_messages`, [`SigningKey`]).
 //!
 //! # Validation, in fedmsg 1.1.7's order
 //!
@@ -184,6 +185,14 @@ pub enum TrustError {
         /// OpenSSL's error.
         #[source]
         source: ErrorStack,
+    },
+    /// `certnames` has no entry for the cert index.
+    #[error("[security] certnames has no entry for {index:?} (the cert index: {how})")]
+    NoCertname {
+        /// The cert index looked up.
+        index: String,
+        /// How it was formed.
+        how: &'static str,
     },
     /// The signing key and certificate do not belong together, or the key is not RSA.
     #[error("the signing key {} {problem}", path.display())]
@@ -597,6 +606,20 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// The host name up to its first dot, as fedmsg's `socket.gethostname().split('.')[0]`.
+pub fn short_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, and the name is read
+    // only up to its NUL (or the buffer's end, should it be truncated).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    name.split('.').next().unwrap_or_default().to_string()
+}
+
 /// Wraps base64 text as fedmsg's `_prep_crypto_msg` does: lines of 76
 /// characters, each ending with `\n`.
 pub fn wrap76(encoded: &str) -> String {
@@ -610,6 +633,32 @@ pub fn wrap76(encoded: &str) -> String {
 }
 
 impl SigningKey {
+    /// The cert index fedmsg's `publish` uses, and how it was formed:
+    /// `<cert_prefix>.<short hostname>` when `cert_prefix` is set, else `name`.
+    pub fn cert_index(config: &SecurityConfig) -> (String, &'static str) {
+        if config.cert_prefix.is_empty() {
+            (config.name.clone(), "[security] name")
+        } else {
+            let index = format!("{}.{}", config.cert_prefix, short_hostname());
+            (index, "[security] cert_prefix, a dot, the short host name")
+        }
+    }
+
+    /// Loads `<ssldir>/<certnames[cert index]>.key` and `.crt`, fedmsg's choice
+    /// of certificate (see [`cert_index`](Self::cert_index)).
+    pub fn load(config: &SecurityConfig) -> Result<SigningKey, TrustError> {
+        let (index, how) = SigningKey::cert_index(config);
+        let certname = config.certnames.get(&index).ok_or(TrustError::NoCertname {
+            index: index.clone(),
+            how,
+        })?;
+        SigningKey::from_files(
+            &config.ssldir.join(format!("{certname}.key")),
+            &config.ssldir.join(format!("{certname}.crt")),
+            certname,
+        )
+    }
+
     /// Loads a PEM RSA key (no password) and its PEM certificate.
     pub fn from_files(
         key_path: &Path,

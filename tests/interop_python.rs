@@ -8,7 +8,9 @@
 //! - `fedhub tail` prints what the fedmsg library publishes, byte for byte;
 //! - a validating hub accepts what fedmsg signs, and rejects tampered,
 //!   re-signed, untrusted, revoked, expired-CRL and policy-violating variants
-//!   for the reason fedmsg's own `fedmsg.crypto.validate` rejects them.
+//!   for the reason fedmsg's own `fedmsg.crypto.validate` rejects them;
+//! - what the hub (`ctx.publish`) and `fedhub publish -c` sign is byte for byte
+//!   what `fedmsg.crypto.sign` makes, and passes `fedmsg.crypto.validate`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -662,4 +664,188 @@ fn python_signed_variants_are_judged_as_fedmsg_judges_them() {
         &[&bodies[0], &bodies[1]],
     );
     assert_eq!(python, vec![false, false]);
+}
+
+/// Publishes `echo.reply` for every message it handles, through its context.
+struct Echo;
+
+impl fedhub::Consumer for Echo {
+    fn consume(
+        &mut self,
+        envelope: &Envelope,
+        ctx: &mut fedhub::Context,
+    ) -> Result<(), fedhub::ConsumerError> {
+        ctx.publish(
+            "echo.reply",
+            json!({"to": envelope.msg_id(), "text": "r\u{e9}ponse \u{1f680}", "ratio": 0.1}),
+        )?;
+        Ok(())
+    }
+}
+
+/// What fedmsg's `sign` makes of `body` (a signed envelope) when it signs the
+/// same envelope with `certname` from `ssldir`: the wire bytes, for comparison.
+fn signed_again_by_fedmsg(body: &str, ssldir: &Path, certname: &str) -> String {
+    let mut envelope: Map<String, Value> = serde_json::from_str(body).unwrap();
+    for key in ["signature", "certificate", "crypto"] {
+        envelope.remove(key);
+    }
+    let items = json!([{"certname": certname, "message": envelope}]);
+    let lines = fedmsg_crypto("sign", &json!({"ssldir": ssldir, "items": items}));
+    assert_eq!(lines.len(), 1);
+    lines[0].clone()
+}
+
+#[test]
+fn what_the_hub_signs_passes_fedmsg_validate_byte_for_byte() {
+    let pki = TestPki::new();
+    pki.issue("fedhub-hub");
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.publish.bind = vec!["tcp://127.0.0.1:*".into()];
+    config.security.sign_messages = true;
+    config.security.ssldir = pki.dir().to_path_buf();
+    config.security.name = "fedhub.test".into();
+    config
+        .security
+        .certnames
+        .insert("fedhub.test".into(), "fedhub-hub".into());
+    let factory = fedhub::ConsumerFactory::new("Echo", |_| Ok(Box::new(Echo)))
+        .topics([format!("{PREFIX}.*")])
+        .enabled_by_default();
+    let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
+    bus.wait_subscribed();
+    let context = zmq::Context::new();
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvtimeo(200).unwrap();
+    sub.connect(&hub.publish_endpoints()[0]).unwrap();
+    // The first echo that reaches the subscriber (earlier ones may be sent
+    // before its subscription arrives).
+    let deadline = Instant::now() + STEP;
+    let mut echo = None;
+    let mut i = 0;
+    while echo.is_none() && Instant::now() < deadline {
+        i += 1;
+        bus.send("logger.log", i, json!({"ping": i}));
+        if let Ok(frames) = sub.recv_multipart(0) {
+            echo = Some(frames);
+        }
+    }
+    let echo = echo.expect("an echo from the hub's publisher");
+    let sent = hub
+        .publisher()
+        .publish(
+            "direct.test",
+            json!({"n": 1.5, "nested": {"b": [], "a": null}}),
+        )
+        .unwrap();
+    let mut direct = None;
+    while direct.is_none() && Instant::now() < deadline {
+        if let Ok(frames) = sub.recv_multipart(0) {
+            let body = String::from_utf8(frames[1].clone()).unwrap();
+            if body.contains("direct.test") {
+                direct = Some(frames);
+            }
+        }
+    }
+    let direct = direct.expect("the directly published message");
+    assert_eq!(direct[0], b"org.fedoraproject.dev.direct.test");
+    assert_eq!(sent["crypto"], "x509");
+
+    let mut bodies = Vec::new();
+    for frames in [&echo, &direct] {
+        let topic = String::from_utf8(frames[0].clone()).unwrap();
+        let body = String::from_utf8(frames[1].clone()).unwrap();
+        // fedmsg's own sign gives the same bytes: same canonical JSON, same
+        // deterministic PKCS#1 v1.5 signature, same certificate field.
+        assert_eq!(
+            signed_again_by_fedmsg(&body, pki.dir(), "fedhub-hub"),
+            body,
+            "{topic}"
+        );
+        bodies.push((topic, body));
+    }
+    let verdicts = judged_by_fedmsg(
+        json!({
+            "ca_cert_location": pki.ca(),
+            "crl_location": pki.crl(),
+            "routing_nitpicky": true,
+            "routing_policy": {
+                bodies[0].0.clone(): ["fedhub-hub"],
+                bodies[1].0.clone(): ["fedhub-hub"],
+            },
+            "crypto_validate_backends": ["x509"],
+        }),
+        &[&bodies[0].1, &bodies[1].1],
+    );
+    assert_eq!(verdicts, vec![true, true]);
+    assert!(hub.stats().published() >= 2);
+    hub.shutdown();
+}
+
+/// A `fedhub publish -c` config signing as fedmsg-logger does (`cert_prefix`).
+fn signing_config(dir: &Path, pki: &TestPki, certnames: &str) -> PathBuf {
+    let path = dir.join("fedhub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[hub]\nenvironment = \"stg\"\n[security]\nsign_messages = true\nssldir = \"{}\"\ncert_prefix = \"shell\"\ncertnames = {{ {certnames} }}\n",
+            pki.dir().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn fedhub_publish_signed(config: &Path) -> std::process::Output {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    Command::new(fedhub_binary())
+        .args(["publish", "--bind", "--endpoint", &endpoint])
+        .args(["--wait-subscribers", "0", "--wait-secs", "0"])
+        .arg("-c")
+        .arg(config)
+        .args([
+            "--topic",
+            "logger.log",
+            "--json",
+            r#"{"log": "signed h\u00e9llo"}"#,
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fedhub_publish_signs_with_the_certificate_fedmsg_would_choose() {
+    let pki = TestPki::new();
+    pki.issue("shell-vm");
+    let dir = tempfile::tempdir().unwrap();
+    let index = format!("shell.{}", fedhub::short_hostname());
+    let config = signing_config(dir.path(), &pki, &format!("\"{index}\" = \"shell-vm\""));
+    let output = fedhub_publish_signed(&config);
+    assert!(output.status.success(), "{output:?}");
+    let body = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let topic = "org.fedoraproject.stg.logger.log";
+    let envelope: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(envelope["topic"], topic);
+    assert_eq!(envelope["crypto"], "x509");
+    assert_eq!(signed_again_by_fedmsg(&body, pki.dir(), "shell-vm"), body);
+    let verdicts = judged_by_fedmsg(
+        json!({
+            "ca_cert_location": pki.ca(),
+            "crl_location": pki.crl(),
+            "routing_nitpicky": true,
+            "routing_policy": { topic: ["shell-vm"] },
+            "crypto_validate_backends": ["x509"],
+        }),
+        &[&body],
+    );
+    assert_eq!(verdicts, vec![true]);
+
+    // No certificate for the cert index: exit 2, naming it.
+    let config = signing_config(dir.path(), &pki, "\"shell.elsewhere\" = \"shell-vm\"");
+    let output = fedhub_publish_signed(&config);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&index), "{stderr}");
 }
