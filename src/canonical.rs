@@ -40,10 +40,92 @@ pub fn canonicalize(input: &[u8]) -> Result<String, CanonicalError> {
     Ok(out)
 }
 
+/// A top-level field of a body read for signature validation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Field<'a> {
+    /// The body has no such key.
+    Absent,
+    /// A JSON string.
+    Text(Cow<'a, str>),
+    /// Any other JSON value.
+    Other,
+}
+
+impl<'a> Field<'a> {
+    fn of(node: Node<'a>) -> Field<'a> {
+        match node {
+            Node::Str(text) => Field::Text(text),
+            _ => Field::Other,
+        }
+    }
+}
+
+/// What fedmsg's x509 validation reads of a body, from one parse: `crypto`,
+/// `signature`, `certificate`, and the bytes the signature covers (the
+/// canonical JSON of the body without `signature` and `certificate`; every
+/// other key, `crypto` and `seq_id` included, stays).
+#[derive(Debug)]
+pub(crate) struct SignedBody<'a> {
+    /// `crypto`: the signing backend.
+    pub crypto: Field<'a>,
+    /// `signature`: base64 of the RSA signature.
+    pub signature: Field<'a>,
+    /// `certificate`: base64 of the signer's PEM certificate.
+    pub certificate: Field<'a>,
+    /// `fedmsg.encoding.dumps(strip_credentials(body))`.
+    pub signed: String,
+}
+
+/// Reads a JSON object body for signature validation (see [`SignedBody`]).
+pub(crate) fn signed_body(input: &[u8]) -> Result<SignedBody<'_>, CanonicalError> {
+    let mut parser = Parser { input, pos: 0 };
+    let node = parser.value(0)?;
+    parser.skip_ws();
+    if parser.pos != input.len() {
+        return Err(parser.error("trailing characters after the JSON value"));
+    }
+    let Node::Object(mut entries) = node else {
+        return Err(CanonicalError {
+            offset: 0,
+            reason: "a JSON object",
+        });
+    };
+    // Entries are sorted and unique (see `Parser::object`).
+    let mut take = |key: &str| match entries.binary_search_by(|(k, _)| k.as_ref().cmp(key)) {
+        Ok(index) => Field::of(entries.remove(index).1),
+        Err(_) => Field::Absent,
+    };
+    let signature = take("signature");
+    let certificate = take("certificate");
+    let crypto = match entries.binary_search_by(|(k, _)| k.as_ref().cmp("crypto")) {
+        Ok(index) => match &entries[index].1 {
+            Node::Str(text) => Field::Text(text.clone()),
+            _ => Field::Other,
+        },
+        Err(_) => Field::Absent,
+    };
+    let mut signed = String::with_capacity(input.len());
+    Node::Object(entries).write(&mut signed);
+    Ok(SignedBody {
+        crypto,
+        signature,
+        certificate,
+        signed,
+    })
+}
+
 /// Encodes a `serde_json::Value` in fedmsg's canonical form.
 pub fn to_canonical_string(value: &serde_json::Value) -> String {
     let mut out = String::with_capacity(128);
     write_value(&mut out, value);
+    out
+}
+
+/// Encodes a JSON object (an envelope) in fedmsg's canonical form, without
+/// copying it into a `Value` first.
+pub(crate) fn map_to_canonical_string(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut out = String::with_capacity(128);
+    write_object(&mut out, map);
     out
 }
 
@@ -73,23 +155,25 @@ fn write_value(out: &mut String, value: &serde_json::Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            // Sorted explicitly: serde_json's map keeps insertion order when another
-            // crate in the build turns on its `preserve_order` feature.
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map),
     }
+}
+
+fn write_object(out: &mut String, map: &serde_json::Map<String, serde_json::Value>) {
+    // Sorted explicitly: serde_json's map keeps insertion order when another
+    // crate in the build turns on its `preserve_order` feature.
+    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_value(out, item);
+    }
+    out.push('}');
 }
 
 /// Writes a string as Python's `json.dumps(ensure_ascii=True)` does.

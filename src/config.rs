@@ -69,6 +69,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[monitoring]`: the moksha-compatible monitoring socket.
     pub monitoring: MonitoringConfig,
+    /// `[security]`: fedmsg's x509 signatures, validated and made (fedmsg's key names).
+    pub security: SecurityConfig,
     /// `[consumers.<Name>]`: one section per consumer.
     pub consumers: BTreeMap<String, Map<String, Value>>,
 }
@@ -245,6 +247,110 @@ impl Default for MonitoringConfig {
             socket_mode: String::new(),
             interval_secs: 5.0,
         }
+    }
+}
+
+/// `[security]`: fedmsg's message signing and validation, under fedmsg's key names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// fedmsg `validate_signatures`: check every message's x509 signature,
+    /// certificate and routing policy before any consumer sees it.
+    pub validate_signatures: bool,
+    /// fedmsg `crypto_validate_backends`: the signing backends a message may
+    /// use. fedhub validates `x509` only; an empty list means `["x509"]`.
+    pub crypto_validate_backends: Vec<String>,
+    /// fedmsg `ssldir`: holds the hub's own `<certname>.crt` and `<certname>.key`
+    /// for signing (x509 validation does not read it, in fedmsg either).
+    pub ssldir: PathBuf,
+    /// fedmsg `ca_cert_location`: the CA certificate (PEM file) signers' certificates
+    /// must be issued by. Only its first certificate is used, as in fedmsg.
+    pub ca_cert_location: String,
+    /// fedmsg `crl_location`: the CA's revocation list (PEM file); "" checks no CRL.
+    pub crl_location: String,
+    /// fedmsg `crl_cache_expiry`, in seconds: accepted for compatibility
+    /// (fedmsg 1.1.7 documents it but never reads it; the CA and CRL are loaded at start).
+    pub crl_cache_expiry: u64,
+    /// fedmsg `routing_policy`: fully qualified topic -> the certificate CNs
+    /// allowed to sign messages on it (exact topics, no wildcards).
+    pub routing_policy: BTreeMap<String, Vec<String>>,
+    /// fedmsg `routing_nitpicky`: reject topics that `routing_policy` does not list.
+    pub routing_nitpicky: bool,
+    /// fedmsg `sign_messages`: sign what the hub publishes.
+    pub sign_messages: bool,
+    /// fedmsg `certnames`: cert index -> the basename of `<ssldir>/<name>.crt` and `.key`.
+    pub certnames: BTreeMap<String, String>,
+    /// fedmsg `cert_prefix`: when set, the cert index is `<cert_prefix>.<short hostname>`.
+    pub cert_prefix: String,
+    /// fedmsg `name`: the cert index when `cert_prefix` is not set
+    /// (`<service>.<short hostname>`, such as `bodhi.bodhi01`).
+    pub name: String,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            validate_signatures: false,
+            crypto_validate_backends: vec!["x509".into()],
+            ssldir: PathBuf::from("/etc/pki/fedmsg"),
+            ca_cert_location: "/etc/pki/fedmsg/ca.crt".into(),
+            crl_location: String::new(),
+            crl_cache_expiry: 3600,
+            routing_policy: BTreeMap::new(),
+            routing_nitpicky: false,
+            sign_messages: false,
+            certnames: BTreeMap::new(),
+            cert_prefix: String::new(),
+            name: String::new(),
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// Checks values that parse but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        for backend in &self.crypto_validate_backends {
+            if backend != "x509" {
+                return invalid(format!(
+                    "[security] crypto_validate_backends = {:?}: fedhub validates only \"x509\" signatures (fedmsg's gpg backend is not supported)",
+                    self.crypto_validate_backends
+                ));
+            }
+        }
+        for (key, location) in [
+            ("ca_cert_location", &self.ca_cert_location),
+            ("crl_location", &self.crl_location),
+        ] {
+            if location.contains("://") {
+                return invalid(format!(
+                    "[security] {key} = {location:?}: expected a local file path (download the file and point to it)"
+                ));
+            }
+        }
+        if self.validate_signatures && self.ca_cert_location.trim().is_empty() {
+            return invalid(
+                "[security] ca_cert_location is empty: validate_signatures needs the CA certificate".into(),
+            );
+        }
+        for (topic, signers) in &self.routing_policy {
+            if topic.is_empty() || topic.contains(['*', ' ', '\t', '\n']) {
+                return invalid(format!(
+                    "[security] routing_policy names the topic {topic:?}: expected a fully qualified topic (exact match, no wildcards or spaces)"
+                ));
+            }
+            if let Some(bad) = signers.iter().find(|cn| cn.trim().is_empty()) {
+                return invalid(format!(
+                    "[security] routing_policy.\"{topic}\" lists the signer {bad:?}: expected certificate CNs"
+                ));
+            }
+        }
+        if self.sign_messages && self.cert_prefix.is_empty() && self.name.is_empty() {
+            return invalid(
+                "[security] sign_messages needs cert_prefix or name to choose a certificate from certnames".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -642,6 +748,7 @@ impl Config {
         for (name, raw) in &self.consumers {
             ConsumerSection::parse(name, raw)?;
         }
+        self.security.validate()?;
         Ok(())
     }
 }
@@ -803,6 +910,69 @@ database = "/tmp/x.sqlite"
             err.to_string().contains("/nonexistent/fedhub.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn security_takes_fedmsgs_keys_and_names_bad_ones() {
+        let f = write(
+            r#"
+[security]
+validate_signatures = true
+ca_cert_location = "/etc/pki/fedmsg/ca.crt"
+crl_location = "/etc/pki/fedmsg/crl.pem"
+crl_cache_expiry = 86400
+routing_nitpicky = true
+routing_policy = { "org.fedoraproject.prod.bodhi.update.request.testing" = ["bodhi-bodhi01.phx2.fedoraproject.org"] }
+crypto_validate_backends = ["x509"]
+sign_messages = true
+cert_prefix = "shell"
+certnames = { "shell.app01" = "shell-app01.phx2.fedoraproject.org" }
+"#,
+        );
+        let config = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap();
+        let security = &config.security;
+        assert!(security.validate_signatures && security.routing_nitpicky);
+        assert_eq!(
+            security.routing_policy["org.fedoraproject.prod.bodhi.update.request.testing"],
+            vec!["bodhi-bodhi01.phx2.fedoraproject.org"]
+        );
+        assert_eq!(security.crl_cache_expiry, 86400);
+        assert_eq!(
+            security.certnames["shell.app01"],
+            "shell-app01.phx2.fedoraproject.org"
+        );
+        let cases = [
+            (
+                "[security]\nvalidate_signature = true\n",
+                "validate_signature",
+            ),
+            (
+                "[security]\ncrypto_validate_backends = [\"x509\", \"gpg\"]\n",
+                "crypto_validate_backends",
+            ),
+            (
+                "[security]\ncrl_location = \"https://fedoraproject.org/fedmsg/crl.pem\"\n",
+                "crl_location",
+            ),
+            (
+                "[security]\nrouting_policy = { \"org.fedoraproject.prod.*\" = [\"x\"] }\n",
+                "org.fedoraproject.prod.*",
+            ),
+            (
+                "[security]\nrouting_policy = { \"org.x\" = [\"\"] }\n",
+                "routing_policy",
+            ),
+            ("[security]\nsign_messages = true\n", "sign_messages"),
+            (
+                "[security]\nvalidate_signatures = true\nca_cert_location = \"\"\n",
+                "ca_cert_location",
+            ),
+        ];
+        for (text, needle) in cases {
+            let f = write(text);
+            let err = Config::load_with_env(Some(f.path()), Some(HashMap::new())).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::message::DecodeError;
-use crate::stats::{BusStats, ConsumerStats, DropReason, EndpointState, EndpointStats};
+use crate::security::Rejection;
+use crate::stats::{
+    BusStats, ConsumerStats, DropReason, EndpointState, EndpointStats, SecurityStats,
+};
 
 /// Allows a burst of log lines per second and counts what it suppressed.
 pub struct LogLimiter {
@@ -141,6 +144,7 @@ fn shortened(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
         None => text.into(),
     }
 }
+static UNTRUSTED_LOG: LogLimiter = LogLimiter::new(10);
 
 /// A message from the bus that could not be decoded.
 pub struct MessageRejected<'a> {
@@ -169,6 +173,33 @@ impl MessageRejected<'_> {
                 first_frame = %preview,
                 suppressed,
                 "rejected message from the bus"
+            );
+        }
+    }
+}
+
+/// A message that signature validation rejected: it reaches no consumer.
+pub struct MessageNotTrusted<'a> {
+    /// Validation's counters.
+    pub stats: &'a SecurityStats,
+    /// Why, and who signed it.
+    pub rejection: &'a Rejection,
+    /// The message topic.
+    pub topic: &'a str,
+}
+
+impl MessageNotTrusted<'_> {
+    /// Counts the rejection and logs it (rate limited), naming the signer's CN and the topic.
+    pub fn emit(self) {
+        self.stats.count_rejected(self.rejection, self.topic);
+        if let Some(suppressed) = UNTRUSTED_LOG.allow() {
+            tracing::warn!(
+                reason = self.rejection.reason.as_str(),
+                signer = self.rejection.signer.as_deref().unwrap_or("-"),
+                topic = %self.topic,
+                detail = %self.rejection.detail,
+                suppressed,
+                "rejected message: validation failed"
             );
         }
     }

@@ -25,6 +25,7 @@ use crate::memory::Trimmer;
 use crate::monitoring::{ConsumerInfo, DocumentBuilder, MonitoringSocket};
 use crate::publish::{Publisher, PublisherThread};
 use crate::router::{Route, Router};
+use crate::security::{SigningKey, TrustError, Validator};
 use crate::socket::BusError;
 use crate::stats::Stats;
 use crate::topic::{subscriptions, TopicSet};
@@ -38,6 +39,9 @@ pub enum HubError {
     /// A socket could not be set up.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The CA certificate, CRL or signing key of `[security]` could not be loaded.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// A consumer's `start` failed.
     #[error("consumer {name} failed to start: {source}")]
     ConsumerStart {
@@ -271,6 +275,12 @@ impl HubBuilder {
     /// starting anything; returns the names of the consumers that would run.
     pub fn check(&self) -> Result<Vec<String>, HubError> {
         self.config.validate()?;
+        if self.config.security.validate_signatures {
+            Validator::load(&self.config.security, Stats::new().security().clone())?;
+        }
+        if self.config.security.sign_messages {
+            SigningKey::load(&self.config.security)?;
+        }
         Ok(self.prepare()?.into_iter().map(|p| p.name).collect())
     }
 
@@ -490,6 +500,7 @@ pub struct RunningHub {
     subscriber: Option<Subscriber>,
     publisher: Publisher,
     publisher_thread: PublisherThread,
+    validator: Option<Arc<Validator>>,
     system: Option<actix::System>,
     system_thread: Option<JoinHandle<()>>,
     arbiters: Vec<actix::Arbiter>,
@@ -508,14 +519,43 @@ impl RunningHub {
     /// Step 1: the stats registry and the publisher thread.
     fn with_publisher(config: Config) -> Result<RunningHub, HubError> {
         let stats = Stats::new();
+        let validator = if config.security.validate_signatures {
+            let validator = Validator::load(&config.security, stats.security().clone())?;
+            let prefix = format!("{}.", config.hub.topic_prefix);
+            for topic in config.security.routing_policy.keys() {
+                if !topic.starts_with(&prefix) {
+                    tracing::warn!(topic = %topic, prefix = %config.hub.topic_prefix, "[security] routing_policy names a topic outside the topic prefix");
+                }
+            }
+            tracing::info!(
+                ca = %config.security.ca_cert_location,
+                crl = %config.security.crl_location,
+                policy_topics = config.security.routing_policy.len(),
+                nitpicky = config.security.routing_nitpicky,
+                "validating message signatures"
+            );
+            Some(Arc::new(validator))
+        } else {
+            None
+        };
         let zmq = zmq::Context::new();
-        let (publisher, publisher_thread) = PublisherThread::start(
+        let signing = if config.security.sign_messages {
+            let key = SigningKey::load(&config.security)?;
+            tracing::info!(certname = key.certname(), ssldir = %config.security.ssldir.display(), "signing published messages");
+            Some(Arc::new(key))
+        } else {
+            None
+        };
+        let (mut publisher, publisher_thread) = PublisherThread::start(
             &zmq,
             &config.publish,
             &config.hub.topic_prefix,
             &config.hub.environment,
             stats.clone(),
         )?;
+        if let Some(key) = signing {
+            publisher = publisher.with_signing_key(key);
+        }
         Ok(RunningHub {
             stats,
             config,
@@ -524,6 +564,7 @@ impl RunningHub {
             subscriber: None,
             publisher,
             publisher_thread,
+            validator,
             system: None,
             system_thread: None,
             arbiters: Vec::new(),
@@ -693,6 +734,7 @@ impl RunningHub {
             &options,
             router,
             self.stats.clone(),
+            self.validator.clone(),
         )?);
         Ok(())
     }

@@ -15,8 +15,9 @@ use std::thread::JoinHandle;
 use crate::events;
 use crate::message::{DecodeError, Envelope, ReceivedFrames};
 use crate::router::{Admission, Admitted, Dispatcher, Router};
+use crate::security::{RejectReason, Rejection, Validator};
 use crate::socket::BusError;
-use crate::stats::{BusStats, EndpointStats, Stats};
+use crate::stats::{BusStats, EndpointStats, SecurityStats, Stats};
 
 /// One SUB socket: a name for metrics, and what it connects to or binds.
 #[derive(Debug, Clone)]
@@ -111,6 +112,7 @@ impl Subscriber {
         options: &SubscriberOptions,
         router: Router,
         stats: Arc<Stats>,
+        validator: Option<Arc<Validator>>,
     ) -> Result<Subscriber, BusError> {
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
@@ -182,11 +184,14 @@ impl Subscriber {
                     buses: bus_stats,
                     unadmitted: decoder_unadmitted,
                     max_message_bytes: max,
+                    validator,
                 };
                 decode_loop(rx, stage, decoder_stop)
             })
             .expect("spawning the decoding thread");
         let receiver_stop = stop.clone();
+        let validating = stats.security().enabled();
+        let security = stats.security().clone();
         let receiver = std::thread::Builder::new()
             .name("fedhub-ingress".into())
             .spawn(move || {
@@ -196,6 +201,7 @@ impl Subscriber {
                     decoder: tx,
                     unadmitted,
                     max_message_bytes: max,
+                    untrusted: validating.then_some(security),
                 };
                 receive_loop(sockets, stage, receiver_stop)
             })
@@ -402,6 +408,8 @@ struct ReceiveStage {
     decoder: Sender<Vec<Received>>,
     unadmitted: Arc<Unadmitted>,
     max_message_bytes: usize,
+    /// Validation's counters, when it is on (topic mismatches count there).
+    untrusted: Option<Arc<SecurityStats>>,
 }
 
 /// The receiving thread: takes every message out of ZeroMQ as soon as it
@@ -435,7 +443,12 @@ fn receive_loop(sockets: Vec<BoundSocket>, stage: ReceiveStage, stop: Arc<Atomic
                                 Ok(envelope) => {
                                     stage.admission.settle_unadmitted(&envelope, &admitted)
                                 }
-                                Err(error) => reject(&bound.stats, &error, &frames),
+                                Err(error) => reject(
+                                    &bound.stats,
+                                    stage.untrusted.as_deref(),
+                                    &error,
+                                    &frames,
+                                ),
                             }
                             continue;
                         }
@@ -471,8 +484,29 @@ fn receive_loop(sockets: Vec<BoundSocket>, stage: ReceiveStage, stop: Arc<Atomic
     tracing::debug!("ingress thread stopped");
 }
 
-/// Counts and logs a message that failed to decode.
-fn reject(bus: &BusStats, error: &DecodeError, frames: &ReceivedFrames) {
+/// Counts and logs a message that failed to decode. With validation on, a
+/// topic frame that differs from the body's topic is validation's first
+/// rejection (`topic_mismatch`), as in fedmsg's `FedmsgConsumer.validate`.
+fn reject(
+    bus: &BusStats,
+    untrusted: Option<&SecurityStats>,
+    error: &DecodeError,
+    frames: &ReceivedFrames,
+) {
+    if let (Some(stats), DecodeError::TopicMismatch { frame, body }) = (untrusted, error) {
+        let rejection = Rejection {
+            reason: RejectReason::TopicMismatch,
+            signer: None,
+            detail: format!("topic frame differs from the body's topic {body:?}").into(),
+        };
+        events::MessageNotTrusted {
+            stats,
+            rejection: &rejection,
+            topic: frame,
+        }
+        .emit();
+        return;
+    }
     events::MessageRejected {
         bus,
         error,
@@ -487,6 +521,8 @@ struct DecodeStage {
     buses: Vec<Arc<BusStats>>,
     unadmitted: Arc<Unadmitted>,
     max_message_bytes: usize,
+    /// Signature validation, when `[security] validate_signatures` is on.
+    validator: Option<Arc<Validator>>,
 }
 
 /// The decoding thread: validates each message, rejects (and uncounts) the
@@ -504,13 +540,25 @@ fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: A
                 // The body frame becomes the envelope's body, without a copy.
                 match Envelope::from_received(&mut message.frames, stage.max_message_bytes) {
                     Ok(envelope) => {
+                        if let Some(validator) = &stage.validator {
+                            if !trusted(validator, &envelope, &message.admitted) {
+                                stage.dispatcher.discard(&message.admitted);
+                                continue;
+                            }
+                        }
                         stage
                             .dispatcher
                             .deliver(Arc::new(envelope), &message.admitted, &stop)
                     }
                     Err(error) => {
                         stage.dispatcher.discard(&message.admitted);
-                        reject(&stage.buses[message.bus], &error, &message.frames);
+                        let untrusted = stage.validator.as_ref().map(|v| &**v.stats());
+                        reject(
+                            &stage.buses[message.bus],
+                            untrusted,
+                            &error,
+                            &message.frames,
+                        );
                     }
                 }
             }
@@ -520,6 +568,30 @@ fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: A
     }
     stage.dispatcher.flush(&stop);
     tracing::debug!("decoding thread stopped");
+}
+
+/// Validates a message some consumer's topics matched (messages no consumer
+/// wants are counted as unrouted, unvalidated, as fedmsg validates per
+/// consumer); counts and logs a rejection.
+fn trusted(validator: &Validator, envelope: &Envelope, admitted: &Admitted) -> bool {
+    if !admitted.matched {
+        return true;
+    }
+    match validator.validate(envelope) {
+        Ok(()) => {
+            validator.stats().count_validated();
+            true
+        }
+        Err(rejection) => {
+            events::MessageNotTrusted {
+                stats: validator.stats(),
+                rejection: &rejection,
+                topic: envelope.topic(),
+            }
+            .emit();
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@
 //! - `monitoring`: the moksha-compatible monitoring socket (per-window documents).
 //! - `http`: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, and each
 //!   consumer's routes under its own prefix.
+//! - `security`: fedmsg's x509 signatures: validation on the decoding thread
+//!   (CA, CRL, routing policy; per-certificate work cached), signing on publish.
 //! - `config`: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
 //! - `hub`: startup (named steps) and shutdown of all of the above.
 //! - `memory`, `priority`, `socket`: returning memory after a burst, data-path
@@ -50,6 +52,7 @@ mod monitoring;
 mod priority;
 mod publish;
 mod router;
+mod security;
 mod socket;
 mod stats;
 mod topic;
@@ -58,7 +61,7 @@ pub use backlog::BacklogGuard;
 pub use canonical::{canonicalize, to_canonical_string, CanonicalError};
 pub use config::{
     BusConfig, Config, ConfigError, ConsumerSection, HttpConfig, HubConfig, MonitoringConfig,
-    OneOrMany, PublishConfig, Settings, WhenFull,
+    OneOrMany, PublishConfig, SecurityConfig, Settings, WhenFull,
 };
 pub use consumer::{
     BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
@@ -72,8 +75,11 @@ pub use logging::init_logging;
 pub use memory::release_free_memory;
 pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
+pub use security::{
+    lenient_base64, short_hostname, RejectReason, Rejection, SigningKey, TrustError, Validator,
+};
 pub use socket::BusError;
-pub use stats::Stats;
+pub use stats::{SecurityStats, Stats};
 pub use topic::category;
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -47,3 +47,12 @@ pub const PUBLISHED_TOTAL: &str = "fedhub_published_total";
 pub const PUBLISH_ERRORS_TOTAL: &str = "fedhub_publish_errors_total";
 /// Requests the HTTP server dropped before any handler saw them, by reason.
 pub const HTTP_REQUESTS_REJECTED_TOTAL: &str = "fedhub_http_requests_rejected_total";
+/// Messages rejected by signature validation, by reason.
+pub const MESSAGES_REJECTED_TOTAL: &str = "fedhub_messages_rejected_total";
+/// Messages whose signature, certificate and routing policy validation accepted.
+pub const MESSAGES_VALIDATED_TOTAL: &str = "fedhub_messages_validated_total";
+/// Distinct signer certificates whose checks are cached (gauge).
+pub const SECURITY_CERTIFICATES_CACHED: &str = "fedhub_security_certificates_cached";
+/// When the CA certificate and CRL were last loaded, Unix seconds (gauge).
+pub const SECURITY_TRUST_LOADED_TIMESTAMP_SECONDS: &str =
+    "fedhub_security_trust_loaded_timestamp_seconds";

@@ -1,4 +1,5 @@
-//! Publishing: fedmsg envelopes built like `fedmsg.publish` and sent from one thread.
+//! Publishing: fedmsg envelopes built like `fedmsg.publish` (and signed like it
+//! when `[security] sign_messages` is on) and sent from one thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -8,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::canonical::to_canonical_string;
 use crate::config::PublishConfig;
+use crate::security::SigningKey;
 use crate::socket::BusError;
 use crate::stats::Stats;
 
@@ -25,6 +26,14 @@ pub enum PublishError {
     /// The hub is shutting down.
     #[error("the publisher has stopped")]
     Stopped,
+    /// Signing the envelope failed (OpenSSL's error, as text).
+    #[error("cannot sign the message with {certname}: {error}")]
+    Signing {
+        /// The certificate's basename in `ssldir`.
+        certname: String,
+        /// OpenSSL's error.
+        error: String,
+    },
 }
 
 impl PublishError {
@@ -33,6 +42,7 @@ impl PublishError {
             PublishError::NotConfigured => "not_configured",
             PublishError::QueueFull(_) => "queue_full",
             PublishError::Stopped => "stopped",
+            PublishError::Signing { .. } => "signing_failed",
         }
     }
 }
@@ -57,6 +67,7 @@ struct PublisherInner {
     username: String,
     counter: AtomicU64,
     stats: Arc<Stats>,
+    signing: Option<Arc<SigningKey>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -118,8 +129,32 @@ impl Publisher {
                 username: current_username(),
                 counter: AtomicU64::new(0),
                 stats,
+                signing: None,
             }),
         }
+    }
+
+    /// This publisher, signing every message it sends with `key` (fedmsg's
+    /// `sign_messages`). Its clones made before keep publishing unsigned.
+    pub fn with_signing_key(self, key: Arc<SigningKey>) -> Publisher {
+        let inner = &self.inner;
+        Publisher {
+            inner: Arc::new(PublisherInner {
+                sender: inner.sender.clone(),
+                capacity: inner.capacity,
+                topic_prefix: inner.topic_prefix.clone(),
+                environment: inner.environment.clone(),
+                username: inner.username.clone(),
+                counter: AtomicU64::new(inner.counter.load(Ordering::Relaxed)),
+                stats: inner.stats.clone(),
+                signing: Some(key),
+            }),
+        }
+    }
+
+    /// The key messages are signed with, when signing is on.
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        self.inner.signing.as_deref()
     }
 
     /// Builds the envelope fedmsg would: `topic, msg, timestamp, msg_id, i, username`.
@@ -141,23 +176,52 @@ impl Publisher {
         envelope
     }
 
-    /// Publishes `msg` on `topic` (`modname.event`, or a fully qualified topic).
-    /// Returns the envelope that was sent.
+    /// Publishes `msg` on `topic` (`modname.event`, or a fully qualified topic),
+    /// signed when signing is on. Returns the envelope that was sent.
     pub fn publish(&self, topic: &str, msg: Value) -> Result<Map<String, Value>, PublishError> {
-        let envelope = self.envelope(topic, msg);
-        self.send_envelope(&envelope)?;
+        let mut envelope = self.envelope(topic, msg);
+        self.sign(&mut envelope)?;
+        self.send_raw(Self::topic_of(&envelope), Self::encode(&envelope))?;
         Ok(envelope)
     }
 
     /// Sends a ready envelope (it must contain `topic`) in canonical encoding.
+    /// When signing is on it is signed first, replacing any signature it had
+    /// (as fedmsg-signing-relay does).
     pub fn send_envelope(&self, envelope: &Map<String, Value>) -> Result<(), PublishError> {
-        let topic = envelope
+        if self.inner.signing.is_some() {
+            let mut signed = envelope.clone();
+            self.sign(&mut signed)?;
+            return self.send_raw(Self::topic_of(&signed), Self::encode(&signed));
+        }
+        self.send_raw(Self::topic_of(envelope), Self::encode(envelope))
+    }
+
+    /// Signs `envelope` as fedmsg's `sign` does, when signing is on.
+    fn sign(&self, envelope: &mut Map<String, Value>) -> Result<(), PublishError> {
+        let Some(key) = &self.inner.signing else {
+            return Ok(());
+        };
+        key.sign(envelope).map_err(|e| {
+            let error = PublishError::Signing {
+                certname: key.certname().to_string(),
+                error: e.to_string(),
+            };
+            self.inner.stats.count_publish_error(error.reason());
+            error
+        })
+    }
+
+    fn topic_of(envelope: &Map<String, Value>) -> String {
+        envelope
             .get("topic")
             .and_then(Value::as_str)
             .unwrap_or_default()
-            .to_string();
-        let body = to_canonical_string(&Value::Object(envelope.clone()));
-        self.send_raw(topic, body)
+            .to_string()
+    }
+
+    fn encode(envelope: &Map<String, Value>) -> String {
+        crate::canonical::map_to_canonical_string(envelope)
     }
 
     fn send_raw(&self, topic: String, body: String) -> Result<(), PublishError> {
@@ -243,6 +307,7 @@ impl PublisherThread {
                 username: current_username(),
                 counter: AtomicU64::new(0),
                 stats: stats.clone(),
+                signing: None,
             }),
         };
         let thread_stop = stop.clone();

@@ -12,16 +12,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fedhub_probe::state::{
-    BusEndpoint, BusState, ConsumerState, HandlingWindow, HttpRequests, State,
+    BusEndpoint, BusState, ConsumerState, HandlingWindow, HttpRequests, RejectionState, State,
+    ValidationState,
 };
 use prometheus::{
-    Counter, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
 use crate::events::HttpRejectReason;
 use crate::message::DecodeError;
 use crate::metric_names as names;
+use crate::security::{RejectReason, Rejection};
 
 /// How many recent handling times a consumer keeps for the moksha `times` list.
 pub const RECENT_TIMES_CAPACITY: usize = 1024;
@@ -141,6 +143,7 @@ pub struct Stats {
     http_rejected: IntCounterVec,
     consumers: DashMap<String, Arc<ConsumerStats>>,
     buses: DashMap<String, Arc<BusStats>>,
+    security: Arc<SecurityStats>,
     started_at: SystemTime,
 }
 
@@ -183,6 +186,7 @@ impl Stats {
             http_rejected: register(r, IntCounterVec::new(Opts::new(names::HTTP_REQUESTS_REJECTED_TOTAL, "Requests the HTTP server dropped before any handler saw them (oversized or malformed head, slow client), by reason."), &["reason"]).unwrap()),
             consumers: DashMap::new(),
             buses: DashMap::new(),
+            security: Arc::new(SecurityStats::register(r)),
             started_at: SystemTime::now(),
             registry,
         };
@@ -190,6 +194,11 @@ impl Stats {
         // Only fails on duplicate registration, which cannot happen on a new registry.
         let _ = stats.registry.register(Box::new(process));
         Arc::new(stats)
+    }
+
+    /// Signature validation's series.
+    pub fn security(&self) -> &Arc<SecurityStats> {
+        &self.security
     }
 
     /// The Prometheus registry (for `/metrics`, and for consumers adding their own).
@@ -371,6 +380,7 @@ impl Stats {
             published_total: self.published(),
             started_at: unix_seconds(self.started_at),
             unrouted_total: self.unrouted(),
+            validation: self.security.state(),
         }
     }
 
@@ -884,6 +894,109 @@ impl EndpointStats {
             last_connected_ms: self.last_connected_ms(),
             since_ms: self.since_ms.load(Ordering::Relaxed),
             state: self.state().as_str().to_string(),
+        }
+    }
+}
+
+/// Signature validation's series: accepted, rejected by reason, the signer
+/// certificates cached, when the CA and CRL were loaded, and the last rejection.
+pub struct SecurityStats {
+    enabled: AtomicBool,
+    validated: IntCounter,
+    rejected: Vec<(RejectReason, IntCounter)>,
+    certificates: IntGauge,
+    trust_loaded: Gauge,
+    last: Mutex<Option<RejectionState>>,
+}
+
+impl SecurityStats {
+    fn register(r: &Registry) -> SecurityStats {
+        let rejected = register(r, IntCounterVec::new(Opts::new(names::MESSAGES_REJECTED_TOTAL, "Messages rejected by signature validation, by reason (none reaches a consumer)."), &["reason"]).unwrap());
+        SecurityStats {
+            enabled: AtomicBool::new(false),
+            validated: register(r, IntCounter::new(names::MESSAGES_VALIDATED_TOTAL, "Messages whose signature, certificate and routing policy were accepted.").unwrap()),
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|reason| (*reason, rejected.with_label_values(&[reason.as_str()])))
+                .collect(),
+            certificates: register(r, IntGauge::new(names::SECURITY_CERTIFICATES_CACHED, "Distinct signer certificates whose checks (parse, chain, CRL) are cached.").unwrap()),
+            trust_loaded: register(r, Gauge::new(names::SECURITY_TRUST_LOADED_TIMESTAMP_SECONDS, "When the CA certificate and CRL were last loaded, Unix seconds (0: validation is off).").unwrap()),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether the hub validates signatures.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_trust_loaded(&self, at: SystemTime) {
+        self.trust_loaded.set(unix_seconds(at));
+    }
+
+    pub(crate) fn set_certificates_cached(&self, count: usize) {
+        self.certificates.set(count as i64);
+    }
+
+    /// Counts a message validation accepted.
+    #[inline]
+    pub(crate) fn count_validated(&self) {
+        self.validated.inc();
+    }
+
+    /// Counts a rejected message and remembers it as the last one.
+    pub(crate) fn count_rejected(&self, rejection: &Rejection, topic: &str) {
+        if let Some((_, counter)) = self.rejected.iter().find(|(r, _)| *r == rejection.reason) {
+            counter.inc();
+        }
+        let last = RejectionState {
+            at: unix_seconds(SystemTime::now()),
+            detail: rejection.detail.to_string(),
+            reason: rejection.reason.as_str().to_string(),
+            signer: rejection.signer.as_deref().map(str::to_string),
+            topic: topic.to_string(),
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+    }
+
+    /// Messages accepted so far.
+    pub fn validated(&self) -> u64 {
+        self.validated.get()
+    }
+
+    /// Messages rejected so far for `reason`.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| c.get())
+            .unwrap_or(0)
+    }
+
+    /// Messages rejected so far, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, c)| c.get()).sum()
+    }
+
+    /// The `validation` object of the `/state` document.
+    pub fn state(&self) -> ValidationState {
+        ValidationState {
+            certificates_cached: self.certificates.get().max(0) as u64,
+            enabled: self.enabled(),
+            last_rejection: self.last.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            rejected_by_reason: self
+                .rejected
+                .iter()
+                .filter(|(_, c)| c.get() > 0)
+                .map(|(r, c)| (r.as_str().to_string(), c.get()))
+                .collect(),
+            rejected_total: self.rejected_total(),
+            trust_loaded_at: self.trust_loaded.get(),
+            validated_total: self.validated(),
         }
     }
 }

@@ -5,7 +5,12 @@
 //!   signed with x509 as Fedora's are) reach fedhub consumers byte for byte;
 //! - `fedmsg-logger` (connecting to relay_inbound) reaches the hub's inbound socket;
 //! - `fedhub publish --bind` is printed by `fedmsg-tail`;
-//! - `fedhub tail` prints what the fedmsg library publishes, byte for byte.
+//! - `fedhub tail` prints what the fedmsg library publishes, byte for byte;
+//! - a validating hub accepts what fedmsg signs, and rejects tampered,
+//!   re-signed, untrusted, revoked, expired-CRL and policy-violating variants
+//!   for the reason fedmsg's own `fedmsg.crypto.validate` rejects them;
+//! - what the hub (`ctx.publish`) and `fedhub publish -c` sign is byte for byte
+//!   what `fedmsg.crypto.sign` makes, and passes `fedmsg.crypto.validate`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use fedhub::{Envelope, HubBuilder};
 use fedhub_testkit::*;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// How long any single step may take before the test fails.
 const STEP: Duration = Duration::from_secs(20);
@@ -179,6 +184,17 @@ fn hub_receiving_from(
     fedhub::RunningHub,
     std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 ) {
+    hub_receiving_with(endpoint, |_| {})
+}
+
+/// [`hub_receiving_from`], with the config adjusted by `tweak` first.
+fn hub_receiving_with(
+    endpoint: &str,
+    tweak: impl FnOnce(&mut fedhub::Config),
+) -> (
+    fedhub::RunningHub,
+    std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+) {
     let mut config = fedhub::Config::default();
     config.bus.endpoints.insert(
         "peerpub.vm".into(),
@@ -187,6 +203,7 @@ fn hub_receiving_from(
     config.bus.inbound = String::new();
     config.http.listen = "127.0.0.1:0".into();
     config.hub.status_log_interval_secs = 0;
+    tweak(&mut config);
     let (factory, seen) = recorder("Recorder", Duration::ZERO);
     let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
     let probe_seen = wait_until(STEP, || {
@@ -458,4 +475,421 @@ fn python_fedmsg_nan_and_infinity_are_refused_as_not_finite() {
         .iter()
         .any(|s| s.topic.ends_with("update.karma")));
     hub.shutdown();
+}
+
+/// Runs `tests/python/fedmsg_crypto.py MODE` (fedmsg.crypto's sign or validate)
+/// on `spec`; returns its output lines.
+fn fedmsg_crypto(mode: &str, spec: &Value) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fedmsg_crypto.py");
+    let mut child = python_tool("python", dir.path())
+        .args(["-W", "ignore"])
+        .arg(script)
+        .arg(mode)
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "fedmsg_crypto.py {mode}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `[security]` settings of a validating hub trusting `ca` (and `crl`).
+fn validating(config: &mut fedhub::Config, ca: &Path, crl: &Path) {
+    config.security.validate_signatures = true;
+    config.security.ca_cert_location = ca.display().to_string();
+    config.security.crl_location = crl.display().to_string();
+}
+
+#[test]
+fn messages_python_fedmsg_signs_and_publishes_pass_a_validating_hub() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let messages = varied_messages();
+    let publisher = PythonPublisher::start(&endpoint, true, &messages);
+    let pki = pki_dir();
+    let (hub, seen) = hub_receiving_with(&endpoint, |config| {
+        validating(config, &pki.join("ca.crt"), &pki.join("crl.pem"));
+        // Every topic the publisher uses is listed for its certificate, and
+        // nothing else is allowed.
+        config.security.routing_nitpicky = true;
+        for topic in [
+            "org.fedoraproject.dev.probe.tick",
+            "org.fedoraproject.dev.git.receive",
+            "org.fedoraproject.dev.buildsys.build.state.change",
+            "org.fedoraproject.dev.bodhi.update.comment",
+            "org.fedoraproject.dev.fedbadges.badge.award",
+        ] {
+            config
+                .security
+                .routing_policy
+                .insert(topic.into(), vec!["peerpub-vm".into()]);
+        }
+    });
+    let sent = publisher.go();
+    assert_eq!(sent.len(), messages.len());
+    let received = wait_until(STEP, || {
+        let seen = seen.lock().unwrap();
+        sent.iter()
+            .all(|(_, body)| seen.iter().any(|s| &s.body == body))
+    });
+    assert!(received, "sent {sent:#?}");
+    let security = hub.stats().security().clone();
+    assert_eq!(security.rejected_total(), 0, "{:?}", security.state());
+    assert!(security.validated() > messages.len() as u64);
+    assert_eq!(security.state().certificates_cached, 1);
+    hub.shutdown();
+}
+
+/// Sends each message alone to a validating hub; returns what validation made
+/// of each: `None` when accepted (and delivered), else the rejection's reason.
+fn judged_by_hub(
+    security: impl FnOnce(&mut fedhub::Config),
+    messages: &[(String, String)],
+) -> Vec<Option<String>> {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    security(&mut config);
+    let (factory, seen) = recorder("Recorder", Duration::ZERO);
+    let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
+    bus.wait_subscribed();
+    let stats = hub.stats().security().clone();
+    let mut verdicts = Vec::new();
+    for (topic, body) in messages {
+        let before = (stats.validated(), stats.rejected_total());
+        bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
+        assert!(
+            wait_until(STEP, || (stats.validated(), stats.rejected_total())
+                != before),
+            "no verdict on {body}"
+        );
+        if stats.validated() > before.0 {
+            assert!(wait_until(STEP, || seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| &s.body == body)));
+            verdicts.push(None);
+        } else {
+            let last = stats.state().last_rejection.expect("a rejection");
+            assert_eq!(&last.topic, topic);
+            verdicts.push(Some(last.reason));
+        }
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        verdicts.iter().filter(|v| v.is_none()).count(),
+        "only accepted messages reach the consumer"
+    );
+    hub.shutdown();
+    verdicts
+}
+
+/// What Python's `fedmsg.crypto.validate` says of each body, under `config`.
+fn judged_by_fedmsg(config: Value, bodies: &[&str]) -> Vec<bool> {
+    fedmsg_crypto("validate", &json!({"config": config, "messages": bodies}))
+        .iter()
+        .map(|line| {
+            let verdict: Value = serde_json::from_str(line).unwrap();
+            verdict["valid"].as_bool().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn python_signed_variants_are_judged_as_fedmsg_judges_them() {
+    let pki = TestPki::new();
+    for name in ["shell-vm", "bodhi-app", "revoked-vm"] {
+        pki.issue(name);
+    }
+    pki.self_signed("stranger");
+    pki.revoke("revoked-vm");
+    let expired_crl = pki.write_expired_crl("expired-crl.pem");
+
+    let policed = "org.fedoraproject.dev.bodhi.update.request.testing";
+    let free = "org.fedoraproject.dev.logger.log";
+    let message = |topic: &str, n: u64| {
+        json!({
+            "topic": topic,
+            "msg": {"n": n, "text": "h\u{e9}llo \u{1f680}", "ratio": 0.1},
+            "timestamp": 1_795_392_000u64 + n,
+            "msg_id": format!("2026-00000000-0000-4000-8000-{n:012}"),
+            "i": n,
+            "username": "fedmsg",
+        })
+    };
+    let items = json!([
+        {"certname": "shell-vm", "message": message(free, 1)},
+        {"certname": "bodhi-app", "message": message(policed, 2)},
+        {"certname": "shell-vm", "message": message(policed, 3)},
+        {"certname": "revoked-vm", "message": message(free, 4)},
+        {"certname": "stranger", "message": message(free, 5)},
+        {"certname": "shell-vm", "message": message(free, 6)},
+        {"certname": "shell-vm", "message": message(free, 7)},
+    ]);
+    let signed = fedmsg_crypto("sign", &json!({"ssldir": pki.dir(), "items": items}));
+    assert_eq!(signed.len(), 7);
+    let mut bodies: Vec<String> = signed.clone();
+    // 6: re-signed with another key: shell-vm's signature, bodhi-app's certificate.
+    let mut resigned: Map<String, Value> = serde_json::from_str(&signed[5]).unwrap();
+    let bodhi: Value = serde_json::from_str(&signed[1]).unwrap();
+    resigned.insert("certificate".into(), bodhi["certificate"].clone());
+    bodies[5] = fedhub::to_canonical_string(&Value::Object(resigned));
+    // 7: tampered after signing.
+    bodies[6] = signed[6].replace("\"n\":7", "\"n\":70");
+    assert_ne!(bodies[6], signed[6]);
+    let expected = [
+        None,
+        None,
+        Some("policy"),
+        Some("revoked"),
+        Some("untrusted_certificate"),
+        Some("bad_signature"),
+        Some("bad_signature"),
+    ];
+    let topics = [free, policed, policed, free, free, free, free];
+    let messages: Vec<(String, String)> = topics
+        .iter()
+        .zip(&bodies)
+        .map(|(t, b)| (t.to_string(), b.clone()))
+        .collect();
+    let policy = json!({ policed: ["bodhi-app"] });
+
+    let verdicts = judged_by_hub(
+        |config| {
+            validating(config, &pki.ca(), &pki.crl());
+            config
+                .security
+                .routing_policy
+                .insert(policed.into(), vec!["bodhi-app".into()]);
+        },
+        &messages,
+    );
+    let verdicts: Vec<Option<&str>> = verdicts.iter().map(|v| v.as_deref()).collect();
+    assert_eq!(verdicts, expected);
+    let python = judged_by_fedmsg(
+        json!({
+            "ca_cert_location": pki.ca(),
+            "crl_location": pki.crl(),
+            "routing_policy": policy,
+            "routing_nitpicky": false,
+            "crypto_validate_backends": ["x509"],
+        }),
+        &bodies.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let python_accepts: Vec<bool> = expected.iter().map(Option::is_none).collect();
+    assert_eq!(python, python_accepts, "fedmsg's own verdicts");
+
+    // An expired CRL fails every message, in both.
+    let good = &messages[..2];
+    let verdicts = judged_by_hub(|config| validating(config, &pki.ca(), &expired_crl), good);
+    assert_eq!(
+        verdicts,
+        vec![Some("expired".to_string()), Some("expired".to_string())]
+    );
+    let python = judged_by_fedmsg(
+        json!({
+            "ca_cert_location": pki.ca(),
+            "crl_location": expired_crl,
+            "crypto_validate_backends": ["x509"],
+        }),
+        &[&bodies[0], &bodies[1]],
+    );
+    assert_eq!(python, vec![false, false]);
+}
+
+/// Publishes `echo.reply` for every message it handles, through its context.
+struct Echo;
+
+impl fedhub::Consumer for Echo {
+    fn consume(
+        &mut self,
+        envelope: &Envelope,
+        ctx: &mut fedhub::Context,
+    ) -> Result<(), fedhub::ConsumerError> {
+        ctx.publish(
+            "echo.reply",
+            json!({"to": envelope.msg_id(), "text": "r\u{e9}ponse \u{1f680}", "ratio": 0.1}),
+        )?;
+        Ok(())
+    }
+}
+
+/// What fedmsg's `sign` makes of `body` (a signed envelope) when it signs the
+/// same envelope with `certname` from `ssldir`: the wire bytes, for comparison.
+fn signed_again_by_fedmsg(body: &str, ssldir: &Path, certname: &str) -> String {
+    let mut envelope: Map<String, Value> = serde_json::from_str(body).unwrap();
+    for key in ["signature", "certificate", "crypto"] {
+        envelope.remove(key);
+    }
+    let items = json!([{"certname": certname, "message": envelope}]);
+    let lines = fedmsg_crypto("sign", &json!({"ssldir": ssldir, "items": items}));
+    assert_eq!(lines.len(), 1);
+    lines[0].clone()
+}
+
+#[test]
+fn what_the_hub_signs_passes_fedmsg_validate_byte_for_byte() {
+    let pki = TestPki::new();
+    pki.issue("fedhub-hub");
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.publish.bind = vec!["tcp://127.0.0.1:*".into()];
+    config.security.sign_messages = true;
+    config.security.ssldir = pki.dir().to_path_buf();
+    config.security.name = "fedhub.test".into();
+    config
+        .security
+        .certnames
+        .insert("fedhub.test".into(), "fedhub-hub".into());
+    let factory = fedhub::ConsumerFactory::new("Echo", |_| Ok(Box::new(Echo)))
+        .topics([format!("{PREFIX}.*")])
+        .enabled_by_default();
+    let hub = HubBuilder::new(config).consumer(factory).start().unwrap();
+    bus.wait_subscribed();
+    let context = zmq::Context::new();
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvtimeo(200).unwrap();
+    sub.connect(&hub.publish_endpoints()[0]).unwrap();
+    // The first echo that reaches the subscriber (earlier ones may be sent
+    // before its subscription arrives).
+    let deadline = Instant::now() + STEP;
+    let mut echo = None;
+    let mut i = 0;
+    while echo.is_none() && Instant::now() < deadline {
+        i += 1;
+        bus.send("logger.log", i, json!({"ping": i}));
+        if let Ok(frames) = sub.recv_multipart(0) {
+            echo = Some(frames);
+        }
+    }
+    let echo = echo.expect("an echo from the hub's publisher");
+    let sent = hub
+        .publisher()
+        .publish(
+            "direct.test",
+            json!({"n": 1.5, "nested": {"b": [], "a": null}}),
+        )
+        .unwrap();
+    let mut direct = None;
+    while direct.is_none() && Instant::now() < deadline {
+        if let Ok(frames) = sub.recv_multipart(0) {
+            let body = String::from_utf8(frames[1].clone()).unwrap();
+            if body.contains("direct.test") {
+                direct = Some(frames);
+            }
+        }
+    }
+    let direct = direct.expect("the directly published message");
+    assert_eq!(direct[0], b"org.fedoraproject.dev.direct.test");
+    assert_eq!(sent["crypto"], "x509");
+
+    let mut bodies = Vec::new();
+    for frames in [&echo, &direct] {
+        let topic = String::from_utf8(frames[0].clone()).unwrap();
+        let body = String::from_utf8(frames[1].clone()).unwrap();
+        // fedmsg's own sign gives the same bytes: same canonical JSON, same
+        // deterministic PKCS#1 v1.5 signature, same certificate field.
+        assert_eq!(
+            signed_again_by_fedmsg(&body, pki.dir(), "fedhub-hub"),
+            body,
+            "{topic}"
+        );
+        bodies.push((topic, body));
+    }
+    let verdicts = judged_by_fedmsg(
+        json!({
+            "ca_cert_location": pki.ca(),
+            "crl_location": pki.crl(),
+            "routing_nitpicky": true,
+            "routing_policy": {
+                bodies[0].0.clone(): ["fedhub-hub"],
+                bodies[1].0.clone(): ["fedhub-hub"],
+            },
+            "crypto_validate_backends": ["x509"],
+        }),
+        &[&bodies[0].1, &bodies[1].1],
+    );
+    assert_eq!(verdicts, vec![true, true]);
+    assert!(hub.stats().published() >= 2);
+    hub.shutdown();
+}
+
+/// A `fedhub publish -c` config signing as fedmsg-logger does (`cert_prefix`).
+fn signing_config(dir: &Path, pki: &TestPki, certnames: &str) -> PathBuf {
+    let path = dir.join("fedhub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[hub]\nenvironment = \"stg\"\n[security]\nsign_messages = true\nssldir = \"{}\"\ncert_prefix = \"shell\"\ncertnames = {{ {certnames} }}\n",
+            pki.dir().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn fedhub_publish_signed(config: &Path) -> std::process::Output {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    Command::new(fedhub_binary())
+        .args(["publish", "--bind", "--endpoint", &endpoint])
+        .args(["--wait-subscribers", "0", "--wait-secs", "0"])
+        .arg("-c")
+        .arg(config)
+        .args([
+            "--topic",
+            "logger.log",
+            "--json",
+            r#"{"log": "signed h\u00e9llo"}"#,
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fedhub_publish_signs_with_the_certificate_fedmsg_would_choose() {
+    let pki = TestPki::new();
+    pki.issue("shell-vm");
+    let dir = tempfile::tempdir().unwrap();
+    let index = format!("shell.{}", fedhub::short_hostname());
+    let config = signing_config(dir.path(), &pki, &format!("\"{index}\" = \"shell-vm\""));
+    let output = fedhub_publish_signed(&config);
+    assert!(output.status.success(), "{output:?}");
+    let body = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let topic = "org.fedoraproject.stg.logger.log";
+    let envelope: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(envelope["topic"], topic);
+    assert_eq!(envelope["crypto"], "x509");
+    assert_eq!(signed_again_by_fedmsg(&body, pki.dir(), "shell-vm"), body);
+    let verdicts = judged_by_fedmsg(
+        json!({
+            "ca_cert_location": pki.ca(),
+            "crl_location": pki.crl(),
+            "routing_nitpicky": true,
+            "routing_policy": { topic: ["shell-vm"] },
+            "crypto_validate_backends": ["x509"],
+        }),
+        &[&body],
+    );
+    assert_eq!(verdicts, vec![true]);
+
+    // No certificate for the cert index: exit 2, naming it.
+    let config = signing_config(dir.path(), &pki, "\"shell.elsewhere\" = \"shell-vm\"");
+    let output = fedhub_publish_signed(&config);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&index), "{stderr}");
 }

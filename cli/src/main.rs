@@ -58,12 +58,17 @@ enum Command {
         /// The message body (the envelope's msg), as JSON.
         #[arg(long)]
         json: Option<String>,
-        /// fedmsg topic_prefix.
-        #[arg(long, default_value = "org.fedoraproject")]
-        topic_prefix: String,
-        /// fedmsg environment.
-        #[arg(long, default_value = "dev")]
-        environment: String,
+        /// A fedhub config: its [hub] topic_prefix and environment are the
+        /// defaults, and with [security] sign_messages each message is signed
+        /// with the certificate fedmsg would choose (certnames, cert_prefix).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// fedmsg topic_prefix [default: org.fedoraproject, or the config's].
+        #[arg(long)]
+        topic_prefix: Option<String>,
+        /// fedmsg environment [default: dev, or the config's].
+        #[arg(long)]
+        environment: Option<String>,
         /// With --bind: wait for this many subscribers before sending.
         #[arg(long, default_value_t = 1)]
         wait_subscribers: usize,
@@ -172,19 +177,30 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             bind,
             topic,
             json,
+            config,
             topic_prefix,
             environment,
             wait_subscribers,
             wait_secs,
         } => {
+            let config = match &config {
+                Some(path) => Config::load(Some(path))?,
+                None => Config::default(),
+            };
+            let signing = if config.security.sign_messages {
+                Some(Arc::new(fedhub::SigningKey::load(&config.security)?))
+            } else {
+                None
+            };
             let options = PublishOptions {
                 endpoint,
                 bind,
                 topic,
-                topic_prefix,
-                environment,
+                topic_prefix: topic_prefix.unwrap_or(config.hub.topic_prefix),
+                environment: environment.unwrap_or(config.hub.environment),
                 wait_subscribers,
                 wait_secs,
+                signing,
             };
             let stdin = std::io::stdin();
             let summary = fedhub_tools::publish(

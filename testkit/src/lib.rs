@@ -1,9 +1,11 @@
 //! fedhub-testkit: what the workspace's end-to-end tests share: a real ZeroMQ publisher the hub connects
-//! to, hub configs on free ports, recording consumers, polling with timeouts, and a
-//! throwaway PostgreSQL server ([`PgCluster`]).
+//! to, hub configs on free ports, recording consumers, polling with timeouts, a
+//! throwaway PostgreSQL server ([`PgCluster`]) and a throwaway PKI ([`TestPki`]).
 
+mod pki;
 mod postgres;
 
+pub use pki::TestPki;
 pub use postgres::{postgres_bin, PgCluster, PG_USER};
 
 use std::path::PathBuf;

@@ -1,10 +1,12 @@
-//! `fedhub publish`: like fedmsg-logger, fedmsg envelopes onto a socket.
+//! `fedhub publish`: like fedmsg-logger, fedmsg envelopes onto a socket,
+//! signed like fedmsg signs them when a config with `sign_messages` is given.
 
 use std::io::{BufRead, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedhub::Publisher;
 use fedhub::Stats;
+use fedhub::{Publisher, SigningKey};
 use serde_json::Value;
 
 use crate::{socket_error, ToolError};
@@ -26,6 +28,8 @@ pub struct PublishOptions {
     pub wait_subscribers: usize,
     /// How long to wait for the connection or the subscribers.
     pub wait_secs: f64,
+    /// Sign each envelope with this key (fedmsg's `sign_messages`).
+    pub signing: Option<Arc<SigningKey>>,
 }
 
 /// What `fedhub publish` did.
@@ -82,7 +86,13 @@ pub fn publish(
         Publisher::disconnected(&options.topic_prefix, &options.environment, Stats::new());
     let mut summary = PublishSummary::default();
     let mut send = |msg: Value, summary: &mut PublishSummary| -> Result<(), ToolError> {
-        let envelope = Value::Object(builder.envelope(&options.topic, msg));
+        let mut envelope = builder.envelope(&options.topic, msg);
+        if let Some(key) = &options.signing {
+            key.sign(&mut envelope).map_err(|e| {
+                ToolError::Input(format!("cannot sign with {}: {e}", key.certname()))
+            })?;
+        }
+        let envelope = Value::Object(envelope);
         let body = fedhub::to_canonical_string(&envelope);
         let topic = envelope["topic"].as_str().unwrap_or_default();
         socket
