@@ -517,11 +517,14 @@ fn check(topic: &[u8], body: &[u8], max_body_bytes: usize) -> Result<Checked, De
 
 /// Whether `body`, valid JSON, nests arrays and objects deeper than `limit`.
 /// A body with no more opening brackets than `limit` (nearly every one) is
-/// settled by one count that the compiler vectorizes; only the others are
-/// walked, skipping strings.
+/// settled by a vectorized search that stops once it has seen more; only the
+/// others are walked, skipping strings.
 fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
-    let opening = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if opening <= limit {
+    if memchr::memchr2_iter(b'[', b'{', body)
+        .take(limit + 1)
+        .count()
+        <= limit
+    {
         return false;
     }
     let mut depth = 0usize;
