@@ -1,13 +1,24 @@
 //! History store benchmark: ingest rate through the consumer's path, then the
 //! ten filter combinations of Fedora's 2015 datagrepper measurement, first page,
-//! at 100k and 2M messages.
+//! at 100k and 2M messages, on SQLite (the default) or PostgreSQL.
 //!
-//! Run: `cargo bench -p fedhub-history --bench query`
+//! Run: `cargo bench -p fedhub-history --bench query` (SQLite), or
+//! `HISTORY_BENCH_DATABASE=postgres cargo bench -p fedhub-history --bench query`
+//! (a throwaway PostgreSQL cluster from the testkit, as the tests start one).
 //!
 //! Environment: `HISTORY_BENCH_SIZES` (default `100000,2000000`),
-//! `HISTORY_BENCH_RUNS` (default 30), `HISTORY_BENCH_DIR` (where the databases go;
-//! default a temporary directory removed at the end), `HISTORY_BENCH_SQL_RUNS`
-//! (runs of the SQL-only baseline, default 5; 0 skips it).
+//! `HISTORY_BENCH_RUNS` (default 30), `HISTORY_BENCH_DIR` (where the SQLite
+//! databases go; default a temporary directory removed at the end),
+//! `HISTORY_BENCH_SQL_RUNS` (SQLite: runs of the SQL-only baseline, default 5;
+//! 0 skips it), `HISTORY_BENCH_DATABASE`: `sqlite` (default), `postgres` (a
+//! throwaway cluster, one database per size), or a `postgres://` URL (one size;
+//! its database must be empty or hold exactly that many messages, which are
+//! then reused).
+//!
+//! On PostgreSQL the corpus is loaded through the same batched writer into
+//! `PgStore`, then `VACUUM ANALYZE` is run (what autovacuum does after a
+//! load: statistics, and the visibility map index-only scans rely on) before
+//! the queries are timed.
 //!
 //! The corpus comes from `fedhub_tools::demo::Generator` (buildsys-heavy, long tail of
 //! users and packages), one message every 4 seconds (about 21,600 a day, Fedora's
@@ -17,14 +28,15 @@
 
 mod common;
 
-use common::{bench_dir, cpu_secs, env_or};
+use common::{bench_dir, command, cpu_secs, env_or, load_average};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedhub::Envelope;
 use fedhub_history::{
-    BatchWriter, Filter, NewMessage, SqliteStore, Store, WriterOptions, WriterState,
+    BatchWriter, Filter, NewMessage, PgStore, SqliteStore, Store, WriterOptions, WriterState,
 };
+use fedhub_storage::{Connection, DatabaseUrl, PoolOptions};
 use fedhub_tools::demo::Generator;
 
 const SPACING_SECS: u64 = 4;
@@ -52,12 +64,102 @@ struct Ingest {
     cpu_us: f64,
 }
 
+/// Where the benchmark's databases are.
+enum Target {
+    /// SQLite files in a directory.
+    Sqlite(std::path::PathBuf),
+    /// A throwaway PostgreSQL cluster: one database per size.
+    Cluster(fedhub_testkit::PgCluster),
+    /// A PostgreSQL database given by URL.
+    Url(String),
+}
+
+/// A store under test.
+struct Opened {
+    store: Arc<dyn Store>,
+    /// Set on SQLite: its SQL-only path, the file.
+    sqlite: Option<Arc<SqliteStore>>,
+    /// Set on PostgreSQL.
+    pg: Option<Arc<PgStore>>,
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Sqlite(_) => "SQLite",
+            Target::Cluster(_) | Target::Url(_) => "PostgreSQL",
+        }
+    }
+
+    /// The database of `size` messages (`scratch`: an empty one beside it).
+    fn open(&self, size: usize, scratch: bool) -> Opened {
+        let suffix = if scratch { "-scratch" } else { "" };
+        let url = match self {
+            Target::Sqlite(dir) => {
+                let path = dir.join(format!("history-{size}{suffix}.sqlite"));
+                if scratch {
+                    for s in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{s}", path.display()));
+                    }
+                }
+                let store = Arc::new(SqliteStore::open(&path).expect("open store"));
+                return Opened {
+                    store: store.clone(),
+                    sqlite: Some(store),
+                    pg: None,
+                };
+            }
+            Target::Cluster(pg) => {
+                let name = format!("history_{size}{}", suffix.replace('-', "_"));
+                let exists = pg.psql(
+                    "fedhub",
+                    &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+                ) == "1";
+                if exists && scratch {
+                    pg.psql("fedhub", &format!("DROP DATABASE {name}"));
+                }
+                if !exists || scratch {
+                    pg.create_database(&name)
+                } else {
+                    pg.url_for(&name)
+                }
+            }
+            Target::Url(url) => url.clone(),
+        };
+        let parsed = DatabaseUrl::parse(&url).expect("a postgres:// URL");
+        let store = Arc::new(
+            PgStore::open(
+                &parsed,
+                &PoolOptions::default(),
+                &prometheus::Registry::new(),
+            )
+            .expect("open PostgreSQL store"),
+        );
+        Opened {
+            store: store.clone(),
+            sqlite: None,
+            pg: Some(store),
+        }
+    }
+}
+
+/// `VACUUM ANALYZE` on a PostgreSQL store (what autovacuum does after a load).
+fn vacuum(store: &PgStore) {
+    match store.database().connection().expect("connection") {
+        Connection::Postgres(mut client) => client
+            .batch_execute("VACUUM ANALYZE")
+            .expect("VACUUM ANALYZE"),
+        Connection::Sqlite(_) => unreachable!(),
+    }
+}
+
 /// Feeds `n` generated messages through decode -> NewMessage -> BatchWriter ->
-/// SQLite, timing only that path (generation is done beforehand, per chunk).
-fn ingest(store: &Arc<SqliteStore>, n: usize) -> Ingest {
+/// the store, timing only that path (generation is done beforehand, per chunk).
+fn ingest(target: &Target, store: &Arc<dyn Store>, size: usize) -> Ingest {
+    let n = size;
     let state = WriterState::new();
     let writer = BatchWriter::spawn(
-        store.clone() as Arc<dyn Store>,
+        store.clone(),
         WriterOptions {
             batch_messages: batch_messages(),
             ..WriterOptions::default()
@@ -79,8 +181,7 @@ fn ingest(store: &Arc<SqliteStore>, n: usize) -> Ingest {
         if done == 0 {
             // The two halves of the path on their own, on the first chunk (into a
             // scratch database, so the timed run below starts from the same state).
-            let scratch = tempfile::tempdir().expect("temp dir");
-            let alone = SqliteStore::open(scratch.path().join("alone.sqlite")).expect("open");
+            let alone = target.open(size, true).store;
             let began = cpu_secs("thread-self");
             let prepared: Vec<NewMessage> = frames
                 .iter()
@@ -124,14 +225,7 @@ fn ingest(store: &Arc<SqliteStore>, n: usize) -> Ingest {
         "every message stored: {health:?}"
     );
     writer.shutdown();
-    let db_bytes = ["", "-wal"]
-        .iter()
-        .filter_map(|s| {
-            std::fs::metadata(format!("{}{s}", store.path().display()))
-                .ok()
-                .map(|m| m.len())
-        })
-        .sum();
+    let db_bytes = database_bytes(target, store);
     let first = CHUNK.min(n) as f64;
     Ingest {
         messages: n,
@@ -140,6 +234,32 @@ fn ingest(store: &Arc<SqliteStore>, n: usize) -> Ingest {
         extract_us: extract.as_secs_f64() * 1e6 / first,
         store_us: stored.as_secs_f64() * 1e6 / first,
         cpu_us: cpu * 1e6 / n as f64,
+    }
+}
+
+/// The size of the database holding `store`.
+fn database_bytes(target: &Target, store: &Arc<dyn Store>) -> u64 {
+    match target {
+        Target::Sqlite(_) => ["", "-wal"]
+            .iter()
+            .filter_map(|s| {
+                std::fs::metadata(format!("{}{s}", store.location()))
+                    .ok()
+                    .map(|m| m.len())
+            })
+            .sum(),
+        Target::Cluster(pg) => {
+            let name = store
+                .location()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            pg.psql("fedhub", &format!("SELECT pg_database_size('{name}')"))
+                .parse()
+                .unwrap_or(0)
+        }
+        Target::Url(_) => 0,
     }
 }
 
@@ -235,12 +355,12 @@ struct SizeResult {
     rows: Vec<(&'static str, Timing, Option<Timing>)>,
 }
 
-fn run_size(dir: &std::path::Path, size: usize, runs: usize, sql_runs: usize) -> SizeResult {
-    let path = dir.join(format!("history-{size}.sqlite"));
-    let existing = std::fs::metadata(&path).is_ok();
-    let store = Arc::new(SqliteStore::open(&path).expect("open store"));
-    let ingest_result = if existing && store.message_count().unwrap_or(0) as usize == size {
-        eprintln!("  reusing {}", path.display());
+fn run_size(target: &Target, size: usize, runs: usize, sql_runs: usize) -> SizeResult {
+    let opened = target.open(size, false);
+    let store = opened.store.clone();
+    let stored = store.message_count().unwrap_or(0) as usize;
+    let ingest_result = if stored == size {
+        eprintln!("  reusing {}", store.location());
         Ingest {
             messages: 0,
             secs: 0.0,
@@ -250,24 +370,45 @@ fn run_size(dir: &std::path::Path, size: usize, runs: usize, sql_runs: usize) ->
             cpu_us: 0.0,
         }
     } else {
-        ingest(&store, size)
+        assert_eq!(
+            stored,
+            0,
+            "{} holds {stored} messages, neither none nor {size}",
+            store.location()
+        );
+        ingest(target, &store, size)
     };
     drop(store);
+    drop(opened);
     let began = Instant::now();
-    let store = SqliteStore::open(&path).expect("reopen store");
+    let reopened = target.open(size, false);
     let reopen_ms = began.elapsed().as_secs_f64() * 1000.0;
+    if let Some(pg) = &reopened.pg {
+        let began = Instant::now();
+        vacuum(pg);
+        eprintln!("  VACUUM ANALYZE {:.1} s", began.elapsed().as_secs_f64());
+    }
+    let store = reopened.store;
+    let sql_store = reopened.sqlite;
     let now = (START_TS + (size as u64 - 1) * SPACING_SECS) as f64;
     let mut rows = Vec::new();
     for (name, filter) in queries(now) {
-        // The index and SQL must agree before either is timed.
-        let fast = store.grep(&filter).expect("query");
-        let slow = store.grep_sql(&filter).expect("sql query");
-        assert_eq!(fast.total, slow.total, "{name}: totals differ");
-        let ids = |p: &fedhub_history::Page| p.messages.iter().map(|m| m.id).collect::<Vec<_>>();
-        assert_eq!(ids(&fast), ids(&slow), "{name}: pages differ");
+        let sql = match &sql_store {
+            Some(sql_store) => {
+                // The index and SQL must agree before either is timed.
+                let fast = store.grep(&filter).expect("query");
+                let slow = sql_store.grep_sql(&filter).expect("sql query");
+                assert_eq!(fast.total, slow.total, "{name}: totals differ");
+                let ids =
+                    |p: &fedhub_history::Page| p.messages.iter().map(|m| m.id).collect::<Vec<_>>();
+                assert_eq!(ids(&fast), ids(&slow), "{name}: pages differ");
+                (sql_runs > 0).then(|| {
+                    time_query(sql_runs, || sql_store.grep_sql(&filter).expect("sql").total)
+                })
+            }
+            None => None,
+        };
         let timing = time_query(runs, || store.grep(&filter).expect("query").total);
-        let sql = (sql_runs > 0)
-            .then(|| time_query(sql_runs, || store.grep_sql(&filter).expect("sql").total));
         eprintln!(
             "  {name:<22} total {:>8}  p50 {:>8.2} ms",
             timing.total, timing.p50_ms
@@ -291,22 +432,51 @@ fn main() {
     let runs: usize = env_or("HISTORY_BENCH_RUNS", 30);
     let sql_runs: usize = env_or("HISTORY_BENCH_SQL_RUNS", 5);
     let (dir, _temp) = bench_dir("HISTORY_BENCH_DIR");
+    let target = match std::env::var("HISTORY_BENCH_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => Target::Sqlite(dir.clone()),
+        Ok("postgres") => Target::Cluster(fedhub_testkit::PgCluster::start()),
+        Ok(url) if url.starts_with("postgres://") => {
+            assert!(
+                sizes.len() == 1,
+                "a postgres:// URL holds one size: set HISTORY_BENCH_SIZES to one"
+            );
+            Target::Url(url.to_string())
+        }
+        Ok(other) => {
+            panic!("HISTORY_BENCH_DATABASE: sqlite, postgres or a postgres:// URL, not {other}")
+        }
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let place = match &target {
+        Target::Sqlite(dir) => format!("SQLite files in {}", dir.display()),
+        Target::Cluster(pg) => format!(
+            "a throwaway PostgreSQL cluster (testkit PgCluster, {}, {})",
+            pg.psql("fedhub", "SHOW server_version"),
+            pg.psql(
+                "fedhub",
+                "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) FROM pg_settings \
+                 WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'work_mem', \
+                 'max_parallel_workers_per_gather')"
+            )
+        ),
+        Target::Url(url) => fedhub_storage::mask_password(url),
+    };
     println!(
-        "fedhub-history query benchmark ({cores} cores, shared; databases in {})",
-        dir.display()
+        "fedhub-history query benchmark ({cores} cores, shared; load {}; {place})",
+        load_average()
     );
     println!("corpus: fedhub_tools::demo::Generator seed 42, one message every {SPACING_SECS} s; delta = 1 day; first page of 25; {runs} runs after 3 warm-ups");
     let mut results = Vec::new();
     for size in sizes.iter().copied().filter(|s| *s > 0) {
         eprintln!("size {size}:");
-        results.push(run_size(&dir, size, runs, sql_runs));
+        results.push(run_size(&target, size, runs, sql_runs));
     }
     println!();
     println!(
-        "ingest (decode -> extract -> writer thread -> SQLite, batches of {}, WAL):",
+        "ingest (decode -> extract -> writer thread -> {}, batches of {}):",
+        target.name(),
         batch_messages()
     );
     for r in &results {
@@ -315,7 +485,7 @@ fn main() {
             continue;
         }
         println!(
-            "  {:>9} messages in {:>6.1} s = {:>7.0} msg/s; database {:.0} MiB; reopen (index rebuild) {:.0} ms",
+            "  {:>9} messages in {:>6.1} s = {:>7.0} msg/s; database {:.0} MiB; reopen {:.0} ms",
             r.ingest.messages,
             r.ingest.secs,
             r.ingest.messages as f64 / r.ingest.secs,
@@ -368,5 +538,13 @@ fn main() {
         println!("{line}");
     }
     println!();
-    println!("sql p50: the same query answered by SQLite alone (the path `contains` uses), {sql_runs} runs.");
+    if matches!(target, Target::Sqlite(_)) {
+        println!("sql p50: the same query answered by SQLite alone (the path `contains` uses), {sql_runs} runs.");
+    }
+    println!(
+        "{} queries; load after: {}; command: {}",
+        target.name(),
+        load_average(),
+        command("HISTORY_BENCH_", "query")
+    );
 }

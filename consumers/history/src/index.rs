@@ -48,6 +48,15 @@ pub fn msg_hash(msg_id: &str) -> u64 {
     h
 }
 
+/// Adds `row` to `rows`: appended when it is above every row there (rows are
+/// loaded and stored in about increasing order, and appending skips the
+/// search `insert` does), else inserted.
+fn add(rows: &mut RoaringBitmap, row: u32) {
+    if !rows.push(row) {
+        rows.insert(row);
+    }
+}
+
 /// Row ids per block of timestamp bounds.
 const BLOCK_SHIFT: u32 = 10;
 
@@ -252,6 +261,14 @@ impl MemIndex {
         }
     }
 
+    /// Makes room for rows up to `max_row` before a bulk load (the `msg_id`
+    /// table and the timestamps then grow once, not by doubling).
+    pub fn reserve(&mut self, max_row: usize) {
+        self.by_hash
+            .reserve(max_row.saturating_sub(self.by_hash.len()));
+        self.ts.reserve((max_row + 1).saturating_sub(self.ts.len()));
+    }
+
     /// Adds a row's hash, time and topic (bounds are refreshed by
     /// [`Self::finish_bulk`] or incrementally by [`Self::add_row`]). Adding the
     /// same row again changes nothing.
@@ -276,11 +293,11 @@ impl MemIndex {
             self.ts.resize(at + 1, f64::NAN);
         }
         self.ts[at] = timestamp;
-        self.all.insert(row);
-        self.topic_rows.entry(topic_id).or_default().insert(row);
+        add(&mut self.all, row);
+        add(self.topic_rows.entry(topic_id).or_default(), row);
         if let Some(category) = self.topic_category.get(&topic_id) {
             if let Some(rows) = self.category_rows.get_mut(category) {
-                rows.insert(row);
+                add(rows, row);
             }
         }
     }
@@ -288,14 +305,14 @@ impl MemIndex {
     /// Adds a user link.
     pub fn add_user_link(&mut self, user_id: i64, id: i64) {
         if let Some(row) = self.row_id(id) {
-            self.user_rows.entry(user_id).or_default().insert(row);
+            add(self.user_rows.entry(user_id).or_default(), row);
         }
     }
 
     /// Adds a package link.
     pub fn add_package_link(&mut self, package_id: i64, id: i64) {
         if let Some(row) = self.row_id(id) {
-            self.package_rows.entry(package_id).or_default().insert(row);
+            add(self.package_rows.entry(package_id).or_default(), row);
         }
     }
 

@@ -179,12 +179,19 @@ impl SqliteStore {
             index: RwLock::new(MemIndex::new()),
         };
         store.set_max_database_bytes(options.max_database_bytes)?;
-        let index = {
-            let conn = store.reader()?;
-            let built = load_index(&conn);
-            store.give_back(conn);
-            built.map_err(|e| open_error(&path, e))?
-        };
+        // On a connection of its own without memory mapping: the pages the
+        // scan reads would otherwise stay mapped in a pooled reader and count
+        // in the process's resident memory.
+        let index = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|conn| {
+            conn.busy_timeout(options.busy_timeout)?;
+            conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA mmap_size=0;")?;
+            load_index(&conn)
+        })
+        .map_err(|e| open_error(&path, e))?;
         let rows = index.len();
         *store.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         tracing::info!(
@@ -630,6 +637,8 @@ fn load_links(conn: &Connection, index: &mut MemIndex, after: i64) -> rusqlite::
 /// Builds the in-memory index from covering indexes (no message bodies are read).
 fn load_index(conn: &Connection) -> rusqlite::Result<MemIndex> {
     let mut index = MemIndex::new();
+    let max_row: Option<i64> = conn.query_row("SELECT max(id) FROM messages", [], |r| r.get(0))?;
+    index.reserve(max_row.map_or(0, |m| usize::try_from(m).unwrap_or(0)));
     load_names(conn, &mut index)?;
     let mut stmt = conn.prepare(
         "SELECT id, msg_hash, topic_id, timestamp FROM messages INDEXED BY messages_timestamp",

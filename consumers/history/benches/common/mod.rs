@@ -1,6 +1,8 @@
 //! What the history benchmarks share: settings from the environment, where the
 //! databases go, CPU time from /proc.
 
+#![allow(dead_code)] // not every benchmark uses every helper
+
 use std::path::PathBuf;
 
 /// `key` from the environment, parsed, else `default`.
@@ -38,4 +40,26 @@ pub fn cpu_secs(of: &str) -> f64 {
         .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
         .sum();
     ticks / 100.0
+}
+
+/// The load average (1, 5 and 15 minutes), as `/proc/loadavg` gives it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The command that reproduces this run of `bench`: the settings it read from
+/// environment variables starting with `prefix` (passwords masked), then cargo.
+pub fn command(prefix: &str, bench: &str) -> String {
+    let mut settings: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| format!("{k}={}", fedhub_storage::mask_password(&v)))
+        .collect();
+    settings.sort();
+    settings.push(format!("cargo bench -p fedhub-history --bench {bench}"));
+    settings.join(" ")
 }
