@@ -14,8 +14,6 @@ declare -A needs=(
   [promtool]=prometheus
   [curl]=curl
   [openssl]=openssl
-  [/usr/include/openssl/ssl.h]=libssl-dev
-  [pkg-config]=pkg-config
   ['/usr/lib/postgresql/*/bin/initdb']=postgresql
 )
 missing=()
