@@ -528,21 +528,8 @@ fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
         return false;
     }
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in body {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    for (_, b) in outside_strings(body) {
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
@@ -559,9 +546,18 @@ fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
 /// Whether `body` (on the error path only) holds a bare `NaN` or `Infinity`
 /// outside strings, as Python's `json.dumps` writes them.
 fn has_non_finite_number(body: &[u8]) -> bool {
+    outside_strings(body).any(|(at, b)| {
+        (b == b'N' && body[at..].starts_with(b"NaN"))
+            || (b == b'I' && body[at..].starts_with(b"Infinity"))
+    })
+}
+
+/// The bytes of JSON text that are not inside a string (quotes excluded), with
+/// their positions.
+fn outside_strings(body: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut in_string = false;
     let mut escaped = false;
-    for (at, &b) in body.iter().enumerate() {
+    body.iter().enumerate().filter_map(move |(at, &b)| {
         if in_string {
             if escaped {
                 escaped = false;
@@ -570,16 +566,14 @@ fn has_non_finite_number(body: &[u8]) -> bool {
             } else if b == b'"' {
                 in_string = false;
             }
-            continue;
+            None
+        } else if b == b'"' {
+            in_string = true;
+            None
+        } else {
+            Some((at, b))
         }
-        match b {
-            b'"' => in_string = true,
-            b'N' if body[at..].starts_with(b"NaN") => return true,
-            b'I' if body[at..].starts_with(b"Infinity") => return true,
-            _ => {}
-        }
-    }
-    false
+    })
 }
 
 fn parse_head(body: &str) -> Result<Head<'_>, DecodeError> {
