@@ -65,6 +65,31 @@ fn an_environment_override_reaches_the_config() {
     assert_eq!(stdout.trim(), "configuration is valid; consumers enabled:");
 }
 
+/// A config file in a temp dir for a hub on free ports: `[bus] inbound` and
+/// `[http] listen` set, followed by `rest` (other sections).
+struct HubFiles {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    port: u16,
+    inbound: String,
+}
+
+fn hub_files(rest: &str) -> HubFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let inbound = format!("tcp://127.0.0.1:{}", free_port());
+    let path = write_config(
+        dir.path(),
+        &format!("[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n{rest}"),
+    );
+    HubFiles {
+        _dir: dir,
+        path,
+        port,
+        inbound,
+    }
+}
+
 fn start_hub(config: &std::path::Path, extra: &[&str]) -> std::process::Child {
     Command::new(fedhub_binary())
         .args(["run", "-c"])
@@ -428,15 +453,12 @@ fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
 /// `RUST_BACKTRACE=1`, and no second report from the default panic hook.
 #[test]
 fn consumer_panics_are_logged_short_and_rate_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let inbound = format!("tcp://127.0.0.1:{}", free_port());
-    let path = write_config(
-        dir.path(),
-        &format!(
-            "[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\npanic_every = 1\n"
-        ),
-    );
+    let HubFiles {
+        path,
+        port,
+        inbound,
+        _dir,
+    } = hub_files("[consumers.NullConsumer]\nenabled = true\npanic_every = 1\n");
     let child = Command::new(fedhub_binary())
         .args(["run", "-c"])
         .arg(&path)
@@ -532,14 +554,13 @@ fn oversized_http_request_heads_are_counted_and_logged_rate_limited() {
 /// (counted as dropped), and exits with status 1, as documented.
 #[test]
 fn sigterm_with_a_backlog_stops_within_the_grace_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let inbound = format!("tcp://127.0.0.1:{}", free_port());
-    let path = write_config(
-        dir.path(),
-        &format!(
-            "[hub]\nshutdown_grace_secs = 2\n[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\nsleep_ms = 2\n"
-        ),
+    let HubFiles {
+        path,
+        port,
+        inbound,
+        _dir,
+    } = hub_files(
+        "[hub]\nshutdown_grace_secs = 2\n[consumers.NullConsumer]\nenabled = true\nsleep_ms = 2\n",
     );
     let mut child = start_hub(&path, &[]);
     wait_ready(port);
@@ -589,15 +610,12 @@ fn rss_bytes(pid: u32) -> u64 {
 /// to the system once they are handled, without waiting for more traffic.
 #[test]
 fn memory_is_returned_after_large_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let inbound = format!("tcp://127.0.0.1:{}", free_port());
-    let path = write_config(
-        dir.path(),
-        &format!(
-            "[bus]\ninbound = \"{inbound}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[consumers.NullConsumer]\nenabled = true\nsleep_ms = 200\n"
-        ),
-    );
+    let HubFiles {
+        path,
+        port,
+        inbound,
+        _dir,
+    } = hub_files("[consumers.NullConsumer]\nenabled = true\nsleep_ms = 200\n");
     let mut child = start_hub(&path, &[]);
     wait_ready(port);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
