@@ -15,6 +15,7 @@ declare -A needs=(
   [curl]=curl
   [openssl]=openssl
   ['/usr/lib/postgresql/*/bin/initdb']=postgresql
+  [/usr/bin/chromium]=chromium
 )
 missing=()
 for probe in "${!needs[@]}"; do

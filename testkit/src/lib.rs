@@ -1,10 +1,13 @@
 //! fedhub-testkit: what the workspace's end-to-end tests share: a real ZeroMQ publisher the hub connects
 //! to, hub configs on free ports, recording consumers, polling with timeouts, a
-//! throwaway PostgreSQL server ([`PgCluster`]) and a throwaway PKI ([`TestPki`]).
+//! throwaway PostgreSQL server ([`PgCluster`]), a throwaway PKI ([`TestPki`]) and
+//! headless Chromium for web pages ([`Chromium`]).
 
+mod browser;
 mod pki;
 mod postgres;
 
+pub use browser::{artifact_path, Chromium};
 pub use pki::TestPki;
 pub use postgres::{postgres_bin, PgCluster, PG_USER};
 
