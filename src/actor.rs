@@ -320,13 +320,21 @@ impl Handler<Deliver> for ConsumerActor {
             if self.grace_over.load(Ordering::Relaxed) {
                 // Counted here, logged once per consumer by the hub.
                 self.stats.count_dropped(DropReason::Shutdown);
-            } else {
-                self.handle_one(&envelope);
+                drop(envelope);
+                backlog.release_one();
+                continue;
             }
+            self.ctx.begin_message();
+            self.handle_one(&envelope);
+            let handed_over = self.ctx.end_message();
             // The envelope goes before its count: a drained backlog means the
             // consumer holds no message any more.
             drop(envelope);
-            backlog.release_one();
+            if handed_over {
+                backlog.hand_over_one();
+            } else {
+                backlog.release_one();
+            }
         }
     }
 }

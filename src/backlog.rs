@@ -22,6 +22,11 @@ impl BacklogGuard {
         stats.backlog_inc();
         BacklogGuard(stats.clone())
     }
+
+    /// Takes over one message already counted in `stats`' backlog.
+    pub(crate) fn adopt(stats: &Arc<ConsumerStats>) -> BacklogGuard {
+        BacklogGuard(stats.clone())
+    }
 }
 
 impl Drop for BacklogGuard {
@@ -52,6 +57,12 @@ impl BatchBacklog {
             self.held -= 1;
             self.stats.backlog_dec();
         }
+    }
+
+    /// Hands one message's count over to a [`BacklogGuard`] that adopted it:
+    /// the batch stops counting it without uncounting it.
+    pub fn hand_over_one(&mut self) {
+        self.held = self.held.saturating_sub(1);
     }
 
     /// Messages still counted.

@@ -1,6 +1,7 @@
 //! What a consumer reaches from `start`, `consume` and `stop`: its settings, the
 //! publisher, the clock, the metrics registry, readiness and backlog holds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -41,6 +42,10 @@ pub struct Context {
     /// This consumer's series, looked up on first use.
     own_stats: OnceLock<Arc<ConsumerStats>>,
     clock: Clock,
+    /// Set while the message being handled is still counted by its batch: the
+    /// first `hold_backlog` takes that count over instead of adding one, so the
+    /// backlog never counts a message twice (and never exceeds the bound).
+    handing_over: AtomicBool,
 }
 
 impl Context {
@@ -53,6 +58,7 @@ impl Context {
             stats,
             own_stats: OnceLock::new(),
             clock: Clock::system(),
+            handing_over: AtomicBool::new(false),
         }
     }
 
@@ -110,7 +116,23 @@ impl Context {
     /// backlog that `/metrics`, `/state`, the monitoring socket, collectd and
     /// Nagios report, until the work on it is really done.
     pub fn hold_backlog(&self) -> BacklogGuard {
-        BacklogGuard::new(self.own_stats())
+        if self.handing_over.swap(false, Ordering::AcqRel) {
+            BacklogGuard::adopt(self.own_stats())
+        } else {
+            BacklogGuard::new(self.own_stats())
+        }
+    }
+
+    /// The hub is about to hand a message that its batch still counts to
+    /// `consume`: a `hold_backlog` may take that count over.
+    pub(crate) fn begin_message(&self) {
+        self.handing_over.store(true, Ordering::Release);
+    }
+
+    /// The message's handling returned: whether a `hold_backlog` took its count
+    /// over (then its batch must not uncount it).
+    pub(crate) fn end_message(&self) -> bool {
+        !self.handing_over.swap(false, Ordering::AcqRel)
     }
 
     fn own_stats(&self) -> &Arc<ConsumerStats> {
@@ -138,5 +160,45 @@ impl Readiness {
     /// The problem reported, if any.
     pub fn problem(&self) -> Option<String> {
         self.0.problem()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backlog::BatchBacklog;
+    use crate::config::Settings;
+
+    #[test]
+    fn the_first_hold_takes_over_the_handled_message_count() {
+        let stats = Stats::new();
+        let publisher = Publisher::disconnected("org.fedoraproject", "dev", stats.clone());
+        let ctx = Context::new("c", Settings::default(), publisher, stats.clone());
+        let own = stats.consumer("c");
+        // The router counted two messages; their batch holds both.
+        own.backlog_inc();
+        own.backlog_inc();
+        let mut batch = BatchBacklog::adopt(&own, 2);
+
+        // The first message: the consumer keeps it (and one more hold).
+        ctx.begin_message();
+        let kept = ctx.hold_backlog();
+        assert_eq!(own.backlog(), 2, "taken over, not counted twice");
+        let extra = ctx.hold_backlog();
+        assert_eq!(own.backlog(), 3, "a second hold counts one more");
+        assert!(ctx.end_message(), "handed over");
+        batch.hand_over_one();
+        assert_eq!(own.backlog(), 3);
+
+        // The second message: handled without a hold.
+        ctx.begin_message();
+        assert!(!ctx.end_message());
+        batch.release_one();
+        assert_eq!(own.backlog(), 2);
+        drop(extra);
+        drop(kept);
+        assert_eq!(own.backlog(), 0);
+        drop(batch);
+        assert_eq!(own.backlog(), 0, "nothing uncounted twice");
     }
 }

@@ -666,3 +666,41 @@ fn large_raw_pages_are_refused_past_max_response_bytes() {
     }
     hub.shutdown();
 }
+
+/// A burst many times the mailbox bound (blocking overflow) is stored in full:
+/// admission waits for the writer's commits to release backlog, and resumes.
+#[test]
+fn a_burst_larger_than_the_mailbox_is_stored_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("history.sqlite");
+    let (hub, bus, addr) = start_hub(
+        &database,
+        &[
+            ("capacity_messages", json!(300)),
+            ("batch_messages", json!(1000)),
+        ],
+    );
+    let sent = corpus(20_000);
+    publish(&bus, &sent);
+    let nommer = hub.stats().consumer("Nommer");
+    let stored = wait_until(Duration::from_secs(120), || message_count(addr) == 20_000);
+    assert!(
+        stored,
+        "stored {} of 20000; received {} handled {} backlog {}",
+        message_count(addr),
+        nommer.received(),
+        nommer.handled(),
+        nommer.backlog()
+    );
+    assert!(
+        nommer.peak_backlog() <= 300,
+        "peak {}",
+        nommer.peak_backlog()
+    );
+    assert!(
+        wait_until(LONG, || nommer.backlog() == 0),
+        "backlog {}",
+        nommer.backlog()
+    );
+    hub.shutdown();
+}
