@@ -39,6 +39,7 @@ pub mod http;
 pub mod import;
 pub mod index;
 pub mod meta;
+mod pg_query;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;

@@ -22,22 +22,20 @@
 //! storing overlapping batches wait for each other rather than deadlock (a
 //! deadlock or serialization failure would be retried anyway).
 //!
-//! Queries: the time window is `timestamp BETWEEN` on `(timestamp, id)` or
-//! `(topic_id, timestamp, id)`; topics and categories become `topic_id IN
-//! (…)`; users and packages `EXISTS` on the bridge tables (keyed by name id and
-//! time, so a window bounds the probe too); `contains` is `strpos` on the
-//! payload within what the other filters select (the API requires a topic or
-//! category and a window beside it). `total` and the page are read in one
-//! read-only `REPEATABLE READ` transaction, so they agree.
+//! Queries are planned in [`crate::pg_query`]: names resolved to ids in the
+//! query's snapshot, counts from running counts and index ranges, pages
+//! merged from ordered index ranges. `total` and the page are read in one
+//! read-only `REPEATABLE READ` transaction, so they agree. The running counts
+//! are added to in each batch's transaction, so they agree with the rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::RwLock;
 
-use fedhub_storage::postgres::types::ToSql;
 use fedhub_storage::postgres::{IsolationLevel, Row, Transaction};
 use fedhub_storage::{Backend, Connection, Database, DatabaseUrl, PoolOptions};
 
 use crate::filter::{Filter, Page, StoredMessage};
+use crate::pg_query;
 use crate::schema;
 use crate::sqlite::RawRow;
 use crate::store::{BatchReport, NewMessage, Store, StoreError};
@@ -59,9 +57,6 @@ pub struct PgStore {
 /// Columns of a message row, in [`RawRow`] order.
 const ROW_COLUMNS: &str = "m.id, m.msg_id, m.i, t.name, t.category, m.timestamp, m.username, \
      m.crypto, m.certificate, m.signature, m.msg, m.headers, m.extra";
-
-/// A bound parameter.
-type Param = Box<dyn ToSql + Sync + Send>;
 
 impl PgStore {
     /// Connects to `url` (checking the server, credentials and version) and
@@ -176,114 +171,6 @@ impl PgStore {
     }
 }
 
-/// A name list of a filter as a text array parameter.
-fn texts(values: &[String]) -> Param {
-    Box::new(values.to_vec())
-}
-
-/// The WHERE clause of a filter (`$n` parameters from `first`), and its parameters.
-fn sql_where(filter: &Filter, window: Option<(f64, f64)>) -> (String, Vec<Param>) {
-    let mut parts: Vec<String> = Vec::new();
-    let mut params: Vec<Param> = Vec::new();
-    let next = |params: &mut Vec<Param>, p: Param| -> String {
-        params.push(p);
-        format!("${}", params.len())
-    };
-    let window_sql = |params: &mut Vec<Param>, column: &str| -> Option<String> {
-        let (s, e) = window?;
-        let a = next(params, Box::new(s));
-        let b = next(params, Box::new(e));
-        Some(format!("{column} BETWEEN {a} AND {b}"))
-    };
-    if let Some(w) = window_sql(&mut params, "m.timestamp") {
-        parts.push(w);
-    }
-    let bridges = [
-        (
-            &filter.users,
-            "history_user_messages",
-            "history_users",
-            "user_id",
-            "",
-        ),
-        (
-            &filter.packages,
-            "history_package_messages",
-            "history_packages",
-            "package_id",
-            "",
-        ),
-        (
-            &filter.not_users,
-            "history_user_messages",
-            "history_users",
-            "user_id",
-            "NOT ",
-        ),
-        (
-            &filter.not_packages,
-            "history_package_messages",
-            "history_packages",
-            "package_id",
-            "NOT ",
-        ),
-    ];
-    for (names, bridge, table, column, not) in bridges {
-        if names.is_empty() {
-            continue;
-        }
-        let list = next(&mut params, texts(names));
-        // The bridge row's timestamp is its message's: repeating the window
-        // lets the (name id, timestamp, msg) key bound the probe.
-        let time = window_sql(&mut params, "b.timestamp")
-            .map(|w| format!(" AND {w}"))
-            .unwrap_or_default();
-        parts.push(format!(
-            "{not}EXISTS (SELECT 1 FROM {bridge} b WHERE b.msg = m.id AND b.{column} IN \
-             (SELECT n.id FROM {table} n WHERE n.name = ANY({list})){time})"
-        ));
-    }
-    let topics = [
-        (&filter.categories, "category", "IN"),
-        (&filter.topics, "name", "IN"),
-        (&filter.not_categories, "category", "NOT IN"),
-        (&filter.not_topics, "name", "NOT IN"),
-    ];
-    for (names, column, op) in topics {
-        if names.is_empty() {
-            continue;
-        }
-        let list = next(&mut params, texts(names));
-        parts.push(format!(
-            "m.topic_id {op} (SELECT t2.id FROM history_topics t2 WHERE t2.{column} = ANY({list}))"
-        ));
-    }
-    if !filter.contains.is_empty() {
-        let any: Vec<String> = filter
-            .contains
-            .iter()
-            .map(|c| {
-                let p = next(&mut params, Box::new(c.clone()));
-                format!("strpos(m.msg, {p}) > 0")
-            })
-            .collect();
-        parts.push(format!("({})", any.join(" OR ")));
-    }
-    let clause = if parts.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", parts.join(" AND "))
-    };
-    (clause, params)
-}
-
-fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect()
-}
-
 fn raw_row(row: &Row) -> Result<RawRow, StoreError> {
     Ok(RawRow {
         id: row.try_get(0)?,
@@ -300,16 +187,6 @@ fn raw_row(row: &Row) -> Result<RawRow, StoreError> {
         headers: row.try_get(11)?,
         extra: row.try_get(12)?,
     })
-}
-
-fn count_in(tx: &mut Transaction<'_>, clause: &str, params: &[Param]) -> Result<u64, StoreError> {
-    let total: i64 = tx
-        .query_one(
-            &format!("SELECT count(*) FROM history_messages m {clause}"),
-            &refs(params),
-        )?
-        .try_get(0)?;
-    Ok(total as u64)
 }
 
 impl Store for PgStore {
@@ -417,6 +294,7 @@ impl Store for PgStore {
                 ),
             ] {
                 let mut name_col: Vec<i32> = Vec::new();
+                let mut topic_col: Vec<i32> = Vec::new();
                 let mut time_col: Vec<f64> = Vec::new();
                 let mut msg_col: Vec<i64> = Vec::new();
                 for (m, list) in rows.iter().zip(ids) {
@@ -427,6 +305,7 @@ impl Store for PgStore {
                     for name in unique {
                         if let Some(&id) = names.get(name.as_str()) {
                             name_col.push(id);
+                            topic_col.push(topic_ids[m.topic.as_str()]);
                             time_col.push(m.timestamp);
                             msg_col.push(msg);
                         }
@@ -435,14 +314,16 @@ impl Store for PgStore {
                 if !name_col.is_empty() {
                     tx.execute(
                         &format!(
-                            "INSERT INTO {table} ({column}, timestamp, msg)
-                             SELECT * FROM unnest($1::int4[], $2::float8[], $3::int8[])
+                            "INSERT INTO {table} ({column}, topic_id, timestamp, msg)
+                             SELECT * FROM unnest($1::int4[], $2::int4[], $3::float8[], $4::int8[])
                              ON CONFLICT DO NOTHING"
                         ),
-                        &[&name_col, &time_col, &msg_col],
+                        &[&name_col, &topic_col, &time_col, &msg_col],
                     )?;
                 }
             }
+            let counts = RunningCounts::of(&rows, &new_ids, &topic_ids, &user_ids, &package_ids);
+            counts.add(&mut tx)?;
             let stored = new_ids.len() as i64;
             if stored > 0 {
                 tx.execute(
@@ -464,45 +345,41 @@ impl Store for PgStore {
 
     fn grep(&self, filter: &Filter) -> Result<Page, StoreError> {
         let window = filter.window()?;
-        let (clause, mut params) = sql_where(filter, window);
         self.read(|tx| {
-            let total = count_in(tx, &clause, &params)?;
+            let resolved = pg_query::resolve(tx, filter)?;
+            let total = pg_query::count(tx, &resolved, window)?;
+            let keys = pg_query::page_keys(&resolved, window, filter);
+            let Some((keys, query)) = keys.filter(|_| total > filter.offset()) else {
+                return Ok(Page::new(total, filter.rows_per_page, Vec::new()));
+            };
             let order = filter.order.as_str();
-            params.push(Box::new(i64::from(filter.rows_per_page)));
-            let limit = params.len();
-            params.push(Box::new(filter.offset() as i64));
-            let offset = params.len();
+            let page = format!(
+                "({keys}) k JOIN history_messages m ON m.id = k.id
+                 JOIN history_topics t ON t.id = m.topic_id"
+            );
             if let Some(max_bytes) = filter.max_page_bytes {
                 // The page's stored text, summed by the server before a row is
                 // read: a page past the limit is refused without reading it.
                 let bytes: i64 = tx
                     .query_one(
                         &format!(
-                            "SELECT COALESCE(sum(length), 0)::BIGINT FROM (
-                               SELECT octet_length(m.msg) + octet_length(t.name)
+                            "SELECT COALESCE(sum(octet_length(m.msg) + octet_length(t.name)
                                  + COALESCE(octet_length(m.certificate), 0)
                                  + COALESCE(octet_length(m.signature), 0)
                                  + COALESCE(octet_length(m.headers), 0)
-                                 + COALESCE(octet_length(m.extra), 0) AS length
-                               FROM history_messages m
-                               JOIN history_topics t ON t.id = m.topic_id {clause}
-                               ORDER BY m.timestamp {order}, m.id {order}
-                               LIMIT ${limit} OFFSET ${offset}) page"
+                                 + COALESCE(octet_length(m.extra), 0)), 0)::BIGINT
+                             FROM {page}"
                         ),
-                        &refs(&params),
+                        &query.refs(),
                     )?
-                    .get(0);
+                    .try_get(0)?;
                 if bytes as u64 > max_bytes {
                     return Err(StoreError::PageTooLarge { limit: max_bytes });
                 }
             }
             let rows = tx.query(
-                &format!(
-                    "SELECT {ROW_COLUMNS} FROM history_messages m
-                     JOIN history_topics t ON t.id = m.topic_id {clause}
-                     ORDER BY m.timestamp {order}, m.id {order} LIMIT ${limit} OFFSET ${offset}"
-                ),
-                &refs(&params),
+                &format!("SELECT {ROW_COLUMNS} FROM {page} ORDER BY k.ts {order}, k.id {order}"),
+                &query.refs(),
             )?;
             let messages = rows
                 .iter()
@@ -514,8 +391,10 @@ impl Store for PgStore {
 
     fn count(&self, filter: &Filter) -> Result<u64, StoreError> {
         let window = filter.window()?;
-        let (clause, params) = sql_where(filter, window);
-        self.read(|tx| count_in(tx, &clause, &params))
+        self.read(|tx| {
+            let resolved = pg_query::resolve(tx, filter)?;
+            pg_query::count(tx, &resolved, window)
+        })
     }
 
     fn get(&self, msg_id: &str) -> Result<Option<StoredMessage>, StoreError> {
@@ -571,5 +450,106 @@ impl Store for PgStore {
             )?;
             Ok(())
         })
+    }
+}
+
+/// What one batch adds to the running counts (see
+/// [`crate::schema::POSTGRES_V3`]), keyed in order so that hubs adding to the
+/// same rows lock them in one order.
+#[derive(Default)]
+struct RunningCounts {
+    topics: BTreeMap<i32, i64>,
+    user_topics: BTreeMap<(i32, i32), i64>,
+    package_topics: BTreeMap<(i32, i32), i64>,
+    user_packages: BTreeMap<(i32, i32), i64>,
+}
+
+impl RunningCounts {
+    /// The counts of the messages of `rows` that were stored (`stored`).
+    fn of(
+        rows: &[&NewMessage],
+        stored: &HashMap<String, i64>,
+        topic_ids: &HashMap<String, i32>,
+        user_ids: &HashMap<String, i32>,
+        package_ids: &HashMap<String, i32>,
+    ) -> RunningCounts {
+        let mut counts = RunningCounts::default();
+        for m in rows.iter().filter(|m| stored.contains_key(&m.msg_id)) {
+            let topic = topic_ids[m.topic.as_str()];
+            *counts.topics.entry(topic).or_default() += 1;
+            let users: BTreeSet<i32> = m
+                .users
+                .iter()
+                .filter_map(|u| user_ids.get(u.as_str()).copied())
+                .collect();
+            let packages: BTreeSet<i32> = m
+                .packages
+                .iter()
+                .filter_map(|p| package_ids.get(p.as_str()).copied())
+                .collect();
+            for &u in &users {
+                *counts.user_topics.entry((u, topic)).or_default() += 1;
+                for &p in &packages {
+                    *counts.user_packages.entry((u, p)).or_default() += 1;
+                }
+            }
+            for &p in &packages {
+                *counts.package_topics.entry((p, topic)).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Adds them in the batch's transaction.
+    fn add(&self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+        if !self.topics.is_empty() {
+            let (ids, n): (Vec<i32>, Vec<i64>) = self.topics.iter().map(|(k, v)| (*k, *v)).unzip();
+            tx.execute(
+                "INSERT INTO history_topic_counts (topic_id, messages)
+                 SELECT * FROM unnest($1::int4[], $2::int8[])
+                 ON CONFLICT (topic_id)
+                 DO UPDATE SET messages = history_topic_counts.messages + EXCLUDED.messages",
+                &[&ids, &n],
+            )?;
+        }
+        for (table, columns, map) in [
+            (
+                "history_user_topic_counts",
+                "user_id, topic_id",
+                &self.user_topics,
+            ),
+            (
+                "history_package_topic_counts",
+                "package_id, topic_id",
+                &self.package_topics,
+            ),
+            (
+                "history_user_package_counts",
+                "user_id, package_id",
+                &self.user_packages,
+            ),
+        ] {
+            if map.is_empty() {
+                continue;
+            }
+            let mut a = Vec::with_capacity(map.len());
+            let mut b = Vec::with_capacity(map.len());
+            let mut n = Vec::with_capacity(map.len());
+            for (&(x, y), &count) in map {
+                a.push(x);
+                b.push(y);
+                n.push(count);
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} ({columns}, messages)
+                     SELECT * FROM unnest($1::int4[], $2::int4[], $3::int8[])
+                     ON CONFLICT ({columns})
+                     DO UPDATE SET messages = {table}.messages + EXCLUDED.messages"
+                ),
+                &[&a, &b, &n],
+            )?;
+        }
+        Ok(())
     }
 }

@@ -218,6 +218,50 @@ fn suite(database: &str, t0: f64) -> Vec<Value> {
         ),
         query("user=nobody-at-all", |_| false),
         query("rows_per_page=10&page=9", |_| true),
+        // The shapes PostgreSQL counts from running counts and index ranges.
+        query("user=ralph&not_package=kernel&rows_per_page=100", |m| {
+            m.user == "ralph" && m.package.as_deref() != Some("kernel")
+        }),
+        query("package=firefox&not_user=ralph&rows_per_page=100", |m| {
+            m.package.as_deref() == Some("firefox") && m.user != "ralph"
+        }),
+        query("user=kevin&package=kernel&rows_per_page=100", |m| {
+            m.user == "kevin" && m.package.as_deref() == Some("kernel")
+        }),
+        query(
+            &format!("topic=org.fedoraproject.prod.git.receive&user=pingou&start={w0}&end={w1}"),
+            move |m| {
+                m.category == "git" && m.user == "pingou" && m.timestamp >= w0 && m.timestamp <= w1
+            },
+        ),
+        query(
+            &format!("not_package=kernel&start={w0}&end={w1}&rows_per_page=100"),
+            move |m| {
+                m.package.as_deref() != Some("kernel") && m.timestamp >= w0 && m.timestamp <= w1
+            },
+        ),
+        query(
+            &format!("category=git&category=planet&not_user=ralph&start={w0}&end={w1}&order=asc"),
+            move |m| {
+                (m.category == "git" || m.category == "planet")
+                    && m.user != "ralph"
+                    && m.timestamp >= w0
+                    && m.timestamp <= w1
+            },
+        ),
+        query(
+            "category=buildsys&topic=org.fedoraproject.prod.buildsys.build.state.change&rows_per_page=3&page=4",
+            |m| m.category == "buildsys",
+        ),
+        query("category=buildsys&not_package=no-such-package&rows_per_page=100", |m| {
+            m.category == "buildsys"
+        }),
+        query("user=ralph&not_user=ralph", |_| false),
+        query("package=kernel&not_package=kernel", |_| false),
+        query("category=no-such-category", |_| false),
+        query("category=git&user=ralph&rows_per_page=2&page=50", |m| {
+            m.category == "git" && m.user == "ralph"
+        }),
     ];
     let mut answers = Vec::new();
     for q in &queries {

@@ -43,7 +43,7 @@ fn a_new_file_is_migrated_to_the_latest_version() {
     let store = SqliteStore::open(&path).unwrap();
     store.insert_batch(&[message(1)]).unwrap();
     drop(store);
-    assert_eq!(migration_versions(&path), [1, 2]);
+    assert_eq!(migration_versions(&path), [1, 2, 3]);
     assert_eq!(user_version(&path), 1, "older binaries still open it");
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.message_count().unwrap(), 1);
@@ -80,7 +80,7 @@ fn a_file_made_before_migrations_is_adopted_with_its_messages() {
     drop(store);
     assert_eq!(
         migration_versions(&path),
-        [1, 2],
+        [1, 2, 3],
         "adopted as version 1, then migrated"
     );
     assert_eq!(user_version(&path), 1);
@@ -129,7 +129,8 @@ fn files_that_are_not_a_history_this_fedhub_knows_are_refused_naming_why() {
         .unwrap();
     let text = fedhub::error_chain(&SqliteStore::open(&ahead).err().unwrap());
     assert!(
-        text.contains("version 7") && text.contains("version 2"),
+        text.contains("version 7")
+            && text.contains(&format!("version {}", schema::migrations().latest())),
         "{text}"
     );
 }
@@ -163,4 +164,141 @@ fn the_database_key_is_a_url_and_a_plain_path_keeps_working() {
         "{text}"
     );
     assert!(!text.contains("hunter2"), "password masked: {text}");
+}
+
+/// A PostgreSQL history left at version 2 by an older fedhub (bridge rows
+/// without topic ids, no running counts) is migrated in place: the counts and
+/// pages of every filter shape match the rows it already held, and new
+/// batches add to the counts the migration filled in.
+#[test]
+fn a_postgres_history_of_version_2_is_migrated_with_its_rows() {
+    use fedhub_storage::{Database, DatabaseUrl, Migrations, PoolOptions};
+    let pg = fedhub_testkit::PgCluster::start();
+    let url = DatabaseUrl::parse(&pg.create_database("v2")).unwrap();
+    let registry = prometheus::Registry::new();
+    {
+        let old = Database::open(&url, "Nommer", &PoolOptions::default(), &registry).unwrap();
+        let v2 = Migrations::new(schema::SCOPE)
+            .step_per_backend(1, "history", schema::SQLITE_V1, schema::POSTGRES_V1)
+            .step_per_backend(2, "imports", schema::SQLITE_V2, schema::POSTGRES_V2);
+        old.migrate(&v2).unwrap();
+    }
+    // 60 messages as version 2 stored them: 3 topics in 2 categories, 4 users,
+    // a package on every other message.
+    let topics = [
+        ("org.fedoraproject.prod.git.receive", "git"),
+        (
+            "org.fedoraproject.prod.buildsys.build.state.change",
+            "buildsys",
+        ),
+        ("org.fedoraproject.prod.buildsys.tag", "buildsys"),
+    ];
+    let users = ["ralph", "pingou", "kevin", "adamw"];
+    let packages = ["kernel", "bash", "firefox"];
+    let mut sql = String::new();
+    for (name, category) in topics {
+        sql += &format!(
+            "INSERT INTO history_topics (name, category) VALUES ('{name}', '{category}');\n"
+        );
+    }
+    for u in users {
+        sql += &format!("INSERT INTO history_users (name) VALUES ('{u}');\n");
+    }
+    for p in packages {
+        sql += &format!("INSERT INTO history_packages (name) VALUES ('{p}');\n");
+    }
+    // (topic, user, package) of message k (ids from 1, in insertion order).
+    let shape = |k: usize| (k % 3, k % 4, (k % 2 == 0).then_some(k % 3));
+    for k in 0..60 {
+        let (t, u, p) = shape(k);
+        sql += &format!(
+            "INSERT INTO history_messages (msg_id, topic_id, timestamp, msg) \
+             VALUES ('old-{k:03}', {}, {}, '{{}}');\n\
+             INSERT INTO history_user_messages (user_id, timestamp, msg) VALUES ({}, {}, {});\n",
+            t + 1,
+            1_700_000_000 + k,
+            u + 1,
+            1_700_000_000 + k,
+            k + 1
+        );
+        if let Some(p) = p {
+            sql += &format!(
+                "INSERT INTO history_package_messages (package_id, timestamp, msg) \
+                 VALUES ({}, {}, {});\n",
+                p + 1,
+                1_700_000_000 + k,
+                k + 1
+            );
+        }
+    }
+    sql += "UPDATE history_stats SET messages = 60;\n";
+    pg.psql("v2", &sql);
+
+    let store = fedhub_history::PgStore::open(&url, &PoolOptions::default(), &registry).unwrap();
+    let expect = |keep: &dyn Fn(usize, usize, Option<usize>) -> bool| {
+        (0..60)
+            .filter(|&k| {
+                let (t, u, p) = shape(k);
+                keep(t, u, p)
+            })
+            .count() as u64
+    };
+    let window = Filter::new().between(1_700_000_010.0, 1_700_000_039.0);
+    let in_window = |k: usize| (10..=39).contains(&k);
+    let cases: Vec<(Filter, u64)> = vec![
+        (Filter::new(), 60),
+        (Filter::new().category("buildsys"), expect(&|t, _, _| t > 0)),
+        (Filter::new().user("ralph"), expect(&|_, u, _| u == 0)),
+        (
+            Filter::new().category("buildsys").user("pingou"),
+            expect(&|t, u, _| t > 0 && u == 1),
+        ),
+        (
+            Filter::new().user("ralph").not_package("kernel"),
+            expect(&|_, u, p| u == 0 && p != Some(0)),
+        ),
+        (
+            Filter::new().category("buildsys").not_package("bash"),
+            expect(&|t, _, p| t > 0 && p != Some(1)),
+        ),
+        (
+            Filter::new().package("firefox").not_user("kevin"),
+            expect(&|_, u, p| p == Some(2) && u != 2),
+        ),
+        (
+            window.clone().topic(topics[0].0).not_user("ralph"),
+            (0..60)
+                .filter(|&k| in_window(k) && shape(k).0 == 0 && shape(k).1 != 0)
+                .count() as u64,
+        ),
+    ];
+    for (filter, want) in &cases {
+        assert_eq!(store.count(filter).unwrap(), *want, "{filter:?}");
+        let page = store.grep(&filter.clone().page(1, 100)).unwrap();
+        assert_eq!(page.total, *want, "{filter:?}");
+        assert_eq!(page.messages.len() as u64, *want, "{filter:?}");
+    }
+    // A new message by ralph on kernel adds to the counts the migration made.
+    let report = store.insert_batch(&[message(1)]).unwrap();
+    assert_eq!(report.stored, 1);
+    assert_eq!(
+        store.count(&Filter::new().user("ralph")).unwrap(),
+        expect(&|_, u, _| u == 0) + 1
+    );
+    assert_eq!(
+        store
+            .count(&Filter::new().user("ralph").not_package("kernel"))
+            .unwrap(),
+        expect(&|_, u, p| u == 0 && p != Some(0)),
+        "the new message has package kernel"
+    );
+    assert_eq!(
+        store.count(&Filter::new().topic(topics[0].0)).unwrap(),
+        expect(&|t, _, _| t == 0) + 1
+    );
+    let versions = pg.psql(
+        "v2",
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM fedhub_nommer_migrations",
+    );
+    assert!(versions.contains("1,2,3"), "{versions}");
 }
