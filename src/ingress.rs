@@ -390,7 +390,14 @@ fn recv_message(socket: &zmq::Socket) -> zmq::Result<Option<(ReceivedFrames, usi
     let mut more = frames.first.get_more();
     while more {
         let mut part = zmq::Message::new();
-        socket.recv(&mut part, 0)?;
+        // A signal must not split a message: the rest of it is already here,
+        // and giving up would leave its frames to be read as another message.
+        loop {
+            match socket.recv(&mut part, 0) {
+                Err(zmq::Error::EINTR) => continue,
+                other => break other,
+            }
+        }?;
         more = part.get_more();
         bytes += part.len();
         if frames.second.is_none() {
