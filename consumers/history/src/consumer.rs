@@ -386,6 +386,9 @@ impl Consumer for Nommer {
         if let Some(writer) = self.writer.take() {
             writer.shutdown();
         }
+        if let Err(e) = self.store.save_index() {
+            tracing::warn!(consumer = ctx.name(), error = %e, "cannot save the history index");
+        }
         let health = self.state.health();
         tracing::info!(
             consumer = ctx.name(),

@@ -35,6 +35,9 @@ use std::collections::{BinaryHeap, HashMap};
 
 use roaring::RoaringBitmap;
 
+mod snapshot;
+pub use snapshot::{snapshot_path, SnapshotMark};
+
 use crate::filter::{Filter, Order};
 
 /// A `msg_id`'s 64-bit FNV-1a hash (stable across versions and platforms:
@@ -94,6 +97,128 @@ pub struct IndexedRow<'a> {
     pub packages: &'a [i64],
 }
 
+/// `msg_id` hashes to row ids, at 12 bytes a row: a base sorted by hash (two
+/// parallel arrays, binary searched) and a hash map of the rows added since
+/// the base was last rebuilt, merged into it once it holds a sixteenth as
+/// many (so the writer pays an amortised constant per row, and a merge of
+/// 20M rows takes a fraction of a second). During a bulk load rows are only
+/// appended, and sorted once at its end.
+#[derive(Default)]
+pub(crate) struct MsgIdTable {
+    hashes: Vec<u64>,
+    rows: Vec<u32>,
+    /// Rows since the last merge: (hash, row) pairs; a hash repeats only on
+    /// a collision or a duplicate `msg_id` stored by another process.
+    recent: HashMap<u64, Vec<u32>>,
+    recent_rows: usize,
+    /// Appended unsorted during a bulk load.
+    bulk: Option<Vec<(u64, u32)>>,
+}
+
+/// Rows the recent map holds at least before a merge.
+const MIN_MERGE_ROWS: usize = 1 << 16;
+
+impl MsgIdTable {
+    /// Rows whose `msg_id` has `hash`.
+    pub fn rows(&self, hash: u64) -> Vec<u32> {
+        let start = self.hashes.partition_point(|h| *h < hash);
+        let end = start + self.hashes[start..].partition_point(|h| *h == hash);
+        let mut rows: Vec<u32> = self.rows[start..end].to_vec();
+        if let Some(more) = self.recent.get(&hash) {
+            rows.extend(more);
+        }
+        if let Some(bulk) = &self.bulk {
+            rows.extend(bulk.iter().filter(|(h, _)| *h == hash).map(|(_, r)| *r));
+        }
+        rows
+    }
+
+    /// Starts a bulk load of about `rows` rows.
+    pub fn begin_bulk(&mut self, rows: usize) {
+        self.bulk.get_or_insert_with(Vec::new).reserve(rows);
+    }
+
+    /// Adds a row (adding the same row again changes nothing once merged).
+    pub fn insert(&mut self, hash: u64, row: u32) {
+        if let Some(bulk) = &mut self.bulk {
+            bulk.push((hash, row));
+            return;
+        }
+        if self.base_contains(hash, row) {
+            return;
+        }
+        let rows = self.recent.entry(hash).or_default();
+        if rows.contains(&row) {
+            return;
+        }
+        rows.push(row);
+        self.recent_rows += 1;
+        if self.recent_rows >= MIN_MERGE_ROWS.max(self.hashes.len() / 16) {
+            self.compact();
+        }
+    }
+
+    fn base_contains(&self, hash: u64, row: u32) -> bool {
+        let start = self.hashes.partition_point(|h| *h < hash);
+        self.hashes[start..]
+            .iter()
+            .zip(&self.rows[start..])
+            .take_while(|(h, _)| **h == hash)
+            .any(|(_, r)| *r == row)
+    }
+
+    /// Merges the recent rows (and a bulk load) into the sorted base.
+    pub fn compact(&mut self) {
+        let mut added: Vec<(u64, u32)> = self.bulk.take().unwrap_or_default();
+        added.reserve(self.recent_rows);
+        for (hash, rows) in self.recent.drain() {
+            added.extend(rows.into_iter().map(|r| (hash, r)));
+        }
+        self.recent_rows = 0;
+        self.recent.shrink_to_fit();
+        if added.is_empty() {
+            return;
+        }
+        added.sort_unstable();
+        added.dedup();
+        let total = self.hashes.len() + added.len();
+        let mut hashes = Vec::with_capacity(total);
+        let mut rows = Vec::with_capacity(total);
+        let (mut i, mut j) = (0, 0);
+        while i < self.hashes.len() || j < added.len() {
+            let take_base = j == added.len()
+                || (i < self.hashes.len() && (self.hashes[i], self.rows[i]) <= added[j]);
+            let (h, r) = if take_base {
+                i += 1;
+                (self.hashes[i - 1], self.rows[i - 1])
+            } else {
+                j += 1;
+                added[j - 1]
+            };
+            if hashes.last() != Some(&h) || rows.last() != Some(&r) {
+                hashes.push(h);
+                rows.push(r);
+            }
+        }
+        self.hashes = hashes;
+        self.rows = rows;
+    }
+
+    /// The sorted base (after [`compact`](Self::compact)): hashes and rows.
+    pub fn base(&self) -> (&[u64], &[u32]) {
+        (&self.hashes, &self.rows)
+    }
+
+    /// A table whose base is `hashes` and `rows` (sorted by hash, then row).
+    pub fn from_base(hashes: Vec<u64>, rows: Vec<u32>) -> MsgIdTable {
+        MsgIdTable {
+            hashes,
+            rows,
+            ..MsgIdTable::default()
+        }
+    }
+}
+
 /// Name tables and per-name bitmaps.
 #[derive(Default)]
 pub struct MemIndex {
@@ -109,8 +234,7 @@ pub struct MemIndex {
     topic_rows: HashMap<i64, RoaringBitmap>,
     user_rows: HashMap<i64, RoaringBitmap>,
     package_rows: HashMap<i64, RoaringBitmap>,
-    by_hash: HashMap<u64, u32>,
-    hash_collisions: HashMap<u64, Vec<u32>>,
+    msg_ids: MsgIdTable,
     max_row: i64,
     max_topic: i64,
     max_user: i64,
@@ -195,11 +319,7 @@ impl MemIndex {
 
     /// Rows whose `msg_id` has this hash (almost always zero or one).
     pub fn rows_with_hash(&self, hash: u64) -> Vec<u32> {
-        let mut rows: Vec<u32> = self.by_hash.get(&hash).copied().into_iter().collect();
-        if let Some(more) = self.hash_collisions.get(&hash) {
-            rows.extend(more);
-        }
-        rows
+        self.msg_ids.rows(hash)
     }
 
     /// Id of a known topic.
@@ -264,8 +384,7 @@ impl MemIndex {
     /// Makes room for rows up to `max_row` before a bulk load (the `msg_id`
     /// table and the timestamps then grow once, not by doubling).
     pub fn reserve(&mut self, max_row: usize) {
-        self.by_hash
-            .reserve(max_row.saturating_sub(self.by_hash.len()));
+        self.msg_ids.begin_bulk(max_row);
         self.ts.reserve((max_row + 1).saturating_sub(self.ts.len()));
     }
 
@@ -275,19 +394,7 @@ impl MemIndex {
     pub fn add_time_topic(&mut self, id: i64, hash: u64, topic_id: i64, timestamp: f64) {
         self.max_row = self.max_row.max(id);
         let Some(row) = self.row_id(id) else { return };
-        match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(row);
-            }
-            std::collections::hash_map::Entry::Occupied(o) => {
-                if *o.get() != row {
-                    let more = self.hash_collisions.entry(hash).or_default();
-                    if !more.contains(&row) {
-                        more.push(row);
-                    }
-                }
-            }
-        }
+        self.msg_ids.insert(hash, row);
         let at = row as usize;
         if self.ts.len() <= at {
             self.ts.resize(at + 1, f64::NAN);
@@ -318,6 +425,7 @@ impl MemIndex {
 
     /// Recomputes every block bound after a bulk load.
     pub fn finish_bulk(&mut self) {
+        self.msg_ids.compact();
         let blocks = self.ts.len().div_ceil(1 << BLOCK_SHIFT);
         self.block_min = vec![f64::INFINITY; blocks];
         self.block_max = vec![f64::NEG_INFINITY; blocks];

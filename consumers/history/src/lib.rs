@@ -56,6 +56,6 @@ pub use import::{
 };
 pub use meta::{packages, subtitle, usernames};
 pub use postgres::PgStore;
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{IndexOrigin, SqliteOptions, SqliteStore};
 pub use store::{BatchReport, NewMessage, Store, StoreError};
 pub use writer::{BatchWriter, Health, WriterError, WriterOptions, WriterState};

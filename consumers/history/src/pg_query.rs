@@ -83,6 +83,16 @@ pub(crate) struct Resolved {
     /// The filter can match nothing (a positive filter of unknown names, or
     /// topic filters that exclude every topic).
     pub nothing: bool,
+    /// With one user or package and no topic filter: the topics that name
+    /// has messages in (its bridge rows are keyed by topic first).
+    pub driver_topics: Option<Vec<i32>>,
+}
+
+impl Resolved {
+    /// The one user or package whose bridge rows drive the page, if any.
+    fn driver(&self) -> Option<Name> {
+        single(&self.users, Name::User).or(single(&self.packages, Name::Package))
+    }
 }
 
 /// Ids of the names in `table` (`history_users`, `history_packages`).
@@ -136,7 +146,25 @@ pub(crate) fn resolve(tx: &mut Transaction<'_>, filter: &Filter) -> Result<Resol
     resolved.not_packages = ids(tx, "history_packages", &filter.not_packages)?;
     resolved.nothing |= (!filter.users.is_empty() && resolved.users.is_empty())
         || (!filter.packages.is_empty() && resolved.packages.is_empty());
+    if let (Some(name), None) = (resolved.driver(), &resolved.topics) {
+        resolved.driver_topics = Some(name_topics(tx, name)?);
+    }
     Ok(resolved)
+}
+
+/// The topics `name` has messages in, from its running counts.
+fn name_topics(tx: &mut Transaction<'_>, name: Name) -> Result<Vec<i32>, StoreError> {
+    let (_, column, counts, id) = name.tables();
+    let mut topics: Vec<i32> = tx
+        .query(
+            &format!("SELECT topic_id FROM {counts} WHERE {column} = {id} AND messages > 0"),
+            &[],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    topics.sort_unstable();
+    Ok(topics)
 }
 
 /// `a,b,c` (ids are integers from the server, written into the SQL).
@@ -200,7 +228,7 @@ fn messages_count(
     count_of(tx, &sql, &q)
 }
 
-/// Messages of `name` with a topic in `topics` in `window`.
+/// Messages of `name` with a topic in `topics` (any when `None`) in `window`.
 fn name_count(
     tx: &mut Transaction<'_>,
     name: Name,
@@ -208,19 +236,34 @@ fn name_count(
     window: Option<(f64, f64)>,
 ) -> Result<u64, StoreError> {
     let (bridge, column, counts, id) = name.tables();
-    let topic = topics
-        .map(|t| format!(" AND topic_id IN ({})", list(t)))
-        .unwrap_or_default();
     let mut q = Sql::default();
     let sql = match window {
-        None => format!(
-            "SELECT COALESCE(sum(messages), 0)::BIGINT FROM {counts} WHERE {column} = {id}{topic}"
-        ),
+        None => {
+            let topic = topics
+                .map(|t| format!(" AND topic_id IN ({})", list(t)))
+                .unwrap_or_default();
+            format!(
+                "SELECT COALESCE(sum(messages), 0)::BIGINT FROM {counts} WHERE {column} = {id}{topic}"
+            )
+        }
         Some((s, e)) => {
+            // The bridge rows are keyed (name, topic, time): one range per topic.
+            let all;
+            let topics = match topics {
+                Some(t) => t,
+                None => {
+                    all = name_topics(tx, name)?;
+                    &all
+                }
+            };
+            if topics.is_empty() {
+                return Ok(0);
+            }
             let (s, e) = (q.bind(Box::new(s)), q.bind(Box::new(e)));
             format!(
-                "SELECT count(*) FROM {bridge} WHERE {column} = {id}{topic} \
-                 AND timestamp BETWEEN {s} AND {e}"
+                "SELECT count(*) FROM {bridge} WHERE {column} = {id} \
+                 AND topic_id IN ({}) AND timestamp BETWEEN {s} AND {e}",
+                list(topics)
             )
         }
     };
@@ -381,7 +424,13 @@ fn page_keys_sql(r: &Resolved, window: Option<(f64, f64)>, filter: &Filter, q: &
     };
     let limit = filter.offset() + u64::from(filter.rows_per_page);
     // The driving source: the one user's or package's bridge rows, else messages.
-    let driver = single(&r.users, Name::User).or(single(&r.packages, Name::Package));
+    // A user with messages in very many topics is frequent: the newest
+    // messages find their page sooner than a merge of that many ranges.
+    let driver = r.driver().filter(|_| {
+        r.driver_topics
+            .as_ref()
+            .is_none_or(|t| t.len() <= MAX_MERGED_TOPICS)
+    });
     let (from, msg, ts, by_name) = match driver {
         Some(name) => {
             let (bridge, column, _, id) = name.tables();
@@ -424,8 +473,15 @@ fn page_keys_sql(r: &Resolved, window: Option<(f64, f64)>, filter: &Filter, q: &
              ORDER BY {ts} {order}, {msg} {order} LIMIT {limit})"
         )
     };
-    let branches: Vec<String> = match &r.topics {
+    let topics = match driver {
+        Some(_) => r.topics.as_ref().or(r.driver_topics.as_ref()),
+        None => r.topics.as_ref(),
+    };
+    let branches: Vec<String> = match topics {
         None => vec![branch(None)],
+        Some(t) if t.is_empty() => {
+            return "SELECT NULL::BIGINT AS id, NULL::FLOAT8 AS ts WHERE false".to_string()
+        }
         Some(t) if t.len() <= MAX_MERGED_TOPICS => t
             .iter()
             .map(|id| branch(Some(format!("{topic_column} = {id}"))))

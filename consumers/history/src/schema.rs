@@ -160,10 +160,13 @@ pub const SQLITE_V3: &str = "SELECT 1;";
 /// Version 3 on PostgreSQL: what answers datagrepper's combined filters from
 /// index ranges and running counts instead of scans (see `crate::pg_query`).
 ///
-/// - The bridge rows carry their message's `topic_id`, indexed
-///   `(name id, topic_id, timestamp, msg)`: a user's or package's messages of
-///   one topic in a window are one index range, newest or oldest first, and a
-///   category is a merge of such ranges.
+/// - The bridge rows carry their message's `topic_id`, and are keyed
+///   `(name id, topic_id, timestamp, msg)` instead of `(name id, timestamp,
+///   msg)`: a user's or package's messages of one topic in a window are one
+///   index range, newest or oldest first, and a category, or all of a user's
+///   topics, a merge of such ranges (the topics a user has messages in are
+///   read from the running counts). Each bridge row still updates two
+///   indexes, this key and `(msg)`.
 /// - Running counts, updated in each batch's transaction: messages per topic,
 ///   per (user, topic), per (package, topic) and per (user, package). A count
 ///   without a time window is a sum over a few rows of these, however large
@@ -177,14 +180,14 @@ ALTER TABLE history_user_messages ADD COLUMN topic_id INTEGER;
 UPDATE history_user_messages b SET topic_id = m.topic_id
     FROM history_messages m WHERE m.id = b.msg;
 ALTER TABLE history_user_messages ALTER COLUMN topic_id SET NOT NULL;
-CREATE INDEX history_user_messages_topic
-    ON history_user_messages (user_id, topic_id, timestamp, msg);
+ALTER TABLE history_user_messages DROP CONSTRAINT history_user_messages_pkey;
+ALTER TABLE history_user_messages ADD PRIMARY KEY (user_id, topic_id, timestamp, msg);
 ALTER TABLE history_package_messages ADD COLUMN topic_id INTEGER;
 UPDATE history_package_messages b SET topic_id = m.topic_id
     FROM history_messages m WHERE m.id = b.msg;
 ALTER TABLE history_package_messages ALTER COLUMN topic_id SET NOT NULL;
-CREATE INDEX history_package_messages_topic
-    ON history_package_messages (package_id, topic_id, timestamp, msg);
+ALTER TABLE history_package_messages DROP CONSTRAINT history_package_messages_pkey;
+ALTER TABLE history_package_messages ADD PRIMARY KEY (package_id, topic_id, timestamp, msg);
 CREATE TABLE history_topic_counts (
     topic_id INTEGER PRIMARY KEY REFERENCES history_topics (id),
     messages BIGINT NOT NULL

@@ -42,6 +42,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,7 @@ use serde_json::{Map, Value};
 use fedhub_storage::{Backend, Database, DatabaseUrl, PoolOptions};
 
 use crate::filter::{Filter, Page, StoredMessage};
-use crate::index::{msg_hash, IndexedRow, MemIndex};
+use crate::index::{msg_hash, snapshot_path, IndexedRow, MemIndex, SnapshotMark};
 use crate::schema;
 use crate::store::{BatchReport, NewMessage, Store, StoreError};
 
@@ -97,6 +98,23 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     index: RwLock<MemIndex>,
+    /// Where the index came from when the store opened.
+    origin: IndexOrigin,
+    /// The newest row in the last index snapshot written (-1: none yet).
+    saved_max_row: AtomicI64,
+}
+
+/// Where the in-memory index came from when a [`SqliteStore`] opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexOrigin {
+    /// Read from the snapshot beside the file, then caught up with the rows
+    /// stored after it (`caught_up` of them).
+    Snapshot {
+        /// Rows added from the database after reading the snapshot.
+        caught_up: u64,
+    },
+    /// Rebuilt from the database (no usable snapshot).
+    Rebuilt,
 }
 
 fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
@@ -171,36 +189,106 @@ impl SqliteStore {
         let data_version: i64 = conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(|e| open_error(&path, e))?;
-        let store = SqliteStore {
-            path: path.clone(),
-            options: options.clone(),
-            writer: Mutex::new(Writer { conn, data_version }),
-            readers: Mutex::new(Vec::new()),
-            index: RwLock::new(MemIndex::new()),
-        };
-        store.set_max_database_bytes(options.max_database_bytes)?;
         // On a connection of its own without memory mapping: the pages the
         // scan reads would otherwise stay mapped in a pooled reader and count
         // in the process's resident memory.
-        let index = Connection::open_with_flags(
+        let (index, origin) = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|conn| {
             conn.busy_timeout(options.busy_timeout)?;
             conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA mmap_size=0;")?;
-            load_index(&conn)
+            open_index(&conn, &snapshot_path(&path))
         })
         .map_err(|e| open_error(&path, e))?;
         let rows = index.len();
-        *store.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+        let store = SqliteStore {
+            path: path.clone(),
+            options: options.clone(),
+            writer: Mutex::new(Writer { conn, data_version }),
+            readers: Mutex::new(Vec::new()),
+            index: RwLock::new(index),
+            origin,
+            saved_max_row: AtomicI64::new(-1),
+        };
+        store.set_max_database_bytes(options.max_database_bytes)?;
+        let index_ms = began.elapsed().as_millis() as u64;
         tracing::info!(
             path = %path.display(),
             messages = rows,
-            index_ms = began.elapsed().as_millis() as u64,
+            index = ?origin,
+            index_ms,
             "history database open"
         );
+        match origin {
+            IndexOrigin::Snapshot { caught_up: 0 } => {
+                // The snapshot on disk is this index.
+                let max_row = store
+                    .index
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .max_row();
+                store.saved_max_row.store(max_row, AtomicOrdering::Relaxed);
+            }
+            IndexOrigin::Snapshot { caught_up } if caught_up < SNAPSHOT_AFTER_ROWS => {}
+            // The next open reads this instead of rebuilding it.
+            _ => {
+                if let Err(e) = store.save_index_snapshot() {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot save the index snapshot");
+                }
+            }
+        }
         Ok(store)
+    }
+
+    /// Where the in-memory index came from when the store opened.
+    pub fn index_origin(&self) -> IndexOrigin {
+        self.origin
+    }
+
+    /// Writes the in-memory index beside the file (`<file>.index`), so the
+    /// next open reads it instead of rebuilding it. Skipped (`Ok(None)`) when
+    /// the last snapshot is current or the index is not in use; else the
+    /// bytes written.
+    pub fn save_index_snapshot(&self) -> Result<Option<u64>, StoreError> {
+        // The writer's lock first, as every writer takes them: no batch
+        // changes the index while it is written.
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let max_row = index.max_row();
+        if !index.usable() || self.saved_max_row.load(AtomicOrdering::Relaxed) == max_row {
+            return Ok(None);
+        }
+        let max_row_hash: u64 = if max_row == 0 {
+            0
+        } else {
+            let hash: i64 = guard.conn.query_row(
+                "SELECT msg_hash FROM messages WHERE id = ?1",
+                [max_row],
+                |r| r.get(0),
+            )?;
+            hash as u64
+        };
+        let began = Instant::now();
+        let path = snapshot_path(&self.path);
+        let bytes = index
+            .save_snapshot(
+                &path,
+                SnapshotMark {
+                    max_row,
+                    max_row_hash,
+                },
+            )
+            .map_err(|e| open_error(&path, e))?;
+        self.saved_max_row.store(max_row, AtomicOrdering::Relaxed);
+        tracing::info!(
+            path = %path.display(),
+            bytes,
+            ms = began.elapsed().as_millis() as u64,
+            "index snapshot saved"
+        );
+        Ok(Some(bytes))
     }
 
     /// The database file.
@@ -653,6 +741,56 @@ fn load_index(conn: &Connection) -> rusqlite::Result<MemIndex> {
     Ok(index)
 }
 
+impl Drop for SqliteStore {
+    /// Saves the index snapshot, so the next open is quick.
+    fn drop(&mut self) {
+        if let Err(e) = self.save_index_snapshot() {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot save the index snapshot");
+        }
+    }
+}
+
+/// Rows caught up after reading a snapshot beyond which a new one is written
+/// right away.
+const SNAPSHOT_AFTER_ROWS: u64 = 1_000_000;
+
+/// The index from the snapshot at `snapshot` when it matches the database
+/// (caught up with the rows stored after it), else rebuilt.
+fn open_index(conn: &Connection, snapshot: &Path) -> rusqlite::Result<(MemIndex, IndexOrigin)> {
+    match MemIndex::load_snapshot(snapshot) {
+        Ok((mut index, mark)) => {
+            let newest: Option<i64> = if mark.max_row == 0 {
+                None
+            } else {
+                conn.query_row(
+                    "SELECT msg_hash FROM messages WHERE id = ?1",
+                    [mark.max_row],
+                    |r| r.get(0),
+                )
+                .optional()?
+            };
+            let matches = mark.max_row == 0 || newest.map(|h| h as u64) == Some(mark.max_row_hash);
+            if matches {
+                index.finish_bulk();
+                catch_up(conn, &mut index)?;
+                let caught_up = (index.max_row() - mark.max_row).max(0) as u64;
+                return Ok((index, IndexOrigin::Snapshot { caught_up }));
+            }
+            tracing::warn!(
+                snapshot = %snapshot.display(),
+                "the index snapshot does not match the database (its newest row differs); rebuilding the index"
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            snapshot = %snapshot.display(),
+            error = %e,
+            "cannot use the index snapshot; rebuilding the index"
+        ),
+    }
+    Ok((load_index(conn)?, IndexOrigin::Rebuilt))
+}
+
 /// Adds rows committed since the index was last updated (by another process),
 /// in id order, with their names and links.
 fn catch_up(conn: &Connection, index: &mut MemIndex) -> rusqlite::Result<()> {
@@ -1094,6 +1232,10 @@ impl Store for SqliteStore {
             rusqlite::params![source, last_id],
         )?;
         Ok(())
+    }
+
+    fn save_index(&self) -> Result<(), StoreError> {
+        self.save_index_snapshot().map(|_| ())
     }
 
     fn message_count(&self) -> Result<u64, StoreError> {

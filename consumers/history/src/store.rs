@@ -293,4 +293,10 @@ pub trait Store: Send + Sync {
 
     /// Records that an import from `source` stored every row up to `last_id`.
     fn save_import_checkpoint(&self, source: &str, last_id: i64) -> Result<(), StoreError>;
+
+    /// Saves what makes the next open quick (SQLite: the snapshot of its
+    /// in-memory index); nothing for backends that keep no such state.
+    fn save_index(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -421,3 +421,77 @@ fn postgres_pages_are_bounded_in_bytes() {
     .unwrap();
     pages_are_bounded_in_bytes(&store);
 }
+
+/// One user with messages in 100 topics (more than PostgreSQL merges range by
+/// range) and one with messages in 3: their pages, counts and windows are the
+/// same on both backends.
+#[test]
+fn users_of_many_topics_and_of_few_are_paged_alike_on_both_backends() {
+    use fedhub_history::{Filter, Order, Store};
+    let messages: Vec<fedhub_history::NewMessage> = (0..600)
+        .map(|k| {
+            // The git processor reads the commit's author whatever follows `git.`.
+            let (user, topic) = if k % 2 == 0 {
+                (
+                    "prolific",
+                    format!("org.fedoraproject.prod.git.receive.t{}", k % 100),
+                )
+            } else {
+                (
+                    "rare",
+                    format!("org.fedoraproject.prod.git.receive.r{}", k % 3),
+                )
+            };
+            let body = json!({
+                "topic": topic,
+                "msg_id": format!("2026-topics-{k:05}"),
+                "timestamp": 1_700_000_000.0 + ((k * 7919) % 600) as f64,
+                "i": k,
+                "msg": {"commit": {"username": user, "namespace": "rpms",
+                                   "repo": if k % 5 == 0 { "kernel" } else { "bash" }}},
+            });
+            fedhub_history::NewMessage::from_envelope(&fedhub::Envelope::from_value(body).unwrap())
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = fedhub_history::SqliteStore::open(dir.path().join("h.sqlite")).unwrap();
+    let pg = PgCluster::start();
+    let postgres = fedhub_history::PgStore::open(
+        &fedhub_storage::DatabaseUrl::parse(&pg.url()).unwrap(),
+        &fedhub_storage::PoolOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    for store in [&sqlite as &dyn Store, &postgres] {
+        for chunk in messages.chunks(97) {
+            store.insert_batch(chunk).unwrap();
+        }
+    }
+    let filters = [
+        Filter::new().user("prolific").page(1, 20),
+        Filter::new().user("prolific").page(4, 13).order(Order::Asc),
+        Filter::new()
+            .user("prolific")
+            .between(1_700_000_100.0, 1_700_000_300.0),
+        Filter::new().user("rare").page(2, 30),
+        Filter::new().user("rare").not_user("prolific"),
+        Filter::new().user("nobody"),
+    ];
+    let ids = |p: &fedhub_history::Page| -> Vec<String> {
+        p.messages.iter().map(|m| m.msg_id.clone()).collect()
+    };
+    for filter in filters {
+        let (a, b) = (
+            sqlite.grep(&filter).unwrap(),
+            postgres.grep(&filter).unwrap(),
+        );
+        assert_eq!(a.total, b.total, "{filter:?}");
+        assert_eq!(ids(&a), ids(&b), "{filter:?}");
+        assert_eq!(postgres.count(&filter).unwrap(), a.total, "{filter:?}");
+    }
+    assert_eq!(
+        sqlite.count(&Filter::new().user("prolific")).unwrap(),
+        300,
+        "the extraction found the user"
+    );
+}

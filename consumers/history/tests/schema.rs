@@ -208,7 +208,7 @@ fn a_postgres_history_of_version_2_is_migrated_with_its_rows() {
         sql += &format!("INSERT INTO history_packages (name) VALUES ('{p}');\n");
     }
     // (topic, user, package) of message k (ids from 1, in insertion order).
-    let shape = |k: usize| (k % 3, k % 4, (k % 2 == 0).then_some(k % 3));
+    let shape = |k: usize| (k % 3, k % 4, k.is_multiple_of(2).then_some(k % 3));
     for k in 0..60 {
         let (t, u, p) = shape(k);
         sql += &format!(
