@@ -71,6 +71,9 @@ pub struct SqliteOptions {
     /// Refuse to grow the file past this size (SQLite then reports "database or
     /// disk is full", like a full disk); `None` for no limit.
     pub max_database_bytes: Option<u64>,
+    /// Rows stored since the last index snapshot after which the writer saves
+    /// a new one, bounding what an open after a crash must catch up.
+    pub snapshot_every_rows: u64,
 }
 
 impl Default for SqliteOptions {
@@ -80,6 +83,7 @@ impl Default for SqliteOptions {
             cache_mib: 64,
             readers: 4,
             max_database_bytes: None,
+            snapshot_every_rows: SNAPSHOT_AFTER_ROWS,
         }
     }
 }
@@ -231,7 +235,7 @@ impl SqliteStore {
                     .max_row();
                 store.saved_max_row.store(max_row, AtomicOrdering::Relaxed);
             }
-            IndexOrigin::Snapshot { caught_up } if caught_up < SNAPSHOT_AFTER_ROWS => {}
+            IndexOrigin::Snapshot { caught_up } if caught_up < options.snapshot_every_rows => {}
             // The next open reads this instead of rebuilding it.
             _ => {
                 if let Err(e) = store.save_index_snapshot() {
@@ -256,6 +260,16 @@ impl SqliteStore {
         // changes the index while it is written.
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        self.save_snapshot_locked(&guard.conn, &mut index)
+    }
+
+    /// [`save_index_snapshot`](Self::save_index_snapshot) with the writer's
+    /// connection and the index already locked.
+    fn save_snapshot_locked(
+        &self,
+        conn: &Connection,
+        index: &mut MemIndex,
+    ) -> Result<Option<u64>, StoreError> {
         let max_row = index.max_row();
         if !index.usable() || self.saved_max_row.load(AtomicOrdering::Relaxed) == max_row {
             return Ok(None);
@@ -263,7 +277,7 @@ impl SqliteStore {
         let max_row_hash: u64 = if max_row == 0 {
             0
         } else {
-            let hash: i64 = guard.conn.query_row(
+            let hash: i64 = conn.query_row(
                 "SELECT msg_hash FROM messages WHERE id = ?1",
                 [max_row],
                 |r| r.get(0),
@@ -750,8 +764,8 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Rows caught up after reading a snapshot beyond which a new one is written
-/// right away.
+/// The default of [`SqliteOptions::snapshot_every_rows`]: about a day of
+/// Fedora's traffic, and a second or two of catching up.
 const SNAPSHOT_AFTER_ROWS: u64 = 1_000_000;
 
 /// The index from the snapshot at `snapshot` when it matches the database
@@ -1125,6 +1139,13 @@ impl Store for SqliteStore {
                 users: &r.users,
                 packages: &r.packages,
             });
+        }
+        // A snapshot now and then bounds what an open after a crash catches up.
+        let since = index.max_row() - self.saved_max_row.load(AtomicOrdering::Relaxed).max(0);
+        if since >= self.options.snapshot_every_rows as i64 {
+            if let Err(e) = self.save_snapshot_locked(&writer.conn, &mut index) {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot save the index snapshot");
+            }
         }
         Ok(report)
     }

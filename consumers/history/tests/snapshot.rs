@@ -184,3 +184,28 @@ fn a_snapshot_of_another_database_or_a_damaged_one_is_not_used() {
         assert_answers_as_sql(&store, what);
     }
 }
+
+#[test]
+fn the_writer_saves_snapshots_as_it_goes_so_a_crash_costs_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.sqlite");
+    let options = fedhub_history::SqliteOptions {
+        snapshot_every_rows: 1000,
+        ..fedhub_history::SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&db, options.clone()).unwrap();
+    store_range(&store, 0..3400, "e");
+    // A crash: the store is never closed, so no snapshot is written on close.
+    std::mem::forget(store);
+
+    let store = SqliteStore::open_with(&db, options).unwrap();
+    match store.index_origin() {
+        IndexOrigin::Snapshot { caught_up } => assert!(
+            caught_up < 1000,
+            "at most the rows since the last periodic snapshot: {caught_up}"
+        ),
+        other => panic!("expected the periodic snapshot, got {other:?}"),
+    }
+    assert_eq!(store.message_count().unwrap(), 3400);
+    assert_answers_as_sql(&store, "after a crash");
+}
