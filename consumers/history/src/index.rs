@@ -423,6 +423,22 @@ impl MemIndex {
         }
     }
 
+    /// Sets the per-user and per-package bitmaps of a bulk load (links to
+    /// rows not indexed are dropped).
+    pub fn set_links(
+        &mut self,
+        mut users: HashMap<i64, RoaringBitmap>,
+        mut packages: HashMap<i64, RoaringBitmap>,
+    ) {
+        for bitmap in users.values_mut().chain(packages.values_mut()) {
+            *bitmap &= &self.all;
+        }
+        users.retain(|_, b| !b.is_empty());
+        packages.retain(|_, b| !b.is_empty());
+        self.user_rows = users;
+        self.package_rows = packages;
+    }
+
     /// Recomputes every block bound after a bulk load.
     pub fn finish_bulk(&mut self) {
         self.msg_ids.compact();

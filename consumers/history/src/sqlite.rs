@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use roaring::RoaringBitmap;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 
@@ -203,7 +204,7 @@ impl SqliteStore {
         .and_then(|conn| {
             conn.busy_timeout(options.busy_timeout)?;
             conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA mmap_size=0;")?;
-            open_index(&conn, &snapshot_path(&path))
+            open_index(&conn, &path, options.busy_timeout)
         })
         .map_err(|e| open_error(&path, e))?;
         let rows = index.len();
@@ -736,23 +737,84 @@ fn load_links(conn: &Connection, index: &mut MemIndex, after: i64) -> rusqlite::
     Ok(())
 }
 
-/// Builds the in-memory index from covering indexes (no message bodies are read).
-fn load_index(conn: &Connection) -> rusqlite::Result<MemIndex> {
-    let mut index = MemIndex::new();
-    let max_row: Option<i64> = conn.query_row("SELECT max(id) FROM messages", [], |r| r.get(0))?;
-    index.reserve(max_row.map_or(0, |m| usize::try_from(m).unwrap_or(0)));
-    load_names(conn, &mut index)?;
-    let mut stmt = conn.prepare(
-        "SELECT id, msg_hash, topic_id, timestamp FROM messages INDEXED BY messages_timestamp",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let hash: i64 = r.get(1)?;
-        index.add_time_topic(r.get(0)?, hash as u64, r.get(2)?, r.get(3)?);
+/// Per-user and per-package bitmaps of row ids.
+type LinkMaps = (HashMap<i64, RoaringBitmap>, HashMap<i64, RoaringBitmap>);
+
+/// The bitmaps of the bridge rows of messages up to `max_row` (both tables
+/// are keyed by message first, so every bitmap grows at its end).
+fn load_link_maps(conn: &Connection, max_row: i64) -> rusqlite::Result<LinkMaps> {
+    let mut maps: LinkMaps = (HashMap::new(), HashMap::new());
+    for (table, column) in [
+        ("user_messages", "user_id"),
+        ("package_messages", "package_id"),
+    ] {
+        let map = if table == "user_messages" {
+            &mut maps.0
+        } else {
+            &mut maps.1
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT msg, {column} FROM {table} WHERE msg <= ?1"
+        ))?;
+        let mut rows = stmt.query([max_row])?;
+        while let Some(r) = rows.next()? {
+            let (msg, id): (i64, i64) = (r.get(0)?, r.get(1)?);
+            // Rows past the bitmaps' range make the index unusable anyway.
+            if let Ok(row) = u32::try_from(msg) {
+                let bitmap: &mut RoaringBitmap = map.entry(id).or_default();
+                if !bitmap.push(row) {
+                    bitmap.insert(row);
+                }
+            }
+        }
     }
-    index.finish_bulk();
-    load_links(conn, &mut index, 0)?;
-    Ok(index)
+    Ok(maps)
+}
+
+/// Builds the in-memory index from covering indexes (no message bodies are
+/// read): the messages on `conn`, and at the same time the bridge tables on a
+/// second connection to `path`, so both cores work. The messages are read in
+/// one transaction; the bridge rows of the messages it saw are committed with
+/// them, so the second connection, which starts later, sees every one.
+fn load_index(conn: &Connection, path: &Path, busy: Duration) -> rusqlite::Result<MemIndex> {
+    conn.execute_batch("BEGIN")?;
+    let built = (|| {
+        let max_row: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
+        std::thread::scope(|scope| {
+            let links = scope.spawn(|| -> rusqlite::Result<LinkMaps> {
+                let other = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                other.busy_timeout(busy)?;
+                other.execute_batch("PRAGMA cache_size=-16384; PRAGMA mmap_size=0;")?;
+                load_link_maps(&other, max_row)
+            });
+            let mut index = MemIndex::new();
+            index.reserve(usize::try_from(max_row).unwrap_or(0));
+            load_names(conn, &mut index)?;
+            let mut stmt = conn.prepare(
+                "SELECT id, msg_hash, topic_id, timestamp FROM messages INDEXED BY messages_timestamp",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let hash: i64 = r.get(1)?;
+                index.add_time_topic(r.get(0)?, hash as u64, r.get(2)?, r.get(3)?);
+            }
+            drop(rows);
+            index.finish_bulk();
+            let (users, packages) = links
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            index.set_links(users, packages);
+            Ok(index)
+        })
+    })();
+    let _ = conn.execute_batch("COMMIT");
+    built
 }
 
 impl Drop for SqliteStore {
@@ -770,7 +832,13 @@ const SNAPSHOT_AFTER_ROWS: u64 = 1_000_000;
 
 /// The index from the snapshot at `snapshot` when it matches the database
 /// (caught up with the rows stored after it), else rebuilt.
-fn open_index(conn: &Connection, snapshot: &Path) -> rusqlite::Result<(MemIndex, IndexOrigin)> {
+fn open_index(
+    conn: &Connection,
+    path: &Path,
+    busy: Duration,
+) -> rusqlite::Result<(MemIndex, IndexOrigin)> {
+    let snapshot = snapshot_path(path);
+    let snapshot = snapshot.as_path();
     match MemIndex::load_snapshot(snapshot) {
         Ok((mut index, mark)) => {
             let newest: Option<i64> = if mark.max_row == 0 {
@@ -802,7 +870,7 @@ fn open_index(conn: &Connection, snapshot: &Path) -> rusqlite::Result<(MemIndex,
             "cannot use the index snapshot; rebuilding the index"
         ),
     }
-    Ok((load_index(conn)?, IndexOrigin::Rebuilt))
+    Ok((load_index(conn, path, busy)?, IndexOrigin::Rebuilt))
 }
 
 /// Adds rows committed since the index was last updated (by another process),

@@ -19,7 +19,7 @@
 //! length and roaring bytes each), and the magic again.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use roaring::RoaringBitmap;
@@ -46,64 +46,91 @@ pub fn snapshot_path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
+fn put_u64(out: &mut impl Write, v: u64) -> io::Result<()> {
+    out.write_all(&v.to_le_bytes())
 }
 
-fn put_bitmap(out: &mut Vec<u8>, bitmap: &RoaringBitmap) -> io::Result<()> {
-    put_u64(out, bitmap.serialized_size() as u64);
-    bitmap.serialize_into(&mut *out)
+fn put_bitmap(out: &mut impl Write, bitmap: &RoaringBitmap) -> io::Result<()> {
+    put_u64(out, bitmap.serialized_size() as u64)?;
+    bitmap.serialize_into(out)
 }
 
-fn put_map(out: &mut Vec<u8>, map: &HashMap<i64, RoaringBitmap>) -> io::Result<()> {
-    put_u64(out, map.len() as u64);
+fn put_map(out: &mut impl Write, map: &HashMap<i64, RoaringBitmap>) -> io::Result<()> {
+    put_u64(out, map.len() as u64)?;
     let mut ids: Vec<&i64> = map.keys().collect();
     ids.sort_unstable();
     for id in ids {
-        put_u64(out, *id as u64);
+        put_u64(out, *id as u64)?;
         put_bitmap(out, &map[id])?;
     }
     Ok(())
 }
 
-/// Reads a snapshot's bytes, failing with what is wrong.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads a snapshot file as a stream (the file is never held whole in
+/// memory), failing with what is wrong.
+struct Reader {
+    input: io::BufReader<std::fs::File>,
+    /// Bytes not read yet (the file's length, counted down).
+    left: u64,
 }
 
 fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> io::Result<&'a [u8]> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| corrupt(&format!("truncated in {what}")))?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(slice)
+/// Items converted per read.
+const CHUNK_ITEMS: usize = 8192;
+
+impl Reader {
+    fn bytes(&mut self, buf: &mut [u8], what: &str) -> io::Result<()> {
+        if (buf.len() as u64) > self.left {
+            return Err(corrupt(&format!("truncated in {what}")));
+        }
+        self.input.read_exact(buf)?;
+        self.left -= buf.len() as u64;
+        Ok(())
     }
 
     fn u64(&mut self, what: &str) -> io::Result<u64> {
-        let b = self.take(8, what)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        let mut b = [0u8; 8];
+        self.bytes(&mut b, what)?;
+        Ok(u64::from_le_bytes(b))
     }
 
-    fn len(&mut self, what: &str, item_bytes: usize) -> io::Result<usize> {
-        let n = usize::try_from(self.u64(what)?).map_err(|_| corrupt(what))?;
-        if n.saturating_mul(item_bytes) > self.bytes.len() - self.at {
+    /// A count of items of `item_bytes` each, checked against what is left.
+    fn len(&mut self, what: &str, item_bytes: u64) -> io::Result<usize> {
+        let n = self.u64(what)?;
+        if n.saturating_mul(item_bytes) > self.left {
             return Err(corrupt(&format!("truncated in {what}")));
         }
-        Ok(n)
+        usize::try_from(n).map_err(|_| corrupt(what))
+    }
+
+    /// `n` fixed-size items, converted a chunk at a time.
+    fn items<T, const N: usize>(
+        &mut self,
+        n: usize,
+        what: &str,
+        convert: fn([u8; N]) -> T,
+    ) -> io::Result<Vec<T>> {
+        let mut out = Vec::with_capacity(n);
+        let mut chunk = vec![0u8; CHUNK_ITEMS * N];
+        while out.len() < n {
+            let items = (n - out.len()).min(CHUNK_ITEMS);
+            let buf = &mut chunk[..items * N];
+            self.bytes(buf, what)?;
+            out.extend(
+                buf.chunks_exact(N)
+                    .map(|b| convert(b.try_into().expect("N bytes"))),
+            );
+        }
+        Ok(out)
     }
 
     fn bitmap(&mut self, what: &str) -> io::Result<RoaringBitmap> {
-        let n = self.len(what, 1)?;
-        RoaringBitmap::deserialize_from(self.take(n, what)?)
+        let n = self.len(what, 1)? as u64;
+        self.left -= n;
+        RoaringBitmap::deserialize_from((&mut self.input).take(n))
     }
 
     fn map(&mut self, what: &str) -> io::Result<HashMap<i64, RoaringBitmap>> {
@@ -124,53 +151,57 @@ impl MemIndex {
     pub fn save_snapshot(&mut self, path: &Path, mark: SnapshotMark) -> io::Result<u64> {
         self.msg_ids.compact();
         let (hashes, rows) = self.msg_ids.base();
-        let mut out: Vec<u8> = Vec::with_capacity(64 + self.ts.len() * 8 + hashes.len() * 12);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT.to_le_bytes());
-        put_u64(&mut out, mark.max_row as u64);
-        put_u64(&mut out, mark.max_row_hash);
-        put_u64(&mut out, u64::from(self.usable));
-        put_u64(&mut out, self.ts.len() as u64);
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let mut out = io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&partial)?);
+        out.write_all(MAGIC)?;
+        out.write_all(&FORMAT.to_le_bytes())?;
+        put_u64(&mut out, mark.max_row as u64)?;
+        put_u64(&mut out, mark.max_row_hash)?;
+        put_u64(&mut out, u64::from(self.usable))?;
+        put_u64(&mut out, self.ts.len() as u64)?;
         for t in &self.ts {
-            out.extend_from_slice(&t.to_le_bytes());
+            out.write_all(&t.to_le_bytes())?;
         }
-        put_u64(&mut out, hashes.len() as u64);
+        put_u64(&mut out, hashes.len() as u64)?;
         for h in hashes {
-            out.extend_from_slice(&h.to_le_bytes());
+            out.write_all(&h.to_le_bytes())?;
         }
         for r in rows {
-            out.extend_from_slice(&r.to_le_bytes());
+            out.write_all(&r.to_le_bytes())?;
         }
         put_bitmap(&mut out, &self.all)?;
         put_map(&mut out, &self.topic_rows)?;
         put_map(&mut out, &self.user_rows)?;
         put_map(&mut out, &self.package_rows)?;
-        out.extend_from_slice(MAGIC);
-
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let mut file = std::fs::File::create(&partial)?;
-        file.write_all(&out)?;
+        out.write_all(MAGIC)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_data()?;
+        let bytes = file.metadata()?.len();
         drop(file);
         std::fs::rename(&partial, path)?;
-        Ok(out.len() as u64)
+        Ok(bytes)
     }
 
     /// Reads a snapshot written by [`save_snapshot`](Self::save_snapshot):
     /// the index (name tables empty, block bounds not yet computed: call
     /// [`finish_bulk`](Self::finish_bulk)) and its mark.
     pub fn load_snapshot(path: &Path) -> io::Result<(MemIndex, SnapshotMark)> {
-        let bytes = std::fs::read(path)?;
+        let file = std::fs::File::open(path)?;
+        let left = file.metadata()?.len();
         let mut r = Reader {
-            bytes: &bytes,
-            at: 0,
+            input: io::BufReader::with_capacity(1 << 16, file),
+            left,
         };
-        if r.take(8, "header")? != MAGIC {
+        let mut magic = [0u8; 8];
+        r.bytes(&mut magic, "header")?;
+        if &magic != MAGIC {
             return Err(corrupt("not a fedhub index snapshot"));
         }
-        let format = u32::from_le_bytes(r.take(4, "header")?.try_into().expect("4 bytes"));
+        let mut format = [0u8; 4];
+        r.bytes(&mut format, "header")?;
+        let format = u32::from_le_bytes(format);
         if format != FORMAT {
             return Err(corrupt(&format!(
                 "snapshot format {format}, this fedhub reads {FORMAT}"
@@ -182,22 +213,10 @@ impl MemIndex {
         };
         let usable = r.u64("header")? != 0;
         let n = r.len("timestamps", 8)?;
-        let ts: Vec<f64> = r
-            .take(n * 8, "timestamps")?
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect();
+        let ts: Vec<f64> = r.items(n, "timestamps", f64::from_le_bytes)?;
         let n = r.len("msg_id table", 12)?;
-        let hashes: Vec<u64> = r
-            .take(n * 8, "msg_id table")?
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect();
-        let rows: Vec<u32> = r
-            .take(n * 4, "msg_id table")?
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect();
+        let hashes: Vec<u64> = r.items(n, "msg_id table", u64::from_le_bytes)?;
+        let rows: Vec<u32> = r.items(n, "msg_id table", u32::from_le_bytes)?;
         if !hashes.windows(2).all(|w| w[0] <= w[1]) {
             return Err(corrupt("msg_id table out of order"));
         }
@@ -205,7 +224,8 @@ impl MemIndex {
         let topic_rows = r.map("topics")?;
         let user_rows = r.map("users")?;
         let package_rows = r.map("packages")?;
-        if r.take(8, "end marker")? != MAGIC || r.at != bytes.len() {
+        r.bytes(&mut magic, "end marker")?;
+        if &magic != MAGIC || r.left != 0 {
             return Err(corrupt("no end marker where expected"));
         }
         let index = MemIndex {
