@@ -142,6 +142,10 @@ pub struct BusConfig {
     /// Address bound for local publishers (like fedmsg-relay's `relay_inbound`);
     /// an empty string disables it.
     pub inbound: String,
+    /// Address a PUB socket binds to re-publish, byte for byte, every message
+    /// the hub accepted (fedmsg-relay's `relay_outbound`), so `fedhub tail`,
+    /// `fedmsg-tail` and other hubs can follow this one; empty disables it.
+    pub outbound: String,
     /// moksha `zmq_strict`: exact topic matching instead of prefix matching.
     pub strict_topics: bool,
     /// Receive high-water mark per socket; 0 means unlimited (moksha's choice).
@@ -170,6 +174,7 @@ impl Default for BusConfig {
         BusConfig {
             endpoints: BTreeMap::new(),
             inbound: "tcp://127.0.0.1:9941".into(),
+            outbound: String::new(),
             strict_topics: false,
             rcvhwm_messages: 0,
             reconnect_ivl_ms: 100,
@@ -732,6 +737,9 @@ impl Config {
         }
         if !self.bus.inbound.is_empty() {
             check_zmq_address("[bus] inbound", &self.bus.inbound)?;
+        }
+        if !self.bus.outbound.is_empty() {
+            check_zmq_address("[bus] outbound", &self.bus.outbound)?;
         }
         for addr in &self.publish.bind {
             check_zmq_address("[publish] bind", addr)?;

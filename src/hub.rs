@@ -52,7 +52,7 @@ pub enum HubError {
         source: ConsumerError,
     },
     /// The HTTP server could not start.
-    #[error("http server on {listen}")]
+    #[error("[http] listen = {listen:?}: cannot listen: {source}")]
     Http {
         /// The configured address.
         listen: String,
@@ -416,6 +416,7 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
         .iter()
         .map(|(name, addrs)| SocketPlan {
             name: name.clone(),
+            setting: format!("[bus] endpoints.{name}"),
             connect: addrs.to_vec(),
             bind: vec![],
         })
@@ -424,6 +425,7 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
     if !config.bus.inbound.is_empty() {
         plans.push(SocketPlan {
             name: "inbound".into(),
+            setting: "[bus] inbound".into(),
             connect: vec![],
             bind: vec![config.bus.inbound.clone()],
         });
@@ -715,7 +717,12 @@ impl RunningHub {
         let router = Router::new(routes, self.stats.clone());
         let bus = &self.config.bus;
         let options = SubscriberOptions {
-            subscriptions: subscriptions(router.admission.topic_sets()),
+            // A hub that re-publishes receives everything, as fedmsg-relay does.
+            subscriptions: if bus.outbound.is_empty() {
+                subscriptions(router.admission.topic_sets())
+            } else {
+                vec![String::new()]
+            },
             rcvhwm: bus.rcvhwm_messages,
             reconnect_ivl_ms: bus.reconnect_ivl_ms,
             reconnect_ivl_max_ms: bus.reconnect_ivl_max_ms,
@@ -726,6 +733,7 @@ impl RunningHub {
             )),
             max_message_bytes: bus.max_message_bytes,
             thread_nice: self.config.hub.data_threads_nice,
+            outbound: (!bus.outbound.is_empty()).then(|| bus.outbound.clone()),
         };
         let plans = socket_plans(&self.config);
         self.subscriber = Some(Subscriber::start(
@@ -793,6 +801,12 @@ impl RunningHub {
                 .find(|(name, _)| name == "inbound")
                 .map(|(_, addr)| addr.as_str())
         })
+    }
+
+    /// The outbound socket's actual address (port resolved), when
+    /// `[bus] outbound` is set: every accepted message is re-published there.
+    pub fn outbound_endpoint(&self) -> Option<&str> {
+        self.subscriber.as_ref().and_then(|s| s.outbound_endpoint())
     }
 
     /// Actual addresses of the publish socket's binds.

@@ -60,8 +60,8 @@ mod topic;
 pub use backlog::BacklogGuard;
 pub use canonical::{canonicalize, to_canonical_string, CanonicalError};
 pub use config::{
-    BusConfig, Config, ConfigError, ConsumerSection, HttpConfig, HubConfig, MonitoringConfig,
-    OneOrMany, PublishConfig, SecurityConfig, Settings, WhenFull,
+    check_zmq_address, BusConfig, Config, ConfigError, ConsumerSection, HttpConfig, HubConfig,
+    MonitoringConfig, OneOrMany, PublishConfig, SecurityConfig, Settings, WhenFull,
 };
 pub use consumer::{
     BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
@@ -71,7 +71,7 @@ pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
     ShutdownReport, ShutdownSignal,
 };
-pub use logging::init_logging;
+pub use logging::{init_logging, init_logging_with_default};
 pub use memory::release_free_memory;
 pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};

@@ -51,6 +51,7 @@ pub fn tail(
             .map_err(socket_error("subscribe on", topic))?;
     }
     for endpoint in &options.endpoints {
+        crate::check_endpoint("--endpoint", endpoint)?;
         if options.bind {
             socket
                 .bind(endpoint)
@@ -82,6 +83,8 @@ pub fn tail(
                 }
                 continue;
             }
+            // A signal (Ctrl-C) interrupted the wait: the loop checks `stop`.
+            Err(zmq::Error::EINTR) => continue,
             Err(e) => return Err(socket_error("receive on", "tail")(e)),
         };
         last_message = Instant::now();
