@@ -531,14 +531,61 @@ impl Settings {
 
     /// Deserializes the settings into the consumer's config struct. Use
     /// `#[serde(deny_unknown_fields)]` on it so typos are reported by name.
+    /// An unknown key is answered with the consumer's own keys, the runtime
+    /// keys every consumer section accepts, and the closest of them.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         serde_json::from_value(Value::Object(self.values.clone())).map_err(|source| {
-            ConfigError::Settings {
-                consumer: self.consumer.clone(),
-                source,
+            match unknown_key_message(&self.consumer, &source.to_string()) {
+                Some(message) => ConfigError::Invalid(message),
+                None => ConfigError::Settings {
+                    consumer: self.consumer.clone(),
+                    source,
+                },
             }
         })
     }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" rewritten for a
+/// consumer section: its own keys, the runtime's, and the closest one.
+fn unknown_key_message(consumer: &str, serde_message: &str) -> Option<String> {
+    let rest = serde_message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let own: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let own_text = if own.is_empty() {
+        format!("{consumer} has no keys of its own")
+    } else {
+        format!("{consumer}'s own keys are {}", own.join(", "))
+    };
+    let closest = own
+        .iter()
+        .chain(RUNTIME_KEYS.iter())
+        .map(|candidate| (edit_distance(key, candidate), *candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(key.len()) / 3).max(2))
+        .min();
+    let hint = closest
+        .map(|(_, candidate)| format!("; did you mean {candidate}?"))
+        .unwrap_or_default();
+    Some(format!(
+        "[consumers.{consumer}] {key}: unknown key; {own_text}, and every consumer section also takes {}{hint}",
+        RUNTIME_KEYS.join(", ")
+    ))
+}
+
+/// Levenshtein distance between two keys (ASCII in practice, chars in general).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl Config {
@@ -878,6 +925,43 @@ database = "/tmp/x.sqlite"
         assert_eq!(section.enabled, Some(true));
         assert_eq!(section.settings["database"], "/tmp/x.sqlite");
         assert_eq!(config.consumers.len(), 1);
+    }
+
+    #[test]
+    fn a_typo_in_a_consumer_section_lists_every_accepted_key_and_the_closest() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Own {
+            sleep_ms: Option<u64>,
+            fail_every: Option<u64>,
+        }
+        let mut values = Map::new();
+        values.insert("capacity_message".into(), Value::from(10));
+        let err = Settings::new("NullConsumer", values)
+            .parse::<Own>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[consumers.NullConsumer] capacity_message"), "{err}");
+        assert!(err.contains("own keys are sleep_ms, fail_every"), "{err}");
+        for key in RUNTIME_KEYS {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.ends_with("did you mean capacity_messages?"), "{err}");
+        let mut values = Map::new();
+        values.insert("sleep_msec".into(), Value::from(3));
+        let err = Settings::new("NullConsumer", values)
+            .parse::<Own>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("did you mean sleep_ms?"), "{err}");
+        let mut values = Map::new();
+        values.insert("zzzzzzzz".into(), Value::from(3));
+        let err = Settings::new("NullConsumer", values)
+            .parse::<Own>()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("did you mean"), "{err}");
     }
 
     #[test]
