@@ -942,7 +942,10 @@ database = "/tmp/x.sqlite"
             .parse::<Own>()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("[consumers.NullConsumer] capacity_message"), "{err}");
+        assert!(
+            err.contains("[consumers.NullConsumer] capacity_message"),
+            "{err}"
+        );
         assert!(err.contains("own keys are sleep_ms, fail_every"), "{err}");
         for key in RUNTIME_KEYS {
             assert!(err.contains(key), "{key}: {err}");

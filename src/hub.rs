@@ -28,6 +28,7 @@ use crate::router::{Route, Router};
 use crate::security::{SigningKey, TrustError, Validator};
 use crate::socket::BusError;
 use crate::stats::Stats;
+use crate::status::StatusHistory;
 use crate::topic::{subscriptions, TopicSet};
 
 /// Why the hub could not start.
@@ -367,6 +368,16 @@ fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
     let (server, http_addr) = if listen.is_empty() {
         (None, None)
     } else {
+        // The status page's history, sampled on this thread while it runs.
+        let history = http_state.history.clone();
+        let stats = http_state.stats.clone();
+        actix::spawn(async move {
+            let mut every = actix::clock::interval(crate::status::SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                history.sample(&stats);
+            }
+        });
         let server = actix_web::HttpServer::new(move || {
             let state = http_state.clone();
             let routes = http_routes.clone();
@@ -637,6 +648,8 @@ impl RunningHub {
                     0 => None,
                     secs => Some(Duration::from_secs(secs)),
                 },
+                name: self.config.hub.name.clone(),
+                history: StatusHistory::new(),
             },
             http_routes,
             nice: self.config.hub.data_threads_nice,

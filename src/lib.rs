@@ -25,7 +25,7 @@
 //! - `events`: typed internal events (one place logs and counts).
 //! - `monitoring`: the moksha-compatible monitoring socket (per-window documents).
 //! - `http`: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, and each
-//!   consumer's routes under its own prefix.
+//!   consumer's routes under its own prefix; `status`: the status page at `/`.
 //! - `security`: fedmsg's x509 signatures: validation on the decoding thread
 //!   (CA, CRL, routing policy; per-certificate work cached), signing on publish.
 //! - `config`: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
@@ -55,6 +55,7 @@ mod router;
 mod security;
 mod socket;
 mod stats;
+mod status;
 mod topic;
 
 pub use backlog::BacklogGuard;
