@@ -333,7 +333,9 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
         None
     };
     if let Some(addr) = hub.http_addr() {
-        tracing::info!("metrics at http://{addr}/metrics, state at http://{addr}/state");
+        tracing::info!(
+            "status page at http://{addr}/, metrics at http://{addr}/metrics, state at http://{addr}/state"
+        );
     }
     signal.wait();
     tracing::info!("shutdown requested");
