@@ -74,7 +74,7 @@ impl Consumer for WordCount {
         };
         self.handled += 1;
         let every = self.config.announce_every;
-        if every > 0 && self.handled % every == 0 {
+        if every > 0 && self.handled.is_multiple_of(every) {
             // Needs [publish] bind or connect; an error here is counted as an
             // exception of this consumer (and retried `retries` times).
             ctx.publish("wordcount.total", json!({ "words": total }))?;
