@@ -213,6 +213,30 @@ fn the_outbound_socket_is_followed_by_fedhub_tail_fedmsg_tail_and_a_raw_subscrib
 }
 
 #[test]
+fn tail_of_a_hubs_inbound_says_it_is_not_a_publisher_and_what_to_tail() {
+    let files = hub_files("");
+    let hub = start_hub(&files, "");
+    let output = fedhub(&[
+        "tail",
+        "--endpoint",
+        &files.inbound,
+        "--idle-timeout-secs",
+        "3",
+    ]);
+    stop(hub);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        vec![format!(
+            "{} is not a publisher (its socket refused a subscriber): a hub's [bus] inbound is where publishers connect; tail the hub's [bus] outbound, or tail -c with its config",
+            files.inbound
+        )],
+        "said once"
+    );
+}
+
+#[test]
 fn tail_of_a_config_without_anything_to_follow_says_what_to_set() {
     let files = hub_files("");
     let output = Command::new(fedhub_binary())
