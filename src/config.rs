@@ -142,6 +142,10 @@ pub struct BusConfig {
     /// Address bound for local publishers (like fedmsg-relay's `relay_inbound`);
     /// an empty string disables it.
     pub inbound: String,
+    /// Address a PUB socket binds to re-publish, byte for byte, every message
+    /// the hub accepted (fedmsg-relay's `relay_outbound`), so `fedhub tail`,
+    /// `fedmsg-tail` and other hubs can follow this one; empty disables it.
+    pub outbound: String,
     /// moksha `zmq_strict`: exact topic matching instead of prefix matching.
     pub strict_topics: bool,
     /// Receive high-water mark per socket; 0 means unlimited (moksha's choice).
@@ -170,6 +174,7 @@ impl Default for BusConfig {
         BusConfig {
             endpoints: BTreeMap::new(),
             inbound: "tcp://127.0.0.1:9941".into(),
+            outbound: String::new(),
             strict_topics: false,
             rcvhwm_messages: 0,
             reconnect_ivl_ms: 100,
@@ -526,14 +531,61 @@ impl Settings {
 
     /// Deserializes the settings into the consumer's config struct. Use
     /// `#[serde(deny_unknown_fields)]` on it so typos are reported by name.
+    /// An unknown key is answered with the consumer's own keys, the runtime
+    /// keys every consumer section accepts, and the closest of them.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         serde_json::from_value(Value::Object(self.values.clone())).map_err(|source| {
-            ConfigError::Settings {
-                consumer: self.consumer.clone(),
-                source,
+            match unknown_key_message(&self.consumer, &source.to_string()) {
+                Some(message) => ConfigError::Invalid(message),
+                None => ConfigError::Settings {
+                    consumer: self.consumer.clone(),
+                    source,
+                },
             }
         })
     }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" rewritten for a
+/// consumer section: its own keys, the runtime's, and the closest one.
+fn unknown_key_message(consumer: &str, serde_message: &str) -> Option<String> {
+    let rest = serde_message.strip_prefix("unknown field `")?;
+    let (key, expected) = rest.split_once('`')?;
+    let own: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let own_text = if own.is_empty() {
+        format!("{consumer} has no keys of its own")
+    } else {
+        format!("{consumer}'s own keys are {}", own.join(", "))
+    };
+    let closest = own
+        .iter()
+        .chain(RUNTIME_KEYS.iter())
+        .map(|candidate| (edit_distance(key, candidate), *candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(key.len()) / 3).max(2))
+        .min();
+    let hint = closest
+        .map(|(_, candidate)| format!("; did you mean {candidate}?"))
+        .unwrap_or_default();
+    Some(format!(
+        "[consumers.{consumer}] {key}: unknown key; {own_text}, and every consumer section also takes {}{hint}",
+        RUNTIME_KEYS.join(", ")
+    ))
+}
+
+/// Levenshtein distance between two keys (ASCII in practice, chars in general).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl Config {
@@ -733,6 +785,9 @@ impl Config {
         if !self.bus.inbound.is_empty() {
             check_zmq_address("[bus] inbound", &self.bus.inbound)?;
         }
+        if !self.bus.outbound.is_empty() {
+            check_zmq_address("[bus] outbound", &self.bus.outbound)?;
+        }
         for addr in &self.publish.bind {
             check_zmq_address("[publish] bind", addr)?;
         }
@@ -870,6 +925,46 @@ database = "/tmp/x.sqlite"
         assert_eq!(section.enabled, Some(true));
         assert_eq!(section.settings["database"], "/tmp/x.sqlite");
         assert_eq!(config.consumers.len(), 1);
+    }
+
+    #[test]
+    fn a_typo_in_a_consumer_section_lists_every_accepted_key_and_the_closest() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Own {
+            sleep_ms: Option<u64>,
+            fail_every: Option<u64>,
+        }
+        let mut values = Map::new();
+        values.insert("capacity_message".into(), Value::from(10));
+        let err = Settings::new("NullConsumer", values)
+            .parse::<Own>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[consumers.NullConsumer] capacity_message"),
+            "{err}"
+        );
+        assert!(err.contains("own keys are sleep_ms, fail_every"), "{err}");
+        for key in RUNTIME_KEYS {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.ends_with("did you mean capacity_messages?"), "{err}");
+        let mut values = Map::new();
+        values.insert("sleep_msec".into(), Value::from(3));
+        let err = Settings::new("NullConsumer", values)
+            .parse::<Own>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("did you mean sleep_ms?"), "{err}");
+        let mut values = Map::new();
+        values.insert("zzzzzzzz".into(), Value::from(3));
+        let err = Settings::new("NullConsumer", values)
+            .parse::<Own>()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("did you mean"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The hub's HTTP surface: `/metrics`, `/health/livez`, `/health/readyz`, `/state`,
-//! plus each consumer's routes under the prefix it declared. Handlers only read
+//! the status page `/` (with its history, `/state/history`), plus each
+//! consumer's routes under the prefix it declared. Any other path answers a
+//! short JSON 404 listing the hub's endpoints. Handlers only read
 //! the stats registry's atomics, so a probe never waits behind message handling.
 
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use actix_web::{web, HttpResponse};
 use crate::config::ConfigError;
 use crate::consumer::HttpRoutes;
 use crate::stats::{unix_millis, Stats};
+use crate::status::StatusHistory;
 
 /// A consumer with a backlog and no progress for this long makes readyz fail.
 pub const STALL_AFTER: Duration = Duration::from_secs(120);
@@ -24,7 +27,15 @@ pub struct HttpState {
     /// A bus with no endpoint connected for longer than this is not ready
     /// (`[bus] not_ready_after_disconnected_secs`; `None`: never).
     pub bus_unready_after: Option<Duration>,
+    /// `[hub] name`, the status page's title.
+    pub name: String,
+    /// The counters' recent history the status page draws.
+    pub history: Arc<StatusHistory>,
 }
+
+/// The paths the hub serves: its own routes and each consumer's prefix.
+#[derive(Clone)]
+struct Endpoints(Arc<Vec<String>>);
 
 /// The hub's own routes: no consumer prefix may equal, contain or lie under one.
 pub const HUB_ROUTES: [&str; 3] = ["/metrics", "/state", "/health"];
@@ -81,15 +92,55 @@ fn overlaps(a: &str, b: &str) -> bool {
 
 /// Registers the built-in routes and each consumer's routes under its prefix.
 pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState, mounted: &[MountedRoutes]) {
+    let mut endpoints: Vec<String> = [
+        "/",
+        "/metrics",
+        "/state",
+        "/state/history",
+        "/health/livez",
+        "/health/readyz",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    endpoints.extend(mounted.iter().map(|m| format!("{}/", m.prefix)));
     cfg.app_data(web::Data::new(state))
+        .app_data(web::Data::new(Endpoints(Arc::new(endpoints))))
+        .route("/", web::get().to(status_page))
         .route("/metrics", web::get().to(metrics))
         .route("/health/livez", web::get().to(livez))
         .route("/health/readyz", web::get().to(readyz))
-        .route("/state", web::get().to(state_json));
+        .route("/state", web::get().to(state_json))
+        .route("/state/history", web::get().to(history_json));
     for mount in mounted {
         let routes = mount.routes.clone();
         cfg.service(web::scope(&mount.prefix).configure(move |scope| routes(scope)));
     }
+    cfg.default_service(web::to(not_found));
+}
+
+/// Any path the hub does not serve: a short JSON 404 listing what it serves.
+async fn not_found(request: actix_web::HttpRequest) -> HttpResponse {
+    let endpoints = request
+        .app_data::<web::Data<Endpoints>>()
+        .map(|e| e.0.as_ref().clone())
+        .unwrap_or_default();
+    HttpResponse::NotFound().json(serde_json::json!({
+        "error": "not found",
+        "path": request.path(),
+        "endpoints": endpoints,
+        "hint": "a consumer's routes exist only while it runs: with -c, a consumer runs only when its [consumers.<Name>] section says enabled = true",
+    }))
+}
+
+async fn status_page(state: web::Data<HttpState>, endpoints: web::Data<Endpoints>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(crate::status::page(&state.name, &endpoints.0))
+}
+
+async fn history_json(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.history.to_json())
 }
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {

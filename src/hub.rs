@@ -28,6 +28,7 @@ use crate::router::{Route, Router};
 use crate::security::{SigningKey, TrustError, Validator};
 use crate::socket::BusError;
 use crate::stats::Stats;
+use crate::status::StatusHistory;
 use crate::topic::{subscriptions, TopicSet};
 
 /// Why the hub could not start.
@@ -52,7 +53,7 @@ pub enum HubError {
         source: ConsumerError,
     },
     /// The HTTP server could not start.
-    #[error("http server on {listen}")]
+    #[error("[http] listen = {listen:?}: cannot listen: {source}")]
     Http {
         /// The configured address.
         listen: String,
@@ -367,6 +368,16 @@ fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
     let (server, http_addr) = if listen.is_empty() {
         (None, None)
     } else {
+        // The status page's history, sampled on this thread while it runs.
+        let history = http_state.history.clone();
+        let stats = http_state.stats.clone();
+        actix::spawn(async move {
+            let mut every = actix::clock::interval(crate::status::SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                history.sample(&stats);
+            }
+        });
         let server = actix_web::HttpServer::new(move || {
             let state = http_state.clone();
             let routes = http_routes.clone();
@@ -416,6 +427,7 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
         .iter()
         .map(|(name, addrs)| SocketPlan {
             name: name.clone(),
+            setting: format!("[bus] endpoints.{name}"),
             connect: addrs.to_vec(),
             bind: vec![],
         })
@@ -424,6 +436,7 @@ fn socket_plans(config: &Config) -> Vec<SocketPlan> {
     if !config.bus.inbound.is_empty() {
         plans.push(SocketPlan {
             name: "inbound".into(),
+            setting: "[bus] inbound".into(),
             connect: vec![],
             bind: vec![config.bus.inbound.clone()],
         });
@@ -635,6 +648,8 @@ impl RunningHub {
                     0 => None,
                     secs => Some(Duration::from_secs(secs)),
                 },
+                name: self.config.hub.name.clone(),
+                history: StatusHistory::new(),
             },
             http_routes,
             nice: self.config.hub.data_threads_nice,
@@ -715,7 +730,12 @@ impl RunningHub {
         let router = Router::new(routes, self.stats.clone());
         let bus = &self.config.bus;
         let options = SubscriberOptions {
-            subscriptions: subscriptions(router.admission.topic_sets()),
+            // A hub that re-publishes receives everything, as fedmsg-relay does.
+            subscriptions: if bus.outbound.is_empty() {
+                subscriptions(router.admission.topic_sets())
+            } else {
+                vec![String::new()]
+            },
             rcvhwm: bus.rcvhwm_messages,
             reconnect_ivl_ms: bus.reconnect_ivl_ms,
             reconnect_ivl_max_ms: bus.reconnect_ivl_max_ms,
@@ -726,6 +746,7 @@ impl RunningHub {
             )),
             max_message_bytes: bus.max_message_bytes,
             thread_nice: self.config.hub.data_threads_nice,
+            outbound: (!bus.outbound.is_empty()).then(|| bus.outbound.clone()),
         };
         let plans = socket_plans(&self.config);
         self.subscriber = Some(Subscriber::start(
@@ -793,6 +814,12 @@ impl RunningHub {
                 .find(|(name, _)| name == "inbound")
                 .map(|(_, addr)| addr.as_str())
         })
+    }
+
+    /// The outbound socket's actual address (port resolved), when
+    /// `[bus] outbound` is set: every accepted message is re-published there.
+    pub fn outbound_endpoint(&self) -> Option<&str> {
+        self.subscriber.as_ref().and_then(|s| s.outbound_endpoint())
     }
 
     /// Actual addresses of the publish socket's binds.

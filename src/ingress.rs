@@ -24,6 +24,8 @@ use crate::stats::{BusStats, EndpointStats, SecurityStats, Stats};
 pub struct SocketPlan {
     /// The `endpoints` key, or `inbound`.
     pub name: String,
+    /// The setting its addresses come from (`[bus] inbound`), for errors.
+    pub setting: String,
     /// Addresses to connect to.
     pub connect: Vec<String>,
     /// Addresses to bind.
@@ -47,6 +49,61 @@ pub struct SubscriberOptions {
     pub max_message_bytes: usize,
     /// Nice increment for the ingress thread (`[hub] data_threads_nice`).
     pub thread_nice: i32,
+    /// `[bus] outbound`: the address a PUB socket binds to re-publish every
+    /// accepted message on (fedmsg-relay's `relay_outbound`).
+    pub outbound: Option<String>,
+}
+
+/// Messages the outbound socket keeps for a subscriber that falls behind;
+/// beyond that such a subscriber misses messages (a PUB socket never blocks
+/// the hub).
+const OUTBOUND_SNDHWM: i32 = 100_000;
+
+/// The outbound PUB socket: every accepted message, re-published byte for
+/// byte as `[topic, body]` (the decoding thread sends, and the receiving
+/// thread for the messages it settles itself).
+struct Outbound {
+    socket: std::sync::Mutex<zmq::Socket>,
+}
+
+impl Outbound {
+    fn bind(context: &zmq::Context, address: &str) -> Result<(Outbound, String), BusError> {
+        let setting = "[bus] outbound";
+        let socket = context
+            .socket(zmq::PUB)
+            .map_err(|e| BusError::setting(setting, "create a PUB socket for", address, e))?;
+        socket
+            .set_sndhwm(OUTBOUND_SNDHWM)
+            .and_then(|()| socket.set_linger(0))
+            .map_err(|e| BusError::setting(setting, "set options for", address, e))?;
+        socket
+            .bind(address)
+            .map_err(|e| BusError::setting(setting, "bind", address, e))?;
+        let actual = socket
+            .get_last_endpoint()
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_else(|| address.to_string());
+        tracing::info!(address = %actual, "re-publishing accepted messages on the outbound socket");
+        Ok((
+            Outbound {
+                socket: std::sync::Mutex::new(socket),
+            },
+            actual,
+        ))
+    }
+
+    /// Re-publishes one accepted message. A PUB socket drops rather than
+    /// blocks when a subscriber is too far behind, so this never waits.
+    fn send(&self, envelope: &Envelope) {
+        let socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = socket
+            .send(envelope.topic().as_bytes(), zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| socket.send(envelope.body().as_bytes(), zmq::DONTWAIT));
+        if let Err(error) = sent {
+            tracing::debug!(%error, "outbound send failed");
+        }
+    }
 }
 
 /// Messages taken from one socket before looking at the next (fairness), and the
@@ -100,6 +157,7 @@ pub struct Subscriber {
     monitor: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     bound: Vec<(String, String)>,
+    outbound: Option<String>,
 }
 
 impl Subscriber {
@@ -131,7 +189,7 @@ impl Subscriber {
             for addr in &plan.bind {
                 socket
                     .bind(addr)
-                    .map_err(|e| BusError::socket("bind", addr, e))?;
+                    .map_err(|e| BusError::setting(&plan.setting, "bind", addr, e))?;
                 let actual = socket
                     .get_last_endpoint()
                     .ok()
@@ -143,7 +201,7 @@ impl Subscriber {
             for addr in &plan.connect {
                 socket
                     .connect(addr)
-                    .map_err(|e| BusError::socket("connect", addr, e))?;
+                    .map_err(|e| BusError::setting(&plan.setting, "connect", addr, e))?;
                 tracing::info!(bus = %plan.name, address = %addr, "subscribed to endpoint");
             }
             sockets.push(BoundSocket {
@@ -151,6 +209,13 @@ impl Subscriber {
                 stats: stats.bus(&plan.name),
             });
         }
+        let (outbound, outbound_address) = match &options.outbound {
+            Some(address) => {
+                let (socket, actual) = Outbound::bind(context, address)?;
+                (Some(Arc::new(socket)), Some(actual))
+            }
+            None => (None, None),
+        };
         let bus_stats: Vec<Arc<BusStats>> = sockets.iter().map(|s| s.stats.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let monitor = if monitors.is_empty() {
@@ -175,6 +240,7 @@ impl Subscriber {
         let unadmitted = Arc::new(Unadmitted::default());
         let decoder_stop = stop.clone();
         let decoder_unadmitted = unadmitted.clone();
+        let decoder_outbound = outbound.clone();
         let decoder = std::thread::Builder::new()
             .name("fedhub-decode".into())
             .spawn(move || {
@@ -185,6 +251,7 @@ impl Subscriber {
                     unadmitted: decoder_unadmitted,
                     max_message_bytes: max,
                     validator,
+                    outbound: decoder_outbound,
                 };
                 decode_loop(rx, stage, decoder_stop)
             })
@@ -202,6 +269,7 @@ impl Subscriber {
                     unadmitted,
                     max_message_bytes: max,
                     untrusted: validating.then_some(security),
+                    outbound,
                 };
                 receive_loop(sockets, stage, receiver_stop)
             })
@@ -212,7 +280,13 @@ impl Subscriber {
             monitor,
             stop,
             bound,
+            outbound: outbound_address,
         })
+    }
+
+    /// The outbound socket's actual address (port resolved), when `[bus] outbound` is set.
+    pub fn outbound_endpoint(&self) -> Option<&str> {
+        self.outbound.as_deref()
     }
 
     /// `(bus name, actual address)` for every bound socket (ports resolved).
@@ -417,6 +491,8 @@ struct ReceiveStage {
     max_message_bytes: usize,
     /// Validation's counters, when it is on (topic mismatches count there).
     untrusted: Option<Arc<SecurityStats>>,
+    /// `[bus] outbound`, for the messages this thread settles itself.
+    outbound: Option<Arc<Outbound>>,
 }
 
 /// The receiving thread: takes every message out of ZeroMQ as soon as it
@@ -448,6 +524,10 @@ fn receive_loop(sockets: Vec<BoundSocket>, stage: ReceiveStage, stop: Arc<Atomic
                             // Too many unadmitted ones wait already: settle this one here.
                             match Envelope::from_received(&mut frames, stage.max_message_bytes) {
                                 Ok(envelope) => {
+                                    // Unadmitted: no consumer subscribes, so not validated.
+                                    if let Some(outbound) = &stage.outbound {
+                                        outbound.send(&envelope);
+                                    }
                                     stage.admission.settle_unadmitted(&envelope, &admitted)
                                 }
                                 Err(error) => reject(
@@ -530,6 +610,8 @@ struct DecodeStage {
     max_message_bytes: usize,
     /// Signature validation, when `[security] validate_signatures` is on.
     validator: Option<Arc<Validator>>,
+    /// `[bus] outbound`: every accepted message is re-published there.
+    outbound: Option<Arc<Outbound>>,
 }
 
 /// The decoding thread: validates each message, rejects (and uncounts) the
@@ -552,6 +634,9 @@ fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: A
                                 stage.dispatcher.discard(&message.admitted);
                                 continue;
                             }
+                        }
+                        if let Some(outbound) = &stage.outbound {
+                            outbound.send(&envelope);
                         }
                         stage
                             .dispatcher

@@ -25,7 +25,7 @@
 //! - `events`: typed internal events (one place logs and counts).
 //! - `monitoring`: the moksha-compatible monitoring socket (per-window documents).
 //! - `http`: `/metrics`, `/health/livez`, `/health/readyz`, `/state`, and each
-//!   consumer's routes under its own prefix.
+//!   consumer's routes under its own prefix; `status`: the status page at `/`.
 //! - `security`: fedmsg's x509 signatures: validation on the decoding thread
 //!   (CA, CRL, routing policy; per-certificate work cached), signing on publish.
 //! - `config`: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
@@ -55,13 +55,14 @@ mod router;
 mod security;
 mod socket;
 mod stats;
+mod status;
 mod topic;
 
 pub use backlog::BacklogGuard;
 pub use canonical::{canonicalize, to_canonical_string, CanonicalError};
 pub use config::{
-    BusConfig, Config, ConfigError, ConsumerSection, HttpConfig, HubConfig, MonitoringConfig,
-    OneOrMany, PublishConfig, SecurityConfig, Settings, WhenFull,
+    check_zmq_address, BusConfig, Config, ConfigError, ConsumerSection, HttpConfig, HubConfig,
+    MonitoringConfig, OneOrMany, PublishConfig, SecurityConfig, Settings, WhenFull,
 };
 pub use consumer::{
     BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
@@ -71,7 +72,7 @@ pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,
     ShutdownReport, ShutdownSignal,
 };
-pub use logging::init_logging;
+pub use logging::{init_logging, init_logging_with_default};
 pub use memory::release_free_memory;
 pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};

@@ -27,9 +27,16 @@ fn is_http_stream_error(metadata: &Metadata<'_>) -> bool {
 /// data (tail, collectd exec). actix-http's per-connection error lines are
 /// counted and logged rate limited (see the module documentation).
 pub fn init_logging() {
+    init_logging_with_default("info")
+}
+
+/// Like [`init_logging`], with `default` (such as `warn`) as the level when
+/// `RUST_LOG` is not set: commands that print their results, such as
+/// `fedhub history query`, keep stderr for what went wrong.
+pub fn init_logging_with_default(default: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -175,7 +175,7 @@ impl MonitoringSocket {
         }
         socket
             .bind(address)
-            .map_err(|e| BusError::socket("bind", address, e))?;
+            .map_err(|e| BusError::setting("[monitoring] socket", "bind", address, e))?;
         let endpoint = socket
             .get_last_endpoint()
             .ok()

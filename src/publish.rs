@@ -281,7 +281,7 @@ impl PublisherThread {
         for addr in &config.bind {
             socket
                 .bind(addr)
-                .map_err(|e| BusError::socket("bind", addr, e))?;
+                .map_err(|e| BusError::setting("[publish] bind", "bind", addr, e))?;
             let actual = socket
                 .get_last_endpoint()
                 .ok()
@@ -293,7 +293,7 @@ impl PublisherThread {
         for addr in &config.connect {
             socket
                 .connect(addr)
-                .map_err(|e| BusError::socket("connect", addr, e))?;
+                .map_err(|e| BusError::setting("[publish] connect", "connect", addr, e))?;
             tracing::info!(address = %addr, "publishing to connected endpoint");
         }
         let capacity = config.queue_capacity_messages.max(1);

@@ -19,11 +19,39 @@ pub enum BusError {
         #[source]
         source: zmq::Error,
     },
+    /// libzmq refused to bind or connect the address of a setting.
+    #[error("{setting} = {address:?}: cannot {action}: {source}")]
+    Setting {
+        /// The setting that holds the address (`[monitoring] socket`).
+        setting: String,
+        /// What was being done (`bind`, `connect`).
+        action: &'static str,
+        /// The address.
+        address: String,
+        /// libzmq's error.
+        #[source]
+        source: zmq::Error,
+    },
 }
 
 impl BusError {
     pub(crate) fn socket(action: &'static str, address: &str, source: zmq::Error) -> BusError {
         BusError::Socket {
+            action,
+            address: address.to_string(),
+            source,
+        }
+    }
+
+    /// A failure to bind or connect the address of `setting`, naming both.
+    pub(crate) fn setting(
+        setting: &str,
+        action: &'static str,
+        address: &str,
+        source: zmq::Error,
+    ) -> BusError {
+        BusError::Setting {
+            setting: setting.to_string(),
             action,
             address: address.to_string(),
             source,

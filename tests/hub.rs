@@ -1036,7 +1036,7 @@ fn an_http_address_in_use_fails_the_start_promptly_naming_it() {
         .expect("start returns instead of hanging")
         .expect("the start fails");
     assert!(
-        error.contains(&format!("http server on {address}")),
+        error.contains(&format!("[http] listen = \"{address}\": cannot listen")),
         "{error}"
     );
 }

@@ -108,5 +108,9 @@ fn a_busy_monitoring_address_is_a_clear_startup_error() {
         .start()
         .err()
         .unwrap();
-    assert!(err.to_string().contains(&format!("bind {taken}")), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("[monitoring] socket = \"{taken}\": cannot bind: Address already in use"),
+        "names the setting, the address and the cause, once"
+    );
 }

@@ -66,7 +66,7 @@ enum Command {
         /// fedmsg topic_prefix [default: org.fedoraproject, or the config's].
         #[arg(long)]
         topic_prefix: Option<String>,
-        /// fedmsg environment [default: dev, or the config's].
+        /// fedmsg environment [default: the -c config's [hub] environment, else dev].
         #[arg(long)]
         environment: Option<String>,
         /// With --bind: wait for this many subscribers before sending.
@@ -78,9 +78,14 @@ enum Command {
     },
     /// Print messages from fedmsg endpoints, one JSON envelope per line (like fedmsg-tail).
     Tail {
-        /// Address to connect to (repeatable), or to bind with --bind.
-        #[arg(long, required = true)]
+        /// Address to connect to (repeatable), or to bind with --bind: a
+        /// hub's [bus] outbound, a publisher, a relay's relay_outbound.
+        #[arg(long, required_unless_present = "config")]
         endpoint: Vec<String>,
+        /// A fedhub config: follow every address of its [bus] endpoints and
+        /// its [bus] outbound, as fedmsg-tail follows fedmsg.d's endpoints.
+        #[arg(short = 'c', long = "config", conflicts_with = "bind")]
+        config: Option<PathBuf>,
         /// Bind instead of connecting.
         #[arg(long)]
         bind: bool,
@@ -99,12 +104,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    fedhub::init_logging();
     let commands: Vec<ConsumerCommand> = shipped_consumers()
         .iter()
         .filter_map(|f| f.subcommand().cloned())
         .collect();
     let matches = with_consumer_commands(Cli::command(), &commands).get_matches();
+    // The hub logs what it does; the commands around it print their results
+    // and keep stderr for what went wrong (RUST_LOG overrides both).
+    if matches.subcommand_name() == Some("run") {
+        fedhub::init_logging();
+    } else {
+        fedhub::init_logging_with_default("warn");
+    }
     let outcome = match matches.subcommand() {
         Some((name, sub)) if commands.iter().any(|c| c.name() == name) => {
             run_consumer_command(&commands, name, sub)
@@ -116,9 +127,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            let line = fedhub::error_chain(error.as_ref());
-            tracing::error!("{line}");
-            eprintln!("fedhub: {line}");
+            // One line, not a log line and a copy of it.
+            eprintln!("fedhub: {}", fedhub::error_chain(error.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -210,19 +220,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 std::io::stdout().lock(),
                 std::io::stderr(),
             )?;
-            Ok(if summary.rejected > 0 {
+            Ok(if summary.rejected > 0 || summary.filtered {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             })
         }
         Command::Tail {
-            endpoint,
+            mut endpoint,
+            config,
             bind,
             topic,
             count,
             idle_timeout_secs,
         } => {
+            if let Some(path) = &config {
+                endpoint.extend(endpoints_to_follow(path)?);
+            }
             let options = TailOptions {
                 endpoints: endpoint,
                 bind,
@@ -244,6 +258,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CollectdExec(args) => collectd::collectd_exec(args),
     }
+}
+
+/// What `fedhub tail -c FILE` connects to: every address of `[bus]
+/// endpoints` and `[bus] outbound` (a bound wildcard host read as 127.0.0.1).
+fn endpoints_to_follow(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let config = Config::load(Some(path))?;
+    let mut addresses: Vec<String> = config
+        .bus
+        .endpoints
+        .values()
+        .flat_map(|addresses| addresses.to_vec())
+        .collect();
+    if !config.bus.outbound.is_empty() {
+        addresses.push(
+            config
+                .bus
+                .outbound
+                .replace("://*:", "://127.0.0.1:")
+                .replace("://0.0.0.0:", "://127.0.0.1:"),
+        );
+    }
+    anyhow::ensure!(
+        !addresses.is_empty(),
+        "{} has no [bus] endpoints and no [bus] outbound to follow: set [bus] outbound = \"tcp://127.0.0.1:9940\" for the hub to re-publish what it receives there",
+        path.display()
+    );
+    Ok(addresses)
 }
 
 fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow::Result<ExitCode> {
@@ -292,7 +333,9 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
         None
     };
     if let Some(addr) = hub.http_addr() {
-        tracing::info!("metrics at http://{addr}/metrics, state at http://{addr}/state");
+        tracing::info!(
+            "status page at http://{addr}/, metrics at http://{addr}/metrics, state at http://{addr}/state"
+        );
     }
     signal.wait();
     tracing::info!("shutdown requested");

@@ -180,6 +180,102 @@ fn user_prints_one_line_per_message_newest_first() {
 }
 
 #[test]
+fn query_and_user_print_no_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (database, _) = import(dir.path());
+    for args in [&["query", "--user", "ralph"][..], &["user", "ralph"][..]] {
+        // As users run them: no RUST_LOG.
+        let output = Command::new(env!("CARGO_BIN_EXE_fedhub"))
+            .env_remove("RUST_LOG")
+            .args(["history", "--database"])
+            .arg(&database)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(!text(&output.stdout).is_empty(), "{args:?}");
+        assert_eq!(text(&output.stderr), "", "{args:?}: stderr is for problems");
+    }
+}
+
+/// The rows a terminal shows of `typescript` (what `script` recorded): every
+/// run of text between line starts and clears, escape sequences removed.
+fn terminal_segments(typescript: &str) -> Vec<String> {
+    let mut segments = vec![String::new()];
+    let mut chars = typescript.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters final-byte.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                segments.push(String::new());
+            }
+            '\r' | '\n' => segments.push(String::new()),
+            c => segments.last_mut().unwrap().push(c),
+        }
+    }
+    segments
+}
+
+#[test]
+fn the_import_progress_bar_fits_one_terminal_row_and_no_log_line_breaks_it() {
+    let script = fedhub_testkit::find_program(
+        "script",
+        &["/usr/bin/script"],
+        "apt-get install bsdutils (util-linux's script)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut input, _) = lines();
+    // Enough lines for several redraws.
+    for k in 0..20_000 {
+        input.push(
+            json!({"topic": "org.fedoraproject.prod.logger.log", "msg": {"log": k},
+                   "msg_id": format!("2023-00000000-0000-4000-9000-{k:012}"),
+                   "timestamp": T0 + k as f64, "i": 1, "username": "u"})
+            .to_string(),
+        );
+    }
+    let file = dir.path().join("many.jsonl");
+    std::fs::write(&file, input.join("\n") + "\n").unwrap();
+    let database = dir.path().join("history.sqlite");
+    let command = format!(
+        "stty cols 80 rows 24; exec {} history --database {} import {}",
+        env!("CARGO_BIN_EXE_fedhub"),
+        database.display(),
+        file.display()
+    );
+    let output = Command::new(script)
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let typescript = text(&output.stdout);
+    assert!(output.status.success(), "{typescript}");
+    assert!(typescript.contains("100%"), "a bar was drawn: {typescript}");
+    assert!(!typescript.contains("INFO"), "{typescript}");
+    // The summary on stdout is plain text after the bar's full row (a
+    // terminal wraps it, harmlessly): only the bar's rows are measured.
+    for segment in terminal_segments(&typescript) {
+        let bar = segment.split("imported ").next().unwrap_or_default();
+        assert!(
+            bar.trim_end().chars().count() <= 80,
+            "a row wider than the terminal wraps, and its redraw leaves a copy: {segment:?}"
+        );
+    }
+}
+
+#[test]
 fn bad_arguments_are_refused_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let (database, _) = import(dir.path());

@@ -29,6 +29,10 @@ fn a_bad_config_is_refused_with_the_key_named() {
             "[consumers.NullConsumer]\nenabled = true\nsleep_msec = 3\n",
             "sleep_msec",
         ),
+        (
+            "[consumers.NullConsumer]\nenabled = true\ncapacity_message = 10\n",
+            "did you mean capacity_messages?",
+        ),
         ("this is [not toml", "cannot read"),
     ];
     for (text, needle) in cases {

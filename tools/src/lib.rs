@@ -26,6 +26,14 @@ pub enum ToolError {
         /// libzmq's error.
         source: zmq::Error,
     },
+    /// Nothing accepted the connection to the address.
+    #[error("nothing accepted a connection at {address} within {waited_secs:.1} s, so nothing was sent: is the hub running, and is this its [bus] inbound address? (--wait-secs waits longer)")]
+    Unreachable {
+        /// The address.
+        address: String,
+        /// How long publish waited.
+        waited_secs: f64,
+    },
     /// Bad input given to the tool.
     #[error("{0}")]
     Input(String),
@@ -43,4 +51,13 @@ pub(crate) fn socket_error<'a>(
         address: address.to_string(),
         source,
     }
+}
+
+/// Checks that `endpoint` is a ZeroMQ address, naming the option and what was
+/// expected (libzmq itself only says "Invalid argument").
+pub fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ToolError> {
+    fedhub::check_zmq_address(option, endpoint).map_err(|e| match e {
+        fedhub::ConfigError::Invalid(message) => ToolError::Input(message),
+        other => ToolError::Input(other.to_string()),
+    })
 }

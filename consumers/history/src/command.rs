@@ -270,13 +270,13 @@ impl ImportBar {
             indicatif::ProgressBar::hidden()
         } else if let Some(total) = total_bytes.filter(|_| known_size) {
             indicatif::ProgressBar::new(total).with_style(
-                indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}% {msg}")
+                indicatif::ProgressStyle::with_template("[{bar:20}] {percent:>3}% {wide_msg}")
                     .expect("a valid progress template")
                     .progress_chars("#>-"),
             )
         } else {
             indicatif::ProgressBar::new_spinner().with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
                     .expect("a valid progress template"),
             )
         };
@@ -400,7 +400,7 @@ fn import_from_datanommer(
                 );
             }
             indicatif::ProgressBar::new(p.total).with_style(
-                indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}% {msg}")
+                indicatif::ProgressStyle::with_template("[{bar:20}] {percent:>3}% {wide_msg}")
                     .expect("a valid progress template")
                     .progress_chars("#>-"),
             )

@@ -1,9 +1,16 @@
 //! A third-party fedhub consumer, written against fedhub's public API only: it
-//! counts the words in every message's payload, per topic, and serves the counts
-//! at `GET /wordcount` on the hub's HTTP server.
+//! counts the words in every message's payload, per topic, serves the counts at
+//! `GET /wordcount` on the hub's HTTP server and, with `announce_every = N` in
+//! its section, publishes a `wordcount.total` message every N messages.
 //!
-//! Run it with `cargo run -p fedhub-example-wordcount -- [config.toml]`, then feed
-//! it with `fedhub publish --endpoint tcp://127.0.0.1:9941 --topic logger.log --json '{"log": "hello world"}'`.
+//! Run it with `cargo run -- [config.toml]` in this folder (or
+//! `cargo run -p fedhub-example-wordcount -- [config.toml]` in fedhub's
+//! workspace), then feed it with
+//! `fedhub publish --endpoint tcp://127.0.0.1:9941 --topic logger.log --json '{"log": "hello world"}'`.
+//!
+//! Publishing (`ctx.publish`) needs `[publish] bind` or `connect` in the
+//! config; without either it fails with `publishing is not configured`, which
+//! the hub counts as an exception of the consumer and logs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,14 +19,26 @@ use fedhub::actix_web::{web, HttpResponse};
 use fedhub::{
     Config, Consumer, ConsumerError, ConsumerFactory, Context, Envelope, HttpRoutes, HubBuilder,
 };
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 /// Words seen per topic.
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
+/// The consumer's own keys in `[consumers.WordCount]` (the runtime's keys,
+/// `enabled`, `topics`, `capacity_messages`..., are taken out before).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WordCountConfig {
+    /// Publish `wordcount.total` every this many messages (0: never).
+    pub announce_every: u64,
+}
+
 /// Counts words in string values of the payload, per topic.
 pub struct WordCount {
     counts: Counts,
+    config: WordCountConfig,
+    handled: u64,
 }
 
 /// Adds the number of whitespace-separated words in every string inside `value`.
@@ -33,14 +52,44 @@ fn count_words(value: &Value) -> u64 {
 }
 
 impl Consumer for WordCount {
-    fn consume(&mut self, envelope: &Envelope, _ctx: &mut Context) -> Result<(), ConsumerError> {
+    /// On the consumer's thread, before the first message (and after a restart).
+    /// Returning an error here stops the hub's start, naming the consumer.
+    fn start(&mut self, _ctx: &mut Context) -> Result<(), ConsumerError> {
+        eprintln!(
+            "wordcount: started, announcing every {} messages",
+            self.config.announce_every
+        );
+        Ok(())
+    }
+
+    fn consume(&mut self, envelope: &Envelope, ctx: &mut Context) -> Result<(), ConsumerError> {
         let words = envelope.msg().map(count_words).unwrap_or(0);
-        let mut counts = self
+        let total = {
+            let mut counts = self
+                .counts
+                .lock()
+                .map_err(|_| ConsumerError::fatal("word counts lock poisoned"))?;
+            *counts.entry(envelope.topic().to_string()).or_default() += words;
+            counts.values().sum::<u64>()
+        };
+        self.handled += 1;
+        let every = self.config.announce_every;
+        if every > 0 && self.handled.is_multiple_of(every) {
+            // Needs [publish] bind or connect; an error here is counted as an
+            // exception of this consumer (and retried `retries` times).
+            ctx.publish("wordcount.total", json!({ "words": total }))?;
+        }
+        Ok(())
+    }
+
+    /// At shutdown, once the mailbox drained (and before a restart).
+    fn stop(&mut self, _ctx: &mut Context) {
+        let total: u64 = self
             .counts
             .lock()
-            .map_err(|_| ConsumerError::fatal("word counts lock poisoned"))?;
-        *counts.entry(envelope.topic().to_string()).or_default() += words;
-        Ok(())
+            .map(|c| c.values().sum())
+            .unwrap_or_default();
+        eprintln!("wordcount: stopped after {total} words");
     }
 
     fn http_routes(&self) -> Option<HttpRoutes> {
@@ -61,6 +110,7 @@ impl Consumer for WordCount {
         }))
     }
 
+    /// The `module` the moksha monitoring socket shows for this consumer.
     fn module(&self) -> &str {
         "wordcount"
     }
@@ -69,9 +119,14 @@ impl Consumer for WordCount {
 /// The factory that registers `WordCount` with a hub (enabled unless its
 /// `[consumers.WordCount]` section says `enabled = false`).
 pub fn factory() -> ConsumerFactory {
-    ConsumerFactory::new("WordCount", |_settings| {
+    ConsumerFactory::new("WordCount", |settings| {
+        // Typos in the section are named (`#[serde(deny_unknown_fields)]`),
+        // at start and by `--check`, with the runtime's keys listed too.
+        let config: WordCountConfig = settings.parse()?;
         Ok(Box::new(WordCount {
             counts: Arc::default(),
+            config,
+            handled: 0,
         }))
     })
     .enabled_by_default()
@@ -79,6 +134,7 @@ pub fn factory() -> ConsumerFactory {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Without this the hub logs nothing (RUST_LOG=debug for more).
     fedhub::init_logging();
     let path = std::env::args().nth(1).map(std::path::PathBuf::from);
     let config = Config::load(path.as_deref())?;
@@ -97,8 +153,7 @@ mod tests {
 
     #[test]
     fn words_are_counted_in_nested_strings() {
-        let msg =
-            serde_json::json!({"log": "hello big world", "nested": {"list": ["a b", 3, null]}});
+        let msg = json!({"log": "hello big world", "nested": {"list": ["a b", 3, null]}});
         assert_eq!(count_words(&msg), 5);
     }
 }
