@@ -204,7 +204,7 @@ mod tests {
         let (first, second) = quote("fedbadges", &hourly, now);
         let today: i64 = hourly[24..].iter().sum();
         assert_eq!(first, format!("BDG, fedbadges {:+.2}% over yesterday", (today - 24) as f64 * 100.0 / 24.0));
-        assert!(second.starts_with("▁▁▁▆▆█▁▁"), "{second}");
+        assert!(second.starts_with("▁▁▁▆▆█▂▁▁▁▁▆▆█▂▁"), "{second}");
         assert!(second.ends_with("over 24 hours (2026-11-29 14:00 to 2026-11-30 14:00 UTC)"), "{second}");
         assert_eq!(sparkline(&[3, 3]), "▁▁");
     }

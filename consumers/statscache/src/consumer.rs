@@ -294,9 +294,9 @@ impl StatsConsumer {
         }
     }
 
-    fn open(&mut self, ctx: &mut Context) -> Result<(), ConsumerError> {
+    fn open(&mut self, name: &str, registry: &prometheus::Registry, readiness: fedhub::Readiness) -> Result<(), ConsumerError> {
         let url = self.config.database_url().map_err(|e| ConsumerError::fatal(e.to_string()))?;
-        let database = Database::for_consumer(ctx, &url, &self.config.pool_options()).map_err(|e| {
+        let database = Database::open(&url, name, &self.config.pool_options(), registry).map_err(|e| {
             ConsumerError::fatal(format!("cannot open the statscache database: {}", fedhub::error_chain(&e)))
         })?;
         database.migrate(&store::migrations()).map_err(|e| {
@@ -315,7 +315,7 @@ impl StatsConsumer {
                 queue_items: 64,
                 ..WriterOptions::default()
             },
-            database.writer_target(Some(ctx.readiness())),
+            database.writer_target(Some(readiness)),
         )
         .map_err(|e| ConsumerError::fatal(format!("cannot start the statscache writer: {e}")))?;
         *self.shared.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
@@ -370,8 +370,18 @@ impl Consumer for StatsConsumer {
     fn start(&mut self, ctx: &mut Context) -> Result<(), ConsumerError> {
         self.metrics.register(ctx.metrics());
         self.stop.store(false, Ordering::SeqCst);
-        self.open(ctx)?;
-        self.start_backfill()?;
+        // The PostgreSQL client blocks on a runtime of its own, which cannot
+        // start on this (actix) thread: open and prepare on a plain thread.
+        let (name, registry, readiness) = (ctx.name().to_string(), ctx.metrics().clone(), ctx.readiness());
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.open(&name, &registry, readiness)?;
+                    self.start_backfill()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(ConsumerError::fatal("opening the statscache database panicked")))
+        })?;
         let (shared, stop) = (self.shared.clone(), self.stop.clone());
         let interval = Duration::from_millis(self.config.flush_interval_ms);
         self.flusher = Some(

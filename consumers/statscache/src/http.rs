@@ -173,7 +173,7 @@ fn positive(key: &str, value: &str) -> Result<u64, ApiError> {
         .parse::<u64>()
         .ok()
         .filter(|v| *v >= 1)
-        .ok_or_else(|| ApiError::bad(key, format!("{value:?} is not a whole number of at least 1")))
+        .ok_or_else(|| ApiError::bad(key, format!("{value:?} is not a number of rows; expected a whole number of at least 1")))
 }
 
 /// Parses the query of `/api/<ident>`; `key_column` is the plugin's key
