@@ -177,7 +177,8 @@ fn positive(key: &str, value: &str) -> Result<u64, ApiError> {
 }
 
 /// Parses the query of `/api/<ident>`; `key_column` is the plugin's key
-/// column, accepted as a filter. `now` is the default `stop`.
+/// column, accepted as a filter. `now` is the default `stop` (the end of
+/// the open window, for a windowed plugin).
 pub fn parse_rows(
     pairs: &[(String, String)],
     key_column: Option<&str>,
@@ -403,7 +404,11 @@ impl Api {
             Shape::Counts { key } => key,
             Shape::Latest => Some("category"),
         };
-        let mut request = parse_rows(&pairs, key_column, &self.options, crate::now_secs())?;
+        // The default stop is now, or for a windowed plugin the end of the
+        // window open now (its rows are labelled with their end).
+        let now = crate::now_secs();
+        let default_stop = info.window_value.map_or(now, |w| w.bucket_end(now) as f64);
+        let mut request = parse_rows(&pairs, key_column, &self.options, default_stop)?;
         let reader = self.reader()?;
         let shape = info.shape;
         let (page, rpp, limit) = (request.page, request.rows_per_page, request.limit);

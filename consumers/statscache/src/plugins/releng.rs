@@ -63,6 +63,7 @@ impl SubPlugin for Compose {
         };
         let arch = match m.msg().get("arch") {
             None | Some(Value::Null) => "primary",
+            Some(Value::String(a)) if a.is_empty() => "primary",
             Some(Value::String(a)) if !a.is_empty() => a.as_str(),
             Some(_) => return Err(PluginError::missing("msg.arch", "an architecture name")),
         };
