@@ -270,7 +270,32 @@ fn check_failures_are_isolated(addr: SocketAddr, sent: &[Sent]) {
 #[test]
 fn sqlite_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    exercise(&dir.path().join("stats.sqlite").display().to_string());
+    let path = dir.path().join("stats.sqlite");
+    exercise(&path.display().to_string());
+    check_quote(&path);
+}
+
+/// `fedhub stats quote`'s figures, read from the database the hub left.
+fn check_quote(path: &std::path::Path) {
+    use fedhub_statscache::command::{hourly_volume, quote};
+    let url = fedhub_storage::DatabaseUrl::sqlite(path);
+    let database = fedhub_storage::Database::open(&url, "quote", &Default::default(), &prometheus::Registry::new()).unwrap();
+    let reader = fedhub_statscache::Reader::new(database);
+    let sent = corpus(N, T0, 37.0, "aaaaaaaa");
+    let now = T0 + 2.5 * 3600.0;
+    let end = bucket(now, 3600);
+    let hourly = hourly_volume(&reader, "buildsys", now).unwrap();
+    let in_hour = |h: usize| {
+        let label = end - (47 - h as i64) * 3600;
+        sent.iter().filter(|m| m.category() == "buildsys" && bucket(m.timestamp.unwrap(), 3600) == label).count() as i64
+    };
+    let expected: Vec<i64> = (0..48).map(in_hour).collect();
+    assert_eq!(hourly, expected);
+    assert!(hourly.iter().sum::<i64>() > 0);
+    let (first, second) = quote("buildsys", &hourly, now);
+    // Nothing the day before: the change is reported as new.
+    assert_eq!(first, "BLD, buildsys new (none the day before) over yesterday");
+    assert!(second.contains(" over 24 hours (") && second.chars().filter(|c| ('▁'..='█').contains(c)).count() == 24, "{second}");
 }
 
 #[test]
