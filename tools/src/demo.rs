@@ -319,11 +319,19 @@ pub const RELENG_EVERY: u64 = 25;
 /// The `k`th release engineering event, in turn: a compose step finishing,
 /// a cloud image uploaded, an updates repository synced, a live CD built;
 /// `(topic, canonical body)` stamped `timestamp`.
-pub fn releng_frames(k: u64, topic_prefix: &str, environment: &str, timestamp: u64) -> (String, String) {
+pub fn releng_frames(
+    k: u64,
+    topic_prefix: &str,
+    environment: &str,
+    timestamp: u64,
+) -> (String, String) {
     let v = k / RELENG_EVERY / 4;
     let (suffix, msg) = match k / RELENG_EVERY % 4 {
         0 => (
-            ["compose.rawhide.mash.complete", "compose.branched.pungify.start"][(v % 2) as usize],
+            [
+                "compose.rawhide.mash.complete",
+                "compose.branched.pungify.start",
+            ][(v % 2) as usize],
             json!({"arch": (["", "arm"][(v / 2 % 2) as usize])}),
         ),
         1 => (

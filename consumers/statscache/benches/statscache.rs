@@ -30,16 +30,31 @@ use fedhub_tools::demo::Generator;
 use serde_json::{json, Value};
 
 fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Releng events the demo generator does not make, one in 20 messages.
 fn releng(k: u64, ts: f64) -> (String, String) {
     let (suffix, msg) = match k % 4 {
-        0 => ("compose.rawhide.mash.complete", json!({"arch": (if k % 8 == 0 { "arm" } else { "" })})),
-        1 => ("fedimg.image.upload", json!({"status": "completed", "image_name": format!("Fedora-Cloud-Base-rawhide-2026{}.x86_64", k % 97), "destination": (["us-east-1", "eu-west-1"][(k % 2) as usize]), "extra": {"id": format!("ami-{k}")}})),
-        2 => ("bodhi.updates.fedora.sync", json!({"release": format!("f{}", 39 + k % 3), "repo": "updates"})),
-        _ => ("buildsys.task.state.change", json!({"owner": "masher", "method": "livecd", "srpm": "fedora-live-workstation.x86_64", "id": k, "new": "CLOSED"})),
+        0 => (
+            "compose.rawhide.mash.complete",
+            json!({"arch": (if k % 8 == 0 { "arm" } else { "" })}),
+        ),
+        1 => (
+            "fedimg.image.upload",
+            json!({"status": "completed", "image_name": format!("Fedora-Cloud-Base-rawhide-2026{}.x86_64", k % 97), "destination": (["us-east-1", "eu-west-1"][(k % 2) as usize]), "extra": {"id": format!("ami-{k}")}}),
+        ),
+        2 => (
+            "bodhi.updates.fedora.sync",
+            json!({"release": format!("f{}", 39 + k % 3), "repo": "updates"}),
+        ),
+        _ => (
+            "buildsys.task.state.change",
+            json!({"owner": "masher", "method": "livecd", "srpm": "fedora-live-workstation.x86_64", "id": k, "new": "CLOSED"}),
+        ),
     };
     let topic = format!("org.fedoraproject.prod.{suffix}");
     let body = fedhub::to_canonical_string(&json!({
@@ -100,7 +115,8 @@ fn aggregation() {
         std::hint::black_box(fields);
 
         let envelopes = decode(&frames);
-        let mut engine = Engine::new(fedhub_statscache::plugins::builtin(), Metrics::new()).unwrap();
+        let mut engine =
+            Engine::new(fedhub_statscache::plugins::builtin(), Metrics::new()).unwrap();
         let began = Instant::now();
         let mut updates = 0;
         for (i, e) in envelopes.iter().enumerate() {
@@ -114,7 +130,11 @@ fn aggregation() {
         rates.push(rate);
         println!("  run {run}: {rate:>10.0} msg/s with {} plugins ({updates} updates flushed); JSON parse alone {parse:>10.0} msg/s", engine.infos().len());
     }
-    println!("aggregation median: {:.0} msg/s (target >= 100000); JSON parse alone median {:.0} msg/s", median(rates), median(parse_rates));
+    println!(
+        "aggregation median: {:.0} msg/s (target >= 100000); JSON parse alone median {:.0} msg/s",
+        median(rates),
+        median(parse_rates)
+    );
 }
 
 struct Reply {
@@ -130,12 +150,24 @@ fn get(addr: SocketAddr, path: &str) -> Reply {
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let server_ms = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("server-timing: app;dur=").map(str::to_string))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("server-timing: app;dur=")
+                .map(str::to_string)
+        })
         .and_then(|v| v.trim().parse().ok());
-    Reply { status, server_ms, body: body.to_string() }
+    Reply {
+        status,
+        server_ms,
+        body: body.to_string(),
+    }
 }
 
 fn live() {
@@ -146,12 +178,18 @@ fn live() {
     let mut config = fedhub_testkit::config(&bus);
     config.hub.shutdown_grace_secs = 10;
     let history = dir.path().join("history.sqlite").display().to_string();
-    config.consumers.insert("Nommer".into(), section(&[("enabled", json!(true)), ("database", json!(history))]));
+    config.consumers.insert(
+        "Nommer".into(),
+        section(&[("enabled", json!(true)), ("database", json!(history))]),
+    );
     config.consumers.insert(
         "StatsConsumer".into(),
         section(&[
             ("enabled", json!(true)),
-            ("database", json!(dir.path().join("stats.sqlite").display().to_string())),
+            (
+                "database",
+                json!(dir.path().join("stats.sqlite").display().to_string()),
+            ),
             ("history_database", json!("")),
         ]),
     );
@@ -174,7 +212,11 @@ fn live() {
                 let due = (began.elapsed().as_secs_f64() * rate as f64) as u64;
                 while k < due {
                     let ts = fedhub_statscache::now_secs();
-                    let (t, b) = if k % 20 == 19 { releng(k, ts) } else { generator.next_frames(ts as u64) };
+                    let (t, b) = if k % 20 == 19 {
+                        releng(k, ts)
+                    } else {
+                        generator.next_frames(ts as u64)
+                    };
                     bus.send_frames(&[t.as_bytes(), b.as_bytes()]);
                     k += 1;
                 }
@@ -184,14 +226,24 @@ fn live() {
             bus
         })
     };
-    println!("\nlive hub: StatsConsumer + Nommer (SQLite), publishing {rate} msg/s; warming up 10 s");
+    println!(
+        "\nlive hub: StatsConsumer + Nommer (SQLite), publishing {rate} msg/s; warming up 10 s"
+    );
     std::thread::sleep(Duration::from_secs(10));
     let handled = |name: &str| -> f64 {
         let metrics = get(addr, "/metrics").body;
         let series = format!("fedhub_consumer_handled_total{{consumer=\"{name}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     };
-    let (sent0, handled0, began) = (sent.load(Ordering::Relaxed), handled("StatsConsumer"), Instant::now());
+    let (sent0, handled0, began) = (
+        sent.load(Ordering::Relaxed),
+        handled("StatsConsumer"),
+        Instant::now(),
+    );
     let endpoints = [
         "/statscache/api/volume-by-category-1m/latest",
         "/statscache/api/release-engineering-event-logs/latest",
@@ -229,17 +281,29 @@ fn live() {
         let t = Instant::now();
         let mut latest = std::collections::HashMap::new();
         for topic in topics {
-            let r = get(addr, &format!("/datagrepper/raw?topic={topic}&rows_per_page=100&order=desc&delta=86400"));
+            let r = get(
+                addr,
+                &format!("/datagrepper/raw?topic={topic}&rows_per_page=100&order=desc&delta=86400"),
+            );
             assert_eq!(r.status, 200, "{}", r.body);
             let v: Value = serde_json::from_str(&r.body).unwrap();
             for m in v["raw_messages"].as_array().unwrap() {
-                latest.entry((topic, m["msg"]["image_name"].clone(), m["msg"]["release"].clone())).or_insert(m["timestamp"].clone());
+                latest
+                    .entry((
+                        topic,
+                        m["msg"]["image_name"].clone(),
+                        m["msg"]["release"].clone(),
+                    ))
+                    .or_insert(m["timestamp"].clone());
             }
         }
         std::hint::black_box(latest.len());
         grep_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        let r = get(addr, "/statscache/api/release-engineering-event-logs/latest");
+        let r = get(
+            addr,
+            "/statscache/api/release-engineering-event-logs/latest",
+        );
         assert_eq!(r.status, 200);
         cache_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -262,7 +326,10 @@ fn live() {
 
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("statscache benchmark; load average at start: {}", load.trim());
+    println!(
+        "statscache benchmark; load average at start: {}",
+        load.trim()
+    );
     aggregation();
     live();
 }

@@ -122,17 +122,21 @@ impl Backfill {
         }
         let mut from = HashMap::new();
         for info in self.infos.iter() {
-            let limit = info.backfill_limit_secs.unwrap_or(self.default_days * 86_400.0);
+            let limit = info
+                .backfill_limit_secs
+                .unwrap_or(self.default_days * 86_400.0);
             let floor = self.started_at - limit;
             let resume = match (info.shape, info.window_value) {
-                (Shape::Counts { .. }, Some(window)) => match self.reader.last_bucket(&info.ident)? {
-                    Some(last) => {
-                        let deleted = self.reader.revert_counts(&info.ident, last)?;
-                        tracing::debug!(plugin = %info.ident, bucket = last, rows = deleted, "reverted the open window");
-                        window.bucket_start(last) as f64
+                (Shape::Counts { .. }, Some(window)) => {
+                    match self.reader.last_bucket(&info.ident)? {
+                        Some(last) => {
+                            let deleted = self.reader.revert_counts(&info.ident, last)?;
+                            tracing::debug!(plugin = %info.ident, bucket = last, rows = deleted, "reverted the open window");
+                            window.bucket_start(last) as f64
+                        }
+                        None => window.bucket_start(window.bucket_end(floor)) as f64,
                     }
-                    None => window.bucket_start(window.bucket_end(floor)) as f64,
-                },
+                }
                 (Shape::Counts { .. }, None) => continue,
                 (Shape::Latest, _) => self.reader.last_timestamp(&info.ident)?.unwrap_or(floor),
             };
@@ -160,7 +164,11 @@ impl Backfill {
         match self.replay(shared) {
             Ok(()) => {
                 let p = self.progress.get();
-                tracing::info!(replayed = p.replayed_messages, duplicates = p.duplicates, "statscache backfill done");
+                tracing::info!(
+                    replayed = p.replayed_messages,
+                    duplicates = p.duplicates,
+                    "statscache backfill done"
+                );
                 self.progress.update(|p| p.status = "done".into());
             }
             Err(reason) => {
@@ -232,7 +240,12 @@ impl Backfill {
                 p.duplicates += duplicates;
             });
             if page % 100 == 0 || page == pages {
-                tracing::info!(page, pages, replayed = self.progress.get().replayed_messages, "statscache backfill progress");
+                tracing::info!(
+                    page,
+                    pages,
+                    replayed = self.progress.get().replayed_messages,
+                    "statscache backfill progress"
+                );
                 shared.flush().map_err(|e| e.to_string())?;
             }
         }

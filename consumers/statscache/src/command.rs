@@ -27,14 +27,19 @@ use crate::window::Window;
 
 /// `fedhub stats`, as the consumer declares it to the binary.
 pub fn command() -> ConsumerCommand {
-    ConsumerCommand::new("stats", "Statistics (the StatsConsumer's database): quotes", |args| {
-        run(StatsArgs::parse_from(args)).map_err(Into::into)
-    })
+    ConsumerCommand::new(
+        "stats",
+        "Statistics (the StatsConsumer's database): quotes",
+        |args| run(StatsArgs::parse_from(args)).map_err(Into::into),
+    )
 }
 
 /// Options of `fedhub stats`.
 #[derive(Parser)]
-#[command(name = "fedhub stats", about = "Statistics (the StatsConsumer's database): quotes")]
+#[command(
+    name = "fedhub stats",
+    about = "Statistics (the StatsConsumer's database): quotes"
+)]
 pub struct StatsArgs {
     /// The hub's config file: its [consumers.StatsConsumer] section names the database.
     #[arg(short = 'c', long = "config", global = true)]
@@ -63,7 +68,8 @@ fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         Some(path) => {
             let config = Config::load(Some(path))?;
             match config.consumers.get(NAME) {
-                Some(raw) => Settings::new(NAME, ConsumerSection::parse(NAME, raw)?.settings).parse::<StatsConfig>()?,
+                Some(raw) => Settings::new(NAME, ConsumerSection::parse(NAME, raw)?.settings)
+                    .parse::<StatsConfig>()?,
                 None => StatsConfig::default(),
             }
         }
@@ -77,8 +83,13 @@ fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     if url.sqlite_path().is_some_and(|p| !p.exists()) {
         bail!("the statistics database {url} does not exist: run the hub with [consumers.{NAME}] enabled first, or give --database");
     }
-    let database = Database::open(&url, NAME, &PoolOptions::default(), &prometheus::Registry::new())
-        .with_context(|| format!("opening {url}"))?;
+    let database = Database::open(
+        &url,
+        NAME,
+        &PoolOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .with_context(|| format!("opening {url}"))?;
     let reader = Reader::new(database);
     match args.command {
         StatsCommand::Quote { category, at } => {
@@ -106,11 +117,20 @@ pub fn hourly_volume(reader: &Reader, category: &str, now: f64) -> anyhow::Resul
         length: 48,
     };
     let (_, rows) = reader
-        .rows("volume-by-category-1h", Shape::Counts { key: Some("category") }, &q)
+        .rows(
+            "volume-by-category-1h",
+            Shape::Counts {
+                key: Some("category"),
+            },
+            &q,
+        )
         .context("reading volume-by-category-1h")?;
     let mut hours = vec![0i64; 48];
     for row in rows {
-        if let Row::Count { timestamp, volume, .. } = row {
+        if let Row::Count {
+            timestamp, volume, ..
+        } = row
+        {
             let index = (timestamp - first) / 3600;
             if (0..48).contains(&index) {
                 hours[index as usize] = volume;
@@ -123,7 +143,10 @@ pub fn hourly_volume(reader: &Reader, category: &str, now: f64) -> anyhow::Resul
 /// A ticker symbol for a category: its consonants (a leading `fed` left out),
 /// the first three, in capitals (`fedbadges` → `BDG`).
 pub fn symbol(category: &str) -> String {
-    let name = category.strip_prefix("fed").filter(|r| !r.is_empty()).unwrap_or(category);
+    let name = category
+        .strip_prefix("fed")
+        .filter(|r| !r.is_empty())
+        .unwrap_or(category);
     let consonants: String = name
         .chars()
         .filter(|c| c.is_ascii_alphabetic() && !"aeiouAEIOU".contains(*c))
@@ -139,10 +162,19 @@ pub fn symbol(category: &str) -> String {
 /// Bars for `values`, lowest `▁` to highest `█`.
 pub fn sparkline(values: &[i64]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let (min, max) = (values.iter().copied().min().unwrap_or(0), values.iter().copied().max().unwrap_or(0));
+    let (min, max) = (
+        values.iter().copied().min().unwrap_or(0),
+        values.iter().copied().max().unwrap_or(0),
+    );
     values
         .iter()
-        .map(|&v| if max == min { BARS[0] } else { BARS[((v - min) * 7 / (max - min)) as usize] })
+        .map(|&v| {
+            if max == min {
+                BARS[0]
+            } else {
+                BARS[((v - min) * 7 / (max - min)) as usize]
+            }
+        })
         .collect()
 }
 
@@ -159,7 +191,11 @@ fn utc(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rest / 3600, rest % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }
 
 /// The two lines of a quote, from 48 hourly counts (oldest first) ending
@@ -169,7 +205,11 @@ pub fn quote(category: &str, hourly: &[i64], now: f64) -> (String, String) {
     let (yesterday, today) = hourly.split_at(split);
     let (before, after) = (yesterday.iter().sum::<i64>(), today.iter().sum::<i64>());
     let change = if before == 0 {
-        if after == 0 { "+0.00%".to_string() } else { "new (none the day before)".to_string() }
+        if after == 0 {
+            "+0.00%".to_string()
+        } else {
+            "new (none the day before)".to_string()
+        }
     } else {
         format!("{:+.2}%", (after - before) as f64 * 100.0 / before as f64)
     };
@@ -203,9 +243,18 @@ mod tests {
         let now = 1_796_045_400.0;
         let (first, second) = quote("fedbadges", &hourly, now);
         let today: i64 = hourly[24..].iter().sum();
-        assert_eq!(first, format!("BDG, fedbadges {:+.2}% over yesterday", (today - 24) as f64 * 100.0 / 24.0));
+        assert_eq!(
+            first,
+            format!(
+                "BDG, fedbadges {:+.2}% over yesterday",
+                (today - 24) as f64 * 100.0 / 24.0
+            )
+        );
         assert!(second.starts_with("▁▁▁▆▆█▂▁▁▁▁▆▆█▂▁"), "{second}");
-        assert!(second.ends_with("over 24 hours (2026-11-29 14:00 to 2026-11-30 14:00 UTC)"), "{second}");
+        assert!(
+            second.ends_with("over 24 hours (2026-11-29 14:00 to 2026-11-30 14:00 UTC)"),
+            "{second}"
+        );
         assert_eq!(sparkline(&[3, 3]), "▁▁");
     }
 }

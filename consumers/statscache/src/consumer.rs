@@ -95,7 +95,9 @@ impl Default for StatsConfig {
 }
 
 fn invalid(key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
-    ConfigError::Invalid(format!("[consumers.{NAME}] {key} = {value}: expected {expected}"))
+    ConfigError::Invalid(format!(
+        "[consumers.{NAME}] {key} = {value}: expected {expected}"
+    ))
 }
 
 impl StatsConfig {
@@ -103,13 +105,25 @@ impl StatsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.database_url()?;
         if !(10..=600_000).contains(&self.flush_interval_ms) {
-            return Err(invalid("flush_interval_ms", self.flush_interval_ms, "10 to 600000 milliseconds"));
+            return Err(invalid(
+                "flush_interval_ms",
+                self.flush_interval_ms,
+                "10 to 600000 milliseconds",
+            ));
         }
         if !(1..=10_000_000).contains(&self.flush_messages) {
-            return Err(invalid("flush_messages", self.flush_messages, "1 to 10000000 messages"));
+            return Err(invalid(
+                "flush_messages",
+                self.flush_messages,
+                "1 to 10000000 messages",
+            ));
         }
         if !(1..=100_000).contains(&self.max_rows_per_page) {
-            return Err(invalid("max_rows_per_page", self.max_rows_per_page, "1 to 100000 rows"));
+            return Err(invalid(
+                "max_rows_per_page",
+                self.max_rows_per_page,
+                "1 to 100000 rows",
+            ));
         }
         if self.default_rows_per_page == 0 || self.default_rows_per_page > self.max_rows_per_page {
             return Err(invalid(
@@ -119,16 +133,34 @@ impl StatsConfig {
             ));
         }
         if self.max_limit == 0 {
-            return Err(invalid("max_limit", self.max_limit, "a positive number of rows"));
+            return Err(invalid(
+                "max_limit",
+                self.max_limit,
+                "a positive number of rows",
+            ));
         }
         if !self.backfill_days.is_finite() || self.backfill_days < 0.0 {
-            return Err(invalid("backfill_days", self.backfill_days, "0 or more days"));
+            return Err(invalid(
+                "backfill_days",
+                self.backfill_days,
+                "0 or more days",
+            ));
         }
-        if !self.backfill_overlap_secs.is_finite() || !(0.0..=86_400.0).contains(&self.backfill_overlap_secs) {
-            return Err(invalid("backfill_overlap_secs", self.backfill_overlap_secs, "0 to 86400 seconds"));
+        if !self.backfill_overlap_secs.is_finite()
+            || !(0.0..=86_400.0).contains(&self.backfill_overlap_secs)
+        {
+            return Err(invalid(
+                "backfill_overlap_secs",
+                self.backfill_overlap_secs,
+                "0 to 86400 seconds",
+            ));
         }
         if self.max_connections == 0 || self.max_connections > 1000 {
-            return Err(invalid("max_connections", self.max_connections, "1 to 1000 connections"));
+            return Err(invalid(
+                "max_connections",
+                self.max_connections,
+                "1 to 1000 connections",
+            ));
         }
         Ok(())
     }
@@ -136,7 +168,10 @@ impl StatsConfig {
     /// The `database` setting, parsed.
     pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
         DatabaseUrl::parse(&self.database).map_err(|e| {
-            ConfigError::Invalid(format!("[consumers.{NAME}] database: {}", fedhub::error_chain(&e)))
+            ConfigError::Invalid(format!(
+                "[consumers.{NAME}] database: {}",
+                fedhub::error_chain(&e)
+            ))
         })
     }
 
@@ -161,11 +196,18 @@ impl StatsConfig {
         if !unknown.is_empty() {
             return Err(ConfigError::Invalid(format!(
                 "[consumers.{NAME}] plugins: unknown plugin(s) {}: expected idents among {}",
-                unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", "),
+                unknown
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 known.join(", ")
             )));
         }
-        Ok(all.into_iter().filter(|p| self.plugins.contains(&p.ident())).collect())
+        Ok(all
+            .into_iter()
+            .filter(|p| self.plugins.contains(&p.ident()))
+            .collect())
     }
 }
 
@@ -193,7 +235,10 @@ impl Live {
         let infos = self.engine.idents();
         Some(Flush {
             id: uuid::Uuid::new_v4().to_string(),
-            updates: updates.into_iter().map(|(i, u)| (infos[i].clone(), u)).collect(),
+            updates: updates
+                .into_iter()
+                .map(|(i, u)| (infos[i].clone(), u))
+                .collect(),
             holds: std::mem::take(&mut self.holds),
             messages: std::mem::take(&mut self.messages),
         })
@@ -209,11 +254,17 @@ pub(crate) struct Shared {
 impl Shared {
     /// Takes what is pending and hands it to the writer.
     pub(crate) fn flush(&self) -> Result<(), ConsumerError> {
-        let flush = self.live.lock().unwrap_or_else(|p| p.into_inner()).take_flush();
+        let flush = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_flush();
         if let Some(flush) = flush {
             let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             match writer.as_ref() {
-                Some(w) => w.submit(flush).map_err(|e| ConsumerError::fatal(e.to_string()))?,
+                Some(w) => w
+                    .submit(flush)
+                    .map_err(|e| ConsumerError::fatal(e.to_string()))?,
                 None => return Err(ConsumerError::fatal("statscache writer is not running")),
             }
         }
@@ -242,7 +293,10 @@ impl StatsConsumer {
 
     /// The consumer with `plugins` (a third party's with or instead of the
     /// built-ins), narrowed to those `config.plugins` names.
-    pub fn with_plugins(config: StatsConfig, plugins: Vec<Box<dyn Plugin>>) -> Result<StatsConsumer, ConfigError> {
+    pub fn with_plugins(
+        config: StatsConfig,
+        plugins: Vec<Box<dyn Plugin>>,
+    ) -> Result<StatsConsumer, ConfigError> {
         config.validate()?;
         let plugins = config.select(plugins)?;
         let metrics = Metrics::new();
@@ -294,13 +348,28 @@ impl StatsConsumer {
         }
     }
 
-    fn open(&mut self, name: &str, registry: &prometheus::Registry, readiness: fedhub::Readiness) -> Result<(), ConsumerError> {
-        let url = self.config.database_url().map_err(|e| ConsumerError::fatal(e.to_string()))?;
-        let database = Database::open(&url, name, &self.config.pool_options(), registry).map_err(|e| {
-            ConsumerError::fatal(format!("cannot open the statscache database: {}", fedhub::error_chain(&e)))
-        })?;
+    fn open(
+        &mut self,
+        name: &str,
+        registry: &prometheus::Registry,
+        readiness: fedhub::Readiness,
+    ) -> Result<(), ConsumerError> {
+        let url = self
+            .config
+            .database_url()
+            .map_err(|e| ConsumerError::fatal(e.to_string()))?;
+        let database =
+            Database::open(&url, name, &self.config.pool_options(), registry).map_err(|e| {
+                ConsumerError::fatal(format!(
+                    "cannot open the statscache database: {}",
+                    fedhub::error_chain(&e)
+                ))
+            })?;
         database.migrate(&store::migrations()).map_err(|e| {
-            ConsumerError::fatal(format!("cannot prepare the statscache schema: {}", fedhub::error_chain(&e)))
+            ConsumerError::fatal(format!(
+                "cannot prepare the statscache schema: {}",
+                fedhub::error_chain(&e)
+            ))
         })?;
         let sink_db = database.clone();
         let sink = TransactionSink::new(database.clone(), move |tx, flushes: &[Flush]| {
@@ -319,12 +388,17 @@ impl StatsConsumer {
         )
         .map_err(|e| ConsumerError::fatal(format!("cannot start the statscache writer: {e}")))?;
         *self.shared.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
-        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Reader::new(database)));
+        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(Reader::new(database)));
         Ok(())
     }
 
     fn start_backfill(&mut self) -> Result<(), ConsumerError> {
-        let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let reader = self
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let Some(reader) = reader else { return Ok(()) };
         let history = self.config.history_database.trim().to_string();
         let now = crate::now_secs();
@@ -340,7 +414,10 @@ impl StatsConsumer {
         };
         // Reverting the open windows must happen before the first live flush.
         let from = backfill.prepare().map_err(|e| {
-            ConsumerError::fatal(format!("cannot prepare the statscache backfill: {}", fedhub::error_chain(&e)))
+            ConsumerError::fatal(format!(
+                "cannot prepare the statscache backfill: {}",
+                fedhub::error_chain(&e)
+            ))
         })?;
         let Some(from) = from else { return Ok(()) };
         {
@@ -360,7 +437,9 @@ impl StatsConsumer {
                     let mut live = shared.live.lock().unwrap_or_else(|p| p.into_inner());
                     live.overlap_until = Some(Instant::now() + grace);
                 })
-                .map_err(|e| ConsumerError::fatal(format!("cannot start the backfill thread: {e}")))?,
+                .map_err(|e| {
+                    ConsumerError::fatal(format!("cannot start the backfill thread: {e}"))
+                })?,
         );
         Ok(())
     }
@@ -372,7 +451,11 @@ impl Consumer for StatsConsumer {
         self.stop.store(false, Ordering::SeqCst);
         // The PostgreSQL client blocks on a runtime of its own, which cannot
         // start on this (actix) thread: open and prepare on a plain thread.
-        let (name, registry, readiness) = (ctx.name().to_string(), ctx.metrics().clone(), ctx.readiness());
+        let (name, registry, readiness) = (
+            ctx.name().to_string(),
+            ctx.metrics().clone(),
+            ctx.readiness(),
+        );
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -380,7 +463,11 @@ impl Consumer for StatsConsumer {
                     self.start_backfill()
                 })
                 .join()
-                .unwrap_or_else(|_| Err(ConsumerError::fatal("opening the statscache database panicked")))
+                .unwrap_or_else(|_| {
+                    Err(ConsumerError::fatal(
+                        "opening the statscache database panicked",
+                    ))
+                })
         })?;
         let (shared, stop) = (self.shared.clone(), self.stop.clone());
         let interval = Duration::from_millis(self.config.flush_interval_ms);
@@ -399,7 +486,9 @@ impl Consumer for StatsConsumer {
                         }
                     }
                 })
-                .map_err(|e| ConsumerError::fatal(format!("cannot start the flusher thread: {e}")))?,
+                .map_err(|e| {
+                    ConsumerError::fatal(format!("cannot start the flusher thread: {e}"))
+                })?,
         );
         tracing::info!(
             consumer = ctx.name(),
@@ -432,7 +521,10 @@ impl Consumer for StatsConsumer {
 
     fn stop(&mut self, ctx: &mut Context) {
         self.stop.store(true, Ordering::SeqCst);
-        for handle in [self.backfill.take(), self.flusher.take()].into_iter().flatten() {
+        for handle in [self.backfill.take(), self.flusher.take()]
+            .into_iter()
+            .flatten()
+        {
             if handle.join().is_err() {
                 tracing::error!("a statscache thread panicked");
             }
@@ -440,7 +532,13 @@ impl Consumer for StatsConsumer {
         if let Err(e) = self.shared.flush() {
             tracing::error!(error = %e, "statscache: last flush failed");
         }
-        if let Some(writer) = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(writer) = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             writer.shutdown();
         }
         tracing::info!(consumer = ctx.name(), "statistics consumer stopped");
@@ -468,7 +566,10 @@ impl Consumer for StatsConsumer {
 /// Whether a live message was already counted by the backfill (or will be
 /// skipped by it): msg_ids in the overlap window are compared.
 fn is_duplicate(live: &mut Live, message: &Message<'_>) -> bool {
-    if live.overlap_until.is_some_and(|until| Instant::now() >= until) {
+    if live
+        .overlap_until
+        .is_some_and(|until| Instant::now() >= until)
+    {
         live.overlap_active = false;
         live.overlap_ids = HashSet::new();
         return false;

@@ -107,7 +107,10 @@ pub fn negotiate(format: Option<&str>, accept: Option<&str>) -> Result<Format, A
             "json" => Ok(Format::Json),
             "jsonp" | "js" | "javascript" => Ok(Format::Javascript),
             "csv" => Ok(Format::Csv),
-            other => Err(ApiError::bad("format", format!("{other:?} is not a format; expected json, jsonp or csv"))),
+            other => Err(ApiError::bad(
+                "format",
+                format!("{other:?} is not a format; expected json, jsonp or csv"),
+            )),
         };
     }
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
@@ -127,7 +130,12 @@ pub fn negotiate(format: Option<&str>, accept: Option<&str>) -> Result<Format, A
         let candidates: Vec<(usize, Format)> = match media.as_str() {
             "*/*" | "application/*" => vec![(0, Format::Json)],
             "text/*" => vec![(1, Format::Json)],
-            m => TYPES.iter().enumerate().filter(|(_, (t, _))| *t == m).map(|(i, (_, f))| (i, *f)).collect(),
+            m => TYPES
+                .iter()
+                .enumerate()
+                .filter(|(_, (t, _))| *t == m)
+                .map(|(i, (_, f))| (i, *f))
+                .collect(),
         };
         for (rank, f) in candidates {
             if best.is_none_or(|(bq, br, _)| q > bq || (q == bq && rank < br)) {
@@ -164,7 +172,12 @@ fn number(key: &str, value: &str) -> Result<f64, ApiError> {
         .parse::<f64>()
         .ok()
         .filter(|v| v.is_finite())
-        .ok_or_else(|| ApiError::bad(key, format!("{value:?} is not a number; expected Unix seconds such as 1700000000.5")))
+        .ok_or_else(|| {
+            ApiError::bad(
+                key,
+                format!("{value:?} is not a number; expected Unix seconds such as 1700000000.5"),
+            )
+        })
 }
 
 fn positive(key: &str, value: &str) -> Result<u64, ApiError> {
@@ -173,7 +186,12 @@ fn positive(key: &str, value: &str) -> Result<u64, ApiError> {
         .parse::<u64>()
         .ok()
         .filter(|v| *v >= 1)
-        .ok_or_else(|| ApiError::bad(key, format!("{value:?} is not a number of rows; expected a whole number of at least 1")))
+        .ok_or_else(|| {
+            ApiError::bad(
+                key,
+                format!("{value:?} is not a number of rows; expected a whole number of at least 1"),
+            )
+        })
 }
 
 /// Parses the query of `/api/<ident>`; `key_column` is the plugin's key
@@ -189,32 +207,63 @@ pub fn parse_rows(
     for (k, _) in pairs {
         let known = matches!(
             k.as_str(),
-            "start" | "stop" | "order" | "limit" | "page" | "rows_per_page" | "callback" | "format" | "_"
+            "start"
+                | "stop"
+                | "order"
+                | "limit"
+                | "page"
+                | "rows_per_page"
+                | "callback"
+                | "format"
+                | "_"
         ) || Some(k.as_str()) == key_column;
         if !known {
-            let mut expected = "start, stop, order, limit, page, rows_per_page, callback, format".to_string();
+            let mut expected =
+                "start, stop, order, limit, page, rows_per_page, callback, format".to_string();
             if let Some(c) = key_column {
                 expected.push_str(", ");
                 expected.push_str(c);
             }
-            return Err(ApiError::bad(k, format!("unknown parameter; expected one of {expected}")));
+            return Err(ApiError::bad(
+                k,
+                format!("unknown parameter; expected one of {expected}"),
+            ));
         }
         if !seen.insert(k.as_str()) {
-            return Err(ApiError::bad(k, "given more than once; expected a single value"));
+            return Err(ApiError::bad(
+                k,
+                "given more than once; expected a single value",
+            ));
         }
     }
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     let start = get("start").map(|v| number("start", v)).transpose()?;
-    let stop = get("stop").map(|v| number("stop", v)).transpose()?.unwrap_or(now);
+    let stop = get("stop")
+        .map(|v| number("stop", v))
+        .transpose()?
+        .unwrap_or(now);
     if let Some(start) = start {
         if start > stop {
-            return Err(ApiError::bad("start", format!("{start} is after stop ({stop}); expected start <= stop")));
+            return Err(ApiError::bad(
+                "start",
+                format!("{start} is after stop ({stop}); expected start <= stop"),
+            ));
         }
     }
     let order = match get("order") {
         None | Some("desc") => Order::Desc,
         Some("asc") => Order::Asc,
-        Some(other) => return Err(ApiError::bad("order", format!("{other:?}; expected asc or desc"))),
+        Some(other) => {
+            return Err(ApiError::bad(
+                "order",
+                format!("{other:?}; expected asc or desc"),
+            ))
+        }
     };
     let mut capped = Vec::new();
     let limit = match get("limit") {
@@ -227,13 +276,19 @@ pub fn parse_rows(
             Some(asked.min(options.max_limit))
         }
     };
-    let page = get("page").map(|v| positive("page", v)).transpose()?.unwrap_or(1);
+    let page = get("page")
+        .map(|v| positive("page", v))
+        .transpose()?
+        .unwrap_or(1);
     let rows_per_page = match get("rows_per_page") {
         None => options.default_rows_per_page,
         Some(v) => {
             let asked = positive("rows_per_page", v)?;
             if asked > options.max_rows_per_page {
-                capped.push(format!("rows_per_page={} (asked {asked})", options.max_rows_per_page));
+                capped.push(format!(
+                    "rows_per_page={} (asked {asked})",
+                    options.max_rows_per_page
+                ));
             }
             asked.min(options.max_rows_per_page)
         }
@@ -245,7 +300,14 @@ pub fn parse_rows(
         }
     }
     Ok(RowsRequest {
-        query: RowsQuery { start, stop, key, order, offset: 0, length: rows_per_page },
+        query: RowsQuery {
+            start,
+            stop,
+            key,
+            order,
+            offset: 0,
+            length: rows_per_page,
+        },
         limit,
         page,
         rows_per_page,
@@ -254,26 +316,45 @@ pub fn parse_rows(
 }
 
 /// Where a page lies: (offset, length, pages), or the 400 of a page past the end.
-pub fn paginate(total: u64, limit: Option<u64>, page: u64, rows_per_page: u64) -> Result<(u64, u64, u64), ApiError> {
+pub fn paginate(
+    total: u64,
+    limit: Option<u64>,
+    page: u64,
+    rows_per_page: u64,
+) -> Result<(u64, u64, u64), ApiError> {
     let items = limit.map_or(total, |l| l.min(total));
     let pages = items.div_ceil(rows_per_page).max(1);
     if page > pages {
-        return Err(ApiError::bad("page", format!("page {page} is past the end: there are {pages} page(s) of {rows_per_page} rows")));
+        return Err(ApiError::bad(
+            "page",
+            format!(
+                "page {page} is past the end: there are {pages} page(s) of {rows_per_page} rows"
+            ),
+        ));
     }
     let offset = (page - 1) * rows_per_page;
-    Ok((offset, rows_per_page.min(items.saturating_sub(offset)), pages))
+    Ok((
+        offset,
+        rows_per_page.min(items.saturating_sub(offset)),
+        pages,
+    ))
 }
 
 /// A JSON-P callback must be a JavaScript name (dotted).
 fn check_callback(callback: &str) -> Result<(), ApiError> {
     let ok = !callback.is_empty()
         && callback.len() <= 128
-        && callback.chars().all(|c| c.is_ascii_alphanumeric() || "_$.".contains(c))
+        && callback
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_$.".contains(c))
         && !callback.starts_with(|c: char| c.is_ascii_digit());
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad("callback", "expected a JavaScript function name (letters, digits, _ $ .)"))
+        Err(ApiError::bad(
+            "callback",
+            "expected a JavaScript function name (letters, digits, _ $ .)",
+        ))
     }
 }
 
@@ -297,7 +378,10 @@ pub fn to_csv(rows: &[Value], columns: &[&str]) -> String {
     let mut out = columns.join(",");
     out.push('\n');
     for row in rows {
-        let fields: Vec<String> = columns.iter().map(|c| csv_field(row.get(*c).unwrap_or(&Value::Null))).collect();
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|c| csv_field(row.get(*c).unwrap_or(&Value::Null)))
+            .collect();
         out.push_str(&fields.join(","));
         out.push('\n');
     }
@@ -307,23 +391,38 @@ pub fn to_csv(rows: &[Value], columns: &[&str]) -> String {
 fn cors(builder: &mut fedhub::actix_web::HttpResponseBuilder) {
     builder
         .insert_header(("Access-Control-Allow-Origin", "*"))
-        .insert_header(("Access-Control-Expose-Headers", "Link, X-Link-Number, X-Link-Count, X-Capped, Server-Timing"));
+        .insert_header((
+            "Access-Control-Expose-Headers",
+            "Link, X-Link-Number, X-Link-Count, X-Capped, Server-Timing",
+        ));
 }
 
-fn respond(format: Format, callback: Option<&str>, body: &Value, csv: impl FnOnce() -> String) -> HttpResponse {
+fn respond(
+    format: Format,
+    callback: Option<&str>,
+    body: &Value,
+    csv: impl FnOnce() -> String,
+) -> HttpResponse {
     let mut builder = HttpResponse::Ok();
     cors(&mut builder);
     match (format, callback) {
         (Format::Csv, _) => builder.content_type("text/csv; charset=utf-8").body(csv()),
-        (_, Some(cb)) => builder.content_type("application/javascript").body(format!("{cb}({body})")),
-        (Format::Javascript, None) => builder.content_type("application/javascript").body(body.to_string()),
-        (Format::Json, None) => builder.content_type("application/json").body(body.to_string()),
+        (_, Some(cb)) => builder
+            .content_type("application/javascript")
+            .body(format!("{cb}({body})")),
+        (Format::Javascript, None) => builder
+            .content_type("application/javascript")
+            .body(body.to_string()),
+        (Format::Json, None) => builder
+            .content_type("application/json")
+            .body(body.to_string()),
     }
 }
 
 fn error_response(e: &ApiError, metrics: &Metrics) -> HttpResponse {
     metrics.bad_requests.with_label_values(&[&e.reason()]).inc();
-    let mut builder = HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
+    let mut builder =
+        HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
     cors(&mut builder);
     if e.status == 406 {
         return builder.content_type("text/plain").body(e.message.clone());
@@ -335,7 +434,9 @@ fn error_response(e: &ApiError, metrics: &Metrics) -> HttpResponse {
     if let Some((k, v)) = &e.extra {
         body[k] = v.clone();
     }
-    builder.content_type("application/json").body(body.to_string())
+    builder
+        .content_type("application/json")
+        .body(body.to_string())
 }
 
 fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
@@ -345,8 +446,16 @@ fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
 }
 
 /// The format and callback of a request.
-fn format_of(req: &HttpRequest, pairs: &[(String, String)]) -> Result<(Format, Option<String>), ApiError> {
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+fn format_of(
+    req: &HttpRequest,
+    pairs: &[(String, String)],
+) -> Result<(Format, Option<String>), ApiError> {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
     let format = negotiate(get("format"), accept)?;
     let callback = get("callback").map(str::to_string);
@@ -368,21 +477,33 @@ struct Api {
 
 impl Api {
     fn plugin(&self, ident: &str) -> Result<&PluginInfo, ApiError> {
-        self.infos.iter().find(|i| i.ident == ident).ok_or_else(|| ApiError {
-            status: 404,
-            parameter: None,
-            message: format!("No such model for {ident:?}: expected one of the idents listed in \"idents\""),
-            extra: Some(("idents".into(), json!(self.infos.iter().map(|i| &i.ident).collect::<Vec<_>>()))),
-        })
+        self.infos
+            .iter()
+            .find(|i| i.ident == ident)
+            .ok_or_else(|| ApiError {
+                status: 404,
+                parameter: None,
+                message: format!(
+                    "No such model for {ident:?}: expected one of the idents listed in \"idents\""
+                ),
+                extra: Some((
+                    "idents".into(),
+                    json!(self.infos.iter().map(|i| &i.ident).collect::<Vec<_>>()),
+                )),
+            })
     }
 
     fn reader(&self) -> Result<Arc<Reader>, ApiError> {
-        self.reader.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(ApiError {
-            status: 503,
-            parameter: None,
-            message: "the statistics database is not open yet".into(),
-            extra: None,
-        })
+        self.reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ApiError {
+                status: 503,
+                parameter: None,
+                message: "the statistics database is not open yet".into(),
+                extra: None,
+            })
     }
 
     fn index(&self, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -391,7 +512,10 @@ impl Api {
         let body = json!(self.infos.as_ref());
         Ok(respond(format, callback.as_deref(), &body, || {
             let rows: Vec<Value> = self.infos.iter().map(|i| json!(i)).collect();
-            to_csv(&rows, &["ident", "name", "summary", "description", "window"])
+            to_csv(
+                &rows,
+                &["ident", "name", "summary", "description", "window"],
+            )
         }))
     }
 
@@ -421,22 +545,42 @@ impl Api {
             let (offset, length, pages) = paginate(total, limit, page, rpp)?;
             q.offset = offset;
             q.length = length;
-            let rows = if length == 0 { Vec::new() } else { reader.rows(&ident, shape, &q).map_err(db_error)?.1 };
+            let rows = if length == 0 {
+                Vec::new()
+            } else {
+                reader.rows(&ident, shape, &q).map_err(db_error)?.1
+            };
             Ok((rows, pages))
         })
         .await
-        .map_err(|e| ApiError { status: 500, parameter: None, message: e.to_string(), extra: None })?;
+        .map_err(|e| ApiError {
+            status: 500,
+            parameter: None,
+            message: e.to_string(),
+            extra: None,
+        })?;
         let (rows, pages) = result?;
         request.query.length = rows.len() as u64;
         let values: Vec<Value> = rows.iter().map(|r| r.to_json(shape)).collect();
-        let mut response = respond(format, callback.as_deref(), &Value::Array(values.clone()), || to_csv(&values, &shape.columns()));
+        let mut response = respond(
+            format,
+            callback.as_deref(),
+            &Value::Array(values.clone()),
+            || to_csv(&values, &shape.columns()),
+        );
         let headers = response.headers_mut();
         let mut links = Vec::new();
         if page > 1 {
-            links.push(format!("<{}>; rel=\"previous\"", page_link(&req, &pairs, page - 1)));
+            links.push(format!(
+                "<{}>; rel=\"previous\"",
+                page_link(&req, &pairs, page - 1)
+            ));
         }
         if page < pages {
-            links.push(format!("<{}>; rel=\"next\"", page_link(&req, &pairs, page + 1)));
+            links.push(format!(
+                "<{}>; rel=\"next\"",
+                page_link(&req, &pairs, page + 1)
+            ));
         }
         use fedhub::actix_web::http::header::{HeaderName, HeaderValue};
         let mut set = |name: &'static str, value: String| {
@@ -452,7 +596,10 @@ impl Api {
         if !request.capped.is_empty() {
             set("x-capped", request.capped.join(", "));
         }
-        set("server-timing", format!("app;dur={:.3}", began.elapsed().as_secs_f64() * 1000.0));
+        set(
+            "server-timing",
+            format!("app;dur={:.3}", began.elapsed().as_secs_f64() * 1000.0),
+        );
         Ok(response)
     }
 
@@ -466,20 +613,49 @@ impl Api {
             Shape::Latest => Some("category"),
         };
         for (k, _) in &pairs {
-            if !matches!(k.as_str(), "callback" | "format" | "_") && Some(k.as_str()) != key_column {
-                return Err(ApiError::bad(k, format!("unknown parameter; expected callback, format{}", key_column.map(|c| format!(" or {c}")).unwrap_or_default())));
+            if !matches!(k.as_str(), "callback" | "format" | "_") && Some(k.as_str()) != key_column
+            {
+                return Err(ApiError::bad(
+                    k,
+                    format!(
+                        "unknown parameter; expected callback, format{}",
+                        key_column.map(|c| format!(" or {c}")).unwrap_or_default()
+                    ),
+                ));
             }
         }
-        let key = key_column.and_then(|c| pairs.iter().find(|(k, _)| k == c)).map(|(_, v)| v.clone());
+        let key = key_column
+            .and_then(|c| pairs.iter().find(|(k, _)| k == c))
+            .map(|(_, v)| v.clone());
         let reader = self.reader()?;
         let (shape, max) = (info.shape, self.options.max_limit);
-        let rows: Vec<Row> = web::block(move || reader.latest(&ident, shape, key.as_deref(), max).map_err(db_error))
-            .await
-            .map_err(|e| ApiError { status: 500, parameter: None, message: e.to_string(), extra: None })??;
+        let rows: Vec<Row> = web::block(move || {
+            reader
+                .latest(&ident, shape, key.as_deref(), max)
+                .map_err(db_error)
+        })
+        .await
+        .map_err(|e| ApiError {
+            status: 500,
+            parameter: None,
+            message: e.to_string(),
+            extra: None,
+        })??;
         let values: Vec<Value> = rows.iter().map(|r| r.to_json(shape)).collect();
-        let mut response = respond(format, callback.as_deref(), &Value::Array(values.clone()), || to_csv(&values, &shape.columns()));
-        if let Ok(v) = fedhub::actix_web::http::header::HeaderValue::from_str(&format!("app;dur={:.3}", began.elapsed().as_secs_f64() * 1000.0)) {
-            response.headers_mut().insert(fedhub::actix_web::http::header::HeaderName::from_static("server-timing"), v);
+        let mut response = respond(
+            format,
+            callback.as_deref(),
+            &Value::Array(values.clone()),
+            || to_csv(&values, &shape.columns()),
+        );
+        if let Ok(v) = fedhub::actix_web::http::header::HeaderValue::from_str(&format!(
+            "app;dur={:.3}",
+            began.elapsed().as_secs_f64() * 1000.0
+        )) {
+            response.headers_mut().insert(
+                fedhub::actix_web::http::header::HeaderName::from_static("server-timing"),
+                v,
+            );
         }
         Ok(response)
     }
@@ -489,7 +665,12 @@ impl Api {
         let pairs = query_pairs(req);
         let (format, callback) = format_of(req, &pairs)?;
         if format == Format::Csv {
-            return Err(ApiError { status: 406, parameter: None, message: format!("Content-type(s) not available for {ident}: a layout is JSON"), extra: None });
+            return Err(ApiError {
+                status: 406,
+                parameter: None,
+                message: format!("Content-type(s) not available for {ident}: a layout is JSON"),
+                extra: None,
+            });
         }
         let layout = info.layout.clone().ok_or_else(|| ApiError {
             status: 404,
@@ -502,7 +683,12 @@ impl Api {
 }
 
 fn db_error(e: fedhub_storage::StorageError) -> ApiError {
-    ApiError { status: 503, parameter: None, message: fedhub::error_chain(&e), extra: None }
+    ApiError {
+        status: 503,
+        parameter: None,
+        message: fedhub::error_chain(&e),
+        extra: None,
+    }
 }
 
 /// The request's path and query with `page` replaced: the `Link` targets.
@@ -523,38 +709,77 @@ pub fn routes(
     metrics: Metrics,
     options: ApiOptions,
 ) -> HttpRoutes {
-    let api = Api { infos, reader, progress, metrics, options };
+    let api = Api {
+        infos,
+        reader,
+        progress,
+        metrics,
+        options,
+    };
     Arc::new(move |cfg: &mut web::ServiceConfig| {
         let page = api.clone();
-        cfg.service(web::resource(["", "/"]).route(web::get().to(move |req: HttpRequest| {
-            let body = crate::page::render(&page.infos, &req);
-            async move { HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body) }
-        })));
+        cfg.service(
+            web::resource(["", "/"]).route(web::get().to(move |req: HttpRequest| {
+                let body = crate::page::render(&page.infos, &req);
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/html; charset=utf-8")
+                        .body(body)
+                }
+            })),
+        );
         let a = api.clone();
-        cfg.service(web::resource(["/api", "/api/"]).route(web::get().to(move |req: HttpRequest| {
-            let response = a.index(&req).unwrap_or_else(|e| error_response(&e, &a.metrics));
-            async move { response }
-        })));
+        cfg.service(web::resource(["/api", "/api/"]).route(web::get().to(
+            move |req: HttpRequest| {
+                let response = a
+                    .index(&req)
+                    .unwrap_or_else(|e| error_response(&e, &a.metrics));
+                async move { response }
+            },
+        )));
         let a = api.clone();
-        cfg.service(web::resource("/api/_backfill").route(web::get().to(move || {
-            let body = json!(a.progress.get()).to_string();
-            async move { HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).content_type("application/json").body(body) }
-        })));
+        cfg.service(
+            web::resource("/api/_backfill").route(web::get().to(move || {
+                let body = json!(a.progress.get()).to_string();
+                async move {
+                    HttpResponse::Ok()
+                        .insert_header(("Access-Control-Allow-Origin", "*"))
+                        .content_type("application/json")
+                        .body(body)
+                }
+            })),
+        );
         let a = api.clone();
-        cfg.service(web::resource("/api/{ident}").route(web::get().to(move |req: HttpRequest, path: web::Path<String>| {
-            let a = a.clone();
-            async move { a.rows(req, path.into_inner()).await.unwrap_or_else(|e| error_response(&e, &a.metrics)) }
-        })));
+        cfg.service(web::resource("/api/{ident}").route(web::get().to(
+            move |req: HttpRequest, path: web::Path<String>| {
+                let a = a.clone();
+                async move {
+                    a.rows(req, path.into_inner())
+                        .await
+                        .unwrap_or_else(|e| error_response(&e, &a.metrics))
+                }
+            },
+        )));
         let a = api.clone();
-        cfg.service(web::resource("/api/{ident}/latest").route(web::get().to(move |req: HttpRequest, path: web::Path<String>| {
-            let a = a.clone();
-            async move { a.latest(req, path.into_inner()).await.unwrap_or_else(|e| error_response(&e, &a.metrics)) }
-        })));
+        cfg.service(web::resource("/api/{ident}/latest").route(web::get().to(
+            move |req: HttpRequest, path: web::Path<String>| {
+                let a = a.clone();
+                async move {
+                    a.latest(req, path.into_inner())
+                        .await
+                        .unwrap_or_else(|e| error_response(&e, &a.metrics))
+                }
+            },
+        )));
         let a = api.clone();
-        cfg.service(web::resource("/api/{ident}/layout").route(web::get().to(move |req: HttpRequest, path: web::Path<String>| {
-            let response = a.layout(&req, &path).unwrap_or_else(|e| error_response(&e, &a.metrics));
-            async move { response }
-        })));
+        cfg.service(web::resource("/api/{ident}/layout").route(web::get().to(
+            move |req: HttpRequest, path: web::Path<String>| {
+                let response = a
+                    .layout(&req, &path)
+                    .unwrap_or_else(|e| error_response(&e, &a.metrics));
+                async move { response }
+            },
+        )));
     })
 }
 
@@ -563,19 +788,37 @@ mod tests {
     use super::*;
 
     fn pairs(q: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+        form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
     }
-    const OPTIONS: ApiOptions = ApiOptions { default_rows_per_page: 100, max_rows_per_page: 100, max_limit: 1000 };
+    const OPTIONS: ApiOptions = ApiOptions {
+        default_rows_per_page: 100,
+        max_rows_per_page: 100,
+        max_limit: 1000,
+    };
 
     #[test]
     fn negotiation_follows_statscache() {
         assert_eq!(negotiate(None, None).unwrap(), Format::Json);
         assert_eq!(negotiate(None, Some("*/*")).unwrap(), Format::Json);
         assert_eq!(negotiate(None, Some("text/csv")).unwrap(), Format::Csv);
-        assert_eq!(negotiate(None, Some("text/csv;q=0.5, application/javascript")).unwrap(), Format::Javascript);
-        assert_eq!(negotiate(Some("csv"), Some("application/json")).unwrap(), Format::Csv);
+        assert_eq!(
+            negotiate(None, Some("text/csv;q=0.5, application/javascript")).unwrap(),
+            Format::Javascript
+        );
+        assert_eq!(
+            negotiate(Some("csv"), Some("application/json")).unwrap(),
+            Format::Csv
+        );
         assert_eq!(negotiate(None, Some("image/png")).unwrap_err().status, 406);
-        assert_eq!(negotiate(Some("xml"), None).unwrap_err().parameter.as_deref(), Some("format"));
+        assert_eq!(
+            negotiate(Some("xml"), None)
+                .unwrap_err()
+                .parameter
+                .as_deref(),
+            Some("format")
+        );
     }
 
     #[test]
@@ -594,17 +837,34 @@ mod tests {
         ] {
             let e = parse_rows(&pairs(q), Some("user"), &OPTIONS, 100.0).unwrap_err();
             assert_eq!(e.status, 400, "{q}");
-            assert_eq!(e.parameter.as_deref(), Some(parameter), "{q}: {}", e.message);
+            assert_eq!(
+                e.parameter.as_deref(),
+                Some(parameter),
+                "{q}: {}",
+                e.message
+            );
             assert!(e.message.starts_with(parameter), "{}", e.message);
         }
     }
 
     #[test]
     fn huge_sizes_are_capped_and_said() {
-        let r = parse_rows(&pairs("rows_per_page=5000&limit=99999999&user=ralph"), Some("user"), &OPTIONS, 100.0).unwrap();
+        let r = parse_rows(
+            &pairs("rows_per_page=5000&limit=99999999&user=ralph"),
+            Some("user"),
+            &OPTIONS,
+            100.0,
+        )
+        .unwrap();
         assert_eq!(r.rows_per_page, 100);
         assert_eq!(r.limit, Some(1000));
-        assert_eq!(r.capped, ["limit=1000 (asked 99999999)", "rows_per_page=100 (asked 5000)"]);
+        assert_eq!(
+            r.capped,
+            [
+                "limit=1000 (asked 99999999)",
+                "rows_per_page=100 (asked 5000)"
+            ]
+        );
         assert_eq!(r.query.key.as_deref(), Some("ralph"));
         assert_eq!(r.query.stop, 100.0);
     }
@@ -623,7 +883,9 @@ mod tests {
 
     #[test]
     fn csv_quotes_what_needs_it() {
-        let rows = vec![json!({"timestamp": 1.0, "category": "a,b", "category_constraint": "x", "message": {"name": "say \"hi\""}})];
+        let rows = vec![
+            json!({"timestamp": 1.0, "category": "a,b", "category_constraint": "x", "message": {"name": "say \"hi\""}}),
+        ];
         let csv = to_csv(&rows, &Shape::Latest.columns());
         assert_eq!(csv, "timestamp,category,category_constraint,message\n1.0,\"a,b\",x,\"{\"\"name\"\":\"\"say \\\"\"hi\\\"\"\"\"}\"\n");
     }

@@ -6,7 +6,10 @@ use fedhub::actix_web::HttpRequest;
 use crate::engine::PluginInfo;
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The page, for the plugins `infos`.

@@ -93,7 +93,8 @@ fn now_secs() -> f64 {
 const MARK: &str = "INSERT INTO statscache_flushes (flush_id, committed_at) VALUES ($1, $2) ON CONFLICT (flush_id) DO NOTHING";
 const ADD: &str = "INSERT INTO statscache_counts (ident, bucket, key, volume) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (ident, bucket, key) DO UPDATE SET volume = statscache_counts.volume + excluded.volume";
-const SET_LATEST: &str = "INSERT INTO statscache_latest (ident, category, category_constraint, timestamp, message) \
+const SET_LATEST: &str =
+    "INSERT INTO statscache_latest (ident, category, category_constraint, timestamp, message) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ident, category, category_constraint) DO UPDATE \
      SET timestamp = excluded.timestamp, message = excluded.message \
      WHERE excluded.timestamp > statscache_latest.timestamp";
@@ -116,19 +117,35 @@ pub fn write(
             let op = "statscache write";
             let mut mark = tx.prepare_cached(&sqlite_sql(MARK)).map_err(err(url, op))?;
             let mut add = tx.prepare_cached(&sqlite_sql(ADD)).map_err(err(url, op))?;
-            let mut set = tx.prepare_cached(&sqlite_sql(SET_LATEST)).map_err(err(url, op))?;
+            let mut set = tx
+                .prepare_cached(&sqlite_sql(SET_LATEST))
+                .map_err(err(url, op))?;
             for flush in flushes {
-                if mark.execute(rusqlite::params![flush.id, now]).map_err(err(url, op))? == 0 {
+                if mark
+                    .execute(rusqlite::params![flush.id, now])
+                    .map_err(err(url, op))?
+                    == 0
+                {
                     duplicates += 1;
                     continue;
                 }
                 applied += 1;
                 for (ident, update) in &flush.updates {
                     match update {
-                        Update::Count { bucket, key, add: n } => {
-                            add.execute(rusqlite::params![ident, bucket, key, n]).map_err(err(url, op))?;
+                        Update::Count {
+                            bucket,
+                            key,
+                            add: n,
+                        } => {
+                            add.execute(rusqlite::params![ident, bucket, key, n])
+                                .map_err(err(url, op))?;
                         }
-                        Update::Latest { category, constraint, timestamp, message } => {
+                        Update::Latest {
+                            category,
+                            constraint,
+                            timestamp,
+                            message,
+                        } => {
                             set.execute(rusqlite::params![
                                 ident,
                                 category,
@@ -150,17 +167,31 @@ pub fn write(
             let add = tx.prepare(ADD).map_err(err(url, op))?;
             let set = tx.prepare(SET_LATEST).map_err(err(url, op))?;
             for flush in flushes {
-                if tx.execute(&mark, &[&flush.id, &now]).map_err(err(url, op))? == 0 {
+                if tx
+                    .execute(&mark, &[&flush.id, &now])
+                    .map_err(err(url, op))?
+                    == 0
+                {
                     duplicates += 1;
                     continue;
                 }
                 applied += 1;
                 for (ident, update) in &flush.updates {
                     match update {
-                        Update::Count { bucket, key, add: n } => {
-                            tx.execute(&add, &[ident, bucket, key, n]).map_err(err(url, op))?;
+                        Update::Count {
+                            bucket,
+                            key,
+                            add: n,
+                        } => {
+                            tx.execute(&add, &[ident, bucket, key, n])
+                                .map_err(err(url, op))?;
                         }
-                        Update::Latest { category, constraint, timestamp, message } => {
+                        Update::Latest {
+                            category,
+                            constraint,
+                            timestamp,
+                            message,
+                        } => {
                             tx.execute(
                                 &set,
                                 &[ident, category, constraint, timestamp, &message.to_string()],
@@ -207,7 +238,14 @@ impl Row {
     /// seconds, as statscache's `to_json`).
     pub fn to_json(&self, shape: Shape) -> Value {
         match (self, shape) {
-            (Row::Count { timestamp, key, volume }, Shape::Counts { key: column }) => {
+            (
+                Row::Count {
+                    timestamp,
+                    key,
+                    volume,
+                },
+                Shape::Counts { key: column },
+            ) => {
                 let mut map = serde_json::Map::new();
                 map.insert("timestamp".into(), Value::from(*timestamp as f64));
                 if let Some(column) = column {
@@ -216,13 +254,28 @@ impl Row {
                 map.insert("volume".into(), Value::from(*volume));
                 Value::Object(map)
             }
-            (Row::Latest { timestamp, category, constraint, message }, _) => serde_json::json!({
+            (
+                Row::Latest {
+                    timestamp,
+                    category,
+                    constraint,
+                    message,
+                },
+                _,
+            ) => serde_json::json!({
                 "timestamp": timestamp,
                 "category": category,
                 "category_constraint": constraint,
                 "message": message,
             }),
-            (Row::Count { timestamp, key, volume }, Shape::Latest) => serde_json::json!({
+            (
+                Row::Count {
+                    timestamp,
+                    key,
+                    volume,
+                },
+                Shape::Latest,
+            ) => serde_json::json!({
                 "timestamp": *timestamp as f64, "key": key, "volume": volume,
             }),
         }
@@ -295,7 +348,12 @@ impl Reader {
     }
 
     /// How many rows match `q` (paging aside), and the page it asks for.
-    pub fn rows(&self, ident: &str, shape: Shape, q: &RowsQuery) -> Result<(u64, Vec<Row>), StorageError> {
+    pub fn rows(
+        &self,
+        ident: &str,
+        shape: Shape,
+        q: &RowsQuery,
+    ) -> Result<(u64, Vec<Row>), StorageError> {
         let (clause, time) = Reader::filter(shape, q);
         let order = match q.order {
             Order::Asc => "ASC",
@@ -319,7 +377,13 @@ impl Reader {
 
     /// The latest values: for counts, the rows of the newest bucket; for
     /// latest values, every key's row (newest first).
-    pub fn latest(&self, ident: &str, shape: Shape, key: Option<&str>, max_rows: u64) -> Result<Vec<Row>, StorageError> {
+    pub fn latest(
+        &self,
+        ident: &str,
+        shape: Shape,
+        key: Option<&str>,
+        max_rows: u64,
+    ) -> Result<Vec<Row>, StorageError> {
         let q = RowsQuery {
             start: None,
             stop: f64::MAX,
@@ -342,7 +406,14 @@ impl Reader {
         }
     }
 
-    fn run(&self, ident: &str, shape: Shape, q: &RowsQuery, count_sql: &str, page_sql: &str) -> Result<(u64, Vec<Row>), StorageError> {
+    fn run(
+        &self,
+        ident: &str,
+        shape: Shape,
+        q: &RowsQuery,
+        count_sql: &str,
+        page_sql: &str,
+    ) -> Result<(u64, Vec<Row>), StorageError> {
         let url = self.database.url();
         let op = "statscache query";
         let key = q.key.clone().unwrap_or_default();
@@ -373,11 +444,17 @@ impl Reader {
                         .query_row(params.clone(), |r| r.get(0))
                         .map_err(err(url, op))?
                 };
-                let mut stmt = conn.prepare_cached(&sqlite_sql(page_sql)).map_err(err(url, op))?;
+                let mut stmt = conn
+                    .prepare_cached(&sqlite_sql(page_sql))
+                    .map_err(err(url, op))?;
                 let rows = stmt
                     .query_map(params, |r| {
                         Ok(if counts {
-                            Row::Count { timestamp: r.get(0)?, key: r.get(1)?, volume: r.get(2)? }
+                            Row::Count {
+                                timestamp: r.get(0)?,
+                                key: r.get(1)?,
+                                volume: r.get(2)?,
+                            }
                         } else {
                             let text: String = r.get(3)?;
                             Row::Latest {
@@ -395,7 +472,8 @@ impl Reader {
             }
             Connection::Postgres(mut client) => {
                 let ident = ident.to_string();
-                let mut params: Vec<&(dyn fedhub_storage::postgres::types::ToSql + Sync)> = vec![&ident];
+                let mut params: Vec<&(dyn fedhub_storage::postgres::types::ToSql + Sync)> =
+                    vec![&ident];
                 if counts {
                     params.push(&start_i);
                     params.push(&stop_i);
@@ -409,7 +487,10 @@ impl Reader {
                 let total: i64 = if count_sql.is_empty() {
                     0
                 } else {
-                    client.query_one(count_sql, &params).map_err(err(url, op))?.get(0)
+                    client
+                        .query_one(count_sql, &params)
+                        .map_err(err(url, op))?
+                        .get(0)
                 };
                 let rows = client
                     .query(page_sql, &params)
@@ -417,7 +498,11 @@ impl Reader {
                     .into_iter()
                     .map(|r| {
                         if counts {
-                            Row::Count { timestamp: r.get(0), key: r.get(1), volume: r.get(2) }
+                            Row::Count {
+                                timestamp: r.get(0),
+                                key: r.get(1),
+                                volume: r.get(2),
+                            }
                         } else {
                             let text: String = r.get(3);
                             Row::Latest {
@@ -436,7 +521,10 @@ impl Reader {
 
     /// The newest bucket end stored for a counts plugin.
     pub fn last_bucket(&self, ident: &str) -> Result<Option<i64>, StorageError> {
-        self.scalar_i64("SELECT MAX(bucket) FROM statscache_counts WHERE ident = $1", ident)
+        self.scalar_i64(
+            "SELECT MAX(bucket) FROM statscache_counts WHERE ident = $1",
+            ident,
+        )
     }
 
     /// The newest timestamp stored for a latest-values plugin.
@@ -448,7 +536,10 @@ impl Reader {
             Connection::Sqlite(conn) => conn
                 .query_row(&sqlite_sql(sql), [ident], |r| r.get(0))
                 .map_err(err(url, op)),
-            Connection::Postgres(mut client) => Ok(client.query_one(sql, &[&ident]).map_err(err(url, op))?.get(0)),
+            Connection::Postgres(mut client) => Ok(client
+                .query_one(sql, &[&ident])
+                .map_err(err(url, op))?
+                .get(0)),
         }
     }
 
@@ -459,7 +550,10 @@ impl Reader {
             Connection::Sqlite(conn) => conn
                 .query_row(&sqlite_sql(sql), [ident], |r| r.get(0))
                 .map_err(err(url, op)),
-            Connection::Postgres(mut client) => Ok(client.query_one(sql, &[&ident]).map_err(err(url, op))?.get(0)),
+            Connection::Postgres(mut client) => Ok(client
+                .query_one(sql, &[&ident])
+                .map_err(err(url, op))?
+                .get(0)),
         }
     }
 
@@ -471,7 +565,9 @@ impl Reader {
         self.database.transaction(|tx| {
             let (url, op) = (&url, "statscache revert");
             Ok(match tx {
-                Tx::Sqlite(tx) => tx.execute(&sqlite_sql(sql), rusqlite::params![ident, from]).map_err(err(url, op))? as u64,
+                Tx::Sqlite(tx) => tx
+                    .execute(&sqlite_sql(sql), rusqlite::params![ident, from])
+                    .map_err(err(url, op))? as u64,
                 Tx::Postgres(tx) => tx.execute(sql, &[&ident, &from]).map_err(err(url, op))?,
             })
         })

@@ -43,10 +43,16 @@ fn demo(rate: f64) -> Demo {
     config.bus.inbound = format!("tcp://127.0.0.1:{}", free_port());
     config.hub.shutdown_grace_secs = 5;
     let path = |name: &str| json!(dir.path().join(name).display().to_string());
-    config.consumers.insert("Nommer".into(), section(&[("database", path("history.sqlite"))]));
+    config.consumers.insert(
+        "Nommer".into(),
+        section(&[("database", path("history.sqlite"))]),
+    );
     config.consumers.insert(
         "StatsConsumer".into(),
-        section(&[("database", path("stats.sqlite")), ("history_database", path("history.sqlite"))]),
+        section(&[
+            ("database", path("stats.sqlite")),
+            ("history_database", path("history.sqlite")),
+        ]),
     );
     let hub = HubBuilder::new(config)
         .consumer(fedhub_history::factory())
@@ -58,8 +64,21 @@ fn demo(rate: f64) -> Demo {
     let addr = hub.http_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let inbound = hub.inbound_endpoint().expect("inbound socket").to_string();
-    fedhub_tools::demo::spawn_demo_publisher(&inbound, rate, "org.fedoraproject", "prod", stop.clone()).unwrap();
-    Demo { hub: Some(hub), addr, stop, _bus: bus, _dir: dir }
+    fedhub_tools::demo::spawn_demo_publisher(
+        &inbound,
+        rate,
+        "org.fedoraproject",
+        "prod",
+        stop.clone(),
+    )
+    .unwrap();
+    Demo {
+        hub: Some(hub),
+        addr,
+        stop,
+        _bus: bus,
+        _dir: dir,
+    }
 }
 
 /// The idents that have no row yet.
@@ -71,7 +90,11 @@ fn empty_plugins(addr: SocketAddr) -> Vec<String> {
         .iter()
         .map(|p| p["ident"].as_str().unwrap().to_string())
         .filter(|ident| {
-            let r = get(addr, &format!("/statscache/api/{ident}?rows_per_page=1&stop=9999999999"), None);
+            let r = get(
+                addr,
+                &format!("/statscache/api/{ident}?rows_per_page=1&stop=9999999999"),
+                None,
+            );
             r.status != 200 || r.json().as_array().is_none_or(|a| a.is_empty())
         })
         .collect()
@@ -86,8 +109,14 @@ fn demo_traffic_shows_every_plugin_within_a_minute() {
         std::thread::sleep(Duration::from_millis(500));
         empty = empty_plugins(demo.addr);
     }
-    assert!(empty.is_empty(), "no data after a minute of demo traffic: {empty:?}");
-    println!("every plugin has data after {:.1} s of demo traffic", began.elapsed().as_secs_f64());
+    assert!(
+        empty.is_empty(),
+        "no data after a minute of demo traffic: {empty:?}"
+    );
+    println!(
+        "every plugin has data after {:.1} s of demo traffic",
+        began.elapsed().as_secs_f64()
+    );
 }
 
 /// Serves examples/web on 127.0.0.1 (another origin than the hub's).
@@ -102,9 +131,20 @@ fn serve_examples() -> SocketAddr {
             if reader.read_line(&mut line).is_err() {
                 continue;
             }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_string();
             let mut header = String::new();
-            while reader.read_line(&mut header).map(|n| n > 2).unwrap_or(false) {
+            while reader
+                .read_line(&mut header)
+                .map(|n| n > 2)
+                .unwrap_or(false)
+            {
                 header.clear();
             }
             let file = root.join(path.trim_start_matches('/'));
@@ -115,7 +155,10 @@ fn serve_examples() -> SocketAddr {
                     let _ = stream.write_all(&body);
                 }
                 _ => {
-                    let _ = write!(stream, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                    );
                 }
             }
         }
@@ -145,13 +188,36 @@ fn web_pages_render_hub_data_in_chromium() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the dashboard did not load: {dom}"));
     assert!(shown > 0, "{dom}");
-    for group in ["group-compose", "group-updates", "group-amis", "group-livecd"] {
+    for group in [
+        "group-compose",
+        "group-updates",
+        "group-amis",
+        "group-livecd",
+    ] {
         assert!(dom.contains(group), "{group} missing");
     }
-    assert!(dom.contains("synced out"), "an updates sync is shown: {dom}");
-    let composes = dom.split("id=\"group-compose\"").nth(1).unwrap().split("id=\"group-updates\"").next().unwrap();
-    assert!(composes.contains("class=\"event success") || composes.contains("class=\"event info"), "a compose event is shown: {composes}");
-    chromium.screenshot(&url, budget, &artifact_path("statscache-dashboard.png"), 1280, 900);
+    assert!(
+        dom.contains("synced out"),
+        "an updates sync is shown: {dom}"
+    );
+    let composes = dom
+        .split("id=\"group-compose\"")
+        .nth(1)
+        .unwrap()
+        .split("id=\"group-updates\"")
+        .next()
+        .unwrap();
+    assert!(
+        composes.contains("class=\"event success") || composes.contains("class=\"event info"),
+        "a compose event is shown: {composes}"
+    );
+    chromium.screenshot(
+        &url,
+        budget,
+        &artifact_path("statscache-dashboard.png"),
+        1280,
+        900,
+    );
 
     let url = format!("http://{site}/calendar.html?hub={hub}&user=ralph");
     let dom = chromium.dump_dom(&url, budget);
@@ -168,14 +234,35 @@ fn web_pages_render_hub_data_in_chromium() {
     let days = dom.matches("class=\"day").count();
     assert!((365..=371).contains(&days), "a year of days: {days}");
     assert!(dom.contains("class=\"day l"), "some day is coloured");
-    chromium.screenshot(&url, budget, &artifact_path("statscache-calendar.png"), 1000, 300);
+    chromium.screenshot(
+        &url,
+        budget,
+        &artifact_path("statscache-calendar.png"),
+        1000,
+        300,
+    );
 
     let url = format!("http://{site}/widget.html?hub={hub}");
     let dom = chromium.dump_dom(&url, budget);
     std::fs::write(artifact_path("datagrepper-widget.html"), &dom).unwrap();
     let items = dom.matches("class=\"fedhub-widget-item\"").count();
     assert!(items >= 2, "both widgets list activity: {dom}");
-    let user_part = dom.split("id=\"user-activity\"").nth(1).unwrap().split("id=\"package-activity\"").next().unwrap();
-    assert!(user_part.contains("fedhub-widget-item"), "ralph's widget rendered: {user_part}");
-    chromium.screenshot(&url, budget, &artifact_path("datagrepper-widget.png"), 900, 700);
+    let user_part = dom
+        .split("id=\"user-activity\"")
+        .nth(1)
+        .unwrap()
+        .split("id=\"package-activity\"")
+        .next()
+        .unwrap();
+    assert!(
+        user_part.contains("fedhub-widget-item"),
+        "ralph's widget rendered: {user_part}"
+    );
+    chromium.screenshot(
+        &url,
+        budget,
+        &artifact_path("datagrepper-widget.png"),
+        900,
+        700,
+    );
 }

@@ -53,12 +53,9 @@ impl SubPlugin for Compose {
             ["compose", branch @ ("rawhide" | "branched"), status @ ("start" | "complete")] => {
                 (*branch, *branch, *status)
             }
-            [
-                "compose",
-                branch @ ("rawhide" | "branched"),
-                step @ ("mash" | "pungify" | "rsync"),
-                status @ ("start" | "complete"),
-            ] => (*branch, *step, *status),
+            ["compose", branch @ ("rawhide" | "branched"), step @ ("mash" | "pungify" | "rsync"), status @ ("start" | "complete")] => {
+                (*branch, *step, *status)
+            }
             _ => return Ok(None),
         };
         let arch = match m.msg().get("arch") {
@@ -87,7 +84,10 @@ impl SubPlugin for Amis {
         "amis"
     }
     fn event(&self, m: &Message<'_>) -> Result<Option<Event>, PluginError> {
-        if !matches!(tail(m.topic()).as_slice(), ["fedimg", "image", "upload" | "test"]) {
+        if !matches!(
+            tail(m.topic()).as_slice(),
+            ["fedimg", "image", "upload" | "test"]
+        ) {
             return Ok(None);
         }
         if m.msg_str("status") != Some("completed") {
@@ -108,7 +108,11 @@ impl SubPlugin for Amis {
             })?;
         let region = m.msg_str("destination").unwrap_or("");
         let id = m.msg_str("extra.id").unwrap_or("");
-        let branch = if version == "rawhide" { "rawhide" } else { "branched" };
+        let branch = if version == "rawhide" {
+            "rawhide"
+        } else {
+            "branched"
+        };
         Ok(Some(Event {
             category: format!("ami-{branch}"),
             constraint: format!("{image}-{region}"),
@@ -183,9 +187,9 @@ impl SubPlugin for Updates {
         let release = m
             .msg_str("release")
             .ok_or_else(|| PluginError::missing("msg.release", "the release (f40, el9…)"))?;
-        let repo = m
-            .msg_str("repo")
-            .ok_or_else(|| PluginError::missing("msg.repo", "the repository (updates, updates-testing…)"))?;
+        let repo = m.msg_str("repo").ok_or_else(|| {
+            PluginError::missing("msg.repo", "the repository (updates, updates-testing…)")
+        })?;
         let name = format!("{release}-{repo}");
         Ok(Some(Event {
             category: format!("updates-{product}"),
@@ -294,12 +298,14 @@ impl Plugin for Releng {
     fn flush(&mut self) -> Vec<Update> {
         self.queue
             .drain()
-            .map(|((category, constraint), (timestamp, message))| Update::Latest {
-                category,
-                constraint,
-                timestamp,
-                message,
-            })
+            .map(
+                |((category, constraint), (timestamp, message))| Update::Latest {
+                    category,
+                    constraint,
+                    timestamp,
+                    message,
+                },
+            )
             .collect()
     }
 
@@ -311,9 +317,7 @@ impl Plugin for Releng {
 /// The dashboard's layout: groups of components, each component id being a
 /// row's `category`.
 pub fn layout() -> Value {
-    let compose = |branch: &str, arch: &str, name: &str| {
-        json!({"id": format!("compose-{branch}_{arch}"), "name": name, "show_status": true})
-    };
+    let compose = |branch: &str, arch: &str, name: &str| json!({"id": format!("compose-{branch}_{arch}"), "name": name, "show_status": true});
     json!({
         "default_options": {
             "show_time_at": true,

@@ -81,7 +81,10 @@ pub fn publish(bus: &TestBus, messages: &[Sent]) {
 }
 
 /// Starts a hub with `factories` and the given sections.
-pub fn start_hub(sections: &[(&str, Vec<(&str, Value)>)], factories: Vec<ConsumerFactory>) -> (RunningHub, TestBus, SocketAddr) {
+pub fn start_hub(
+    sections: &[(&str, Vec<(&str, Value)>)],
+    factories: Vec<ConsumerFactory>,
+) -> (RunningHub, TestBus, SocketAddr) {
     let bus = TestBus::new();
     let mut config = fedhub_testkit::config(&bus);
     config.hub.shutdown_grace_secs = 5;
@@ -90,7 +93,10 @@ pub fn start_hub(sections: &[(&str, Vec<(&str, Value)>)], factories: Vec<Consume
         pairs.push(("enabled", json!(true)));
         config.consumers.insert(name.to_string(), section(&pairs));
     }
-    let hub = HubBuilder::new(config).consumers(factories).start().unwrap();
+    let hub = HubBuilder::new(config)
+        .consumers(factories)
+        .start()
+        .unwrap();
     bus.wait_subscribed();
     let addr = hub.http_addr().expect("HTTP server");
     (hub, bus, addr)
@@ -115,38 +121,60 @@ impl Response {
 
 pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> Response {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n{accept}\r\n").unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Response { status, headers, body: body.to_string() }
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
 
 /// The value of one series in /metrics.
 pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
     let r = get(addr, "/metrics", None);
-    r.body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok()).flatten()
-    })
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
 }
 
 /// Sum of `volume` over every row of `ident` (every page).
 pub fn total_volume(addr: SocketAddr, ident: &str, extra: &str) -> i64 {
-    all_rows(addr, ident, extra).iter().map(|r| r["volume"].as_i64().unwrap()).sum()
+    all_rows(addr, ident, extra)
+        .iter()
+        .map(|r| r["volume"].as_i64().unwrap())
+        .sum()
 }
 
 /// Every row of `ident`, following `Link: rel="next"`.
 pub fn all_rows(addr: SocketAddr, ident: &str, extra: &str) -> Vec<Value> {
-    let stop = if extra.contains("stop=") { "" } else { "&stop=9999999999" };
+    let stop = if extra.contains("stop=") {
+        ""
+    } else {
+        "&stop=9999999999"
+    };
     let mut path = format!("/statscache/api/{ident}?rows_per_page=100{stop}{extra}");
     let mut rows = Vec::new();
     loop {
@@ -154,7 +182,9 @@ pub fn all_rows(addr: SocketAddr, ident: &str, extra: &str) -> Vec<Value> {
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         rows.extend(r.json().as_array().unwrap().iter().cloned());
         let next = r.header("link").and_then(|l| {
-            l.split(", ").find(|p| p.ends_with("rel=\"next\"")).map(|p| p[1..p.find('>').unwrap()].to_string())
+            l.split(", ")
+                .find(|p| p.ends_with("rel=\"next\""))
+                .map(|p| p[1..p.find('>').unwrap()].to_string())
         });
         match next {
             Some(n) => path = n,
