@@ -402,7 +402,7 @@ pub fn spawn_demo_publisher(
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 sent += 1;
-                let (topic, body) = if sent % RELENG_EVERY == 0 {
+                let (topic, body) = if sent.is_multiple_of(RELENG_EVERY) {
                     releng_frames(sent, &prefix, &environment, ts)
                 } else {
                     generator.next_frames(ts)

@@ -41,7 +41,7 @@ fn releng(k: u64, ts: f64) -> (String, String) {
     let (suffix, msg) = match k % 4 {
         0 => (
             "compose.rawhide.mash.complete",
-            json!({"arch": (if k % 8 == 0 { "arm" } else { "" })}),
+            json!({"arch": (if k.is_multiple_of(8) { "arm" } else { "" })}),
         ),
         1 => (
             "fedimg.image.upload",

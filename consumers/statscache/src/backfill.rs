@@ -239,7 +239,7 @@ impl Backfill {
                 p.replayed_messages += replayed;
                 p.duplicates += duplicates;
             });
-            if page % 100 == 0 || page == pages {
+            if page.is_multiple_of(100) || page == pages {
                 tracing::info!(
                     page,
                     pages,

@@ -56,7 +56,7 @@ pub fn corpus(n: usize, start: f64, step: f64, tag: &str) -> Vec<Sent> {
                 0 => ("buildsys.build.state.change", json!({"owner": user, "name": package, "version": "1", "release": "1.fc40", "new": 1, "build_id": k, "instance": "primary"})),
                 1 => ("fedbadges.badge.award", json!({"user": {"username": user}, "badge": {"name": format!("Badge {k}")}})),
                 2 => ("git.receive", json!({"commit": {"username": user, "repo": package, "namespace": "rpms", "branch": "rawhide", "rev": format!("{k:040}"), "summary": "x"}})),
-                3 => ("bodhi.updates.fedora.sync", json!({"release": "f40", "repo": if k % 2 == 0 { "updates" } else { "updates-testing" }})),
+                3 => ("bodhi.updates.fedora.sync", json!({"release": "f40", "repo": if k.is_multiple_of(2) { "updates" } else { "updates-testing" }})),
                 4 => ("compose.rawhide.mash.start", json!({})),
                 5 => ("compose.rawhide.mash.complete", json!({"arch": "arm"})),
                 6 => ("fedimg.image.upload", json!({"status": "completed", "image_name": format!("Fedora-Cloud-Base-rawhide-2015{k:04}.x86_64"), "destination": "us-east-1", "extra": {"id": format!("ami-{k}")}})),
