@@ -38,7 +38,8 @@ fn env_or(key: &str, default: u64) -> u64 {
 
 /// Releng events the demo generator does not make, one in 20 messages.
 fn releng(k: u64, ts: f64) -> (String, String) {
-    let (suffix, msg) = match k % 4 {
+    // k is 19 mod 20 here: vary by the releng event's own count.
+    let (suffix, msg) = match k / 20 % 4 {
         0 => (
             "compose.rawhide.mash.complete",
             json!({"arch": (if k.is_multiple_of(8) { "arm" } else { "" })}),

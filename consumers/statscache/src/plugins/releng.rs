@@ -48,6 +48,9 @@ impl SubPlugin for Compose {
         "compose"
     }
     fn event(&self, m: &Message<'_>) -> Result<Option<Event>, PluginError> {
+        if !m.topic().contains(".compose.") {
+            return Ok(None);
+        }
         let tail = tail(m.topic());
         let (branch, step, status) = match tail.as_slice() {
             ["compose", branch @ ("rawhide" | "branched"), status @ ("start" | "complete")] => {
@@ -84,6 +87,9 @@ impl SubPlugin for Amis {
         "amis"
     }
     fn event(&self, m: &Message<'_>) -> Result<Option<Event>, PluginError> {
+        if !m.topic().contains(".fedimg.image.") {
+            return Ok(None);
+        }
         if !matches!(
             tail(m.topic()).as_slice(),
             ["fedimg", "image", "upload" | "test"]
@@ -180,6 +186,9 @@ impl SubPlugin for Updates {
         "updates"
     }
     fn event(&self, m: &Message<'_>) -> Result<Option<Event>, PluginError> {
+        if !m.topic().contains(".bodhi.updates.") {
+            return Ok(None);
+        }
         let product = match tail(m.topic()).as_slice() {
             ["bodhi", "updates", product @ ("fedora" | "epel"), "sync"] => *product,
             _ => return Ok(None),
