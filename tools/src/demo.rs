@@ -311,6 +311,57 @@ impl Generator {
     }
 }
 
+/// One message in this many of the demo publisher is a release engineering
+/// event ([`releng_frames`]), so the statistics consumer's releng dashboard
+/// plugin has data too.
+pub const RELENG_EVERY: u64 = 25;
+
+/// The `k`th release engineering event, in turn: a compose step finishing,
+/// a cloud image uploaded, an updates repository synced, a live CD built;
+/// `(topic, canonical body)` stamped `timestamp`.
+pub fn releng_frames(
+    k: u64,
+    topic_prefix: &str,
+    environment: &str,
+    timestamp: u64,
+) -> (String, String) {
+    let v = k / RELENG_EVERY / 4;
+    let (suffix, msg) = match k / RELENG_EVERY % 4 {
+        0 => (
+            [
+                "compose.rawhide.mash.complete",
+                "compose.branched.pungify.start",
+            ][(v % 2) as usize],
+            json!({"arch": (["", "arm"][(v / 2 % 2) as usize])}),
+        ),
+        1 => (
+            "fedimg.image.upload",
+            json!({"status": "completed", "destination": (["us-east-1", "eu-west-1"][(v % 2) as usize]),
+                   "image_name": format!("Fedora-Cloud-Base-{}-2026{:04}.x86_64", ["rawhide", "41"][(v / 2 % 2) as usize], k % 1000),
+                   "extra": {"id": format!("ami-{k:08x}")}}),
+        ),
+        2 => (
+            ["bodhi.updates.fedora.sync", "bodhi.updates.epel.sync"][(v % 2) as usize],
+            json!({"release": (["f41", "epel9"][(v % 2) as usize]), "repo": (["updates", "updates-testing"][(v / 2 % 2) as usize])}),
+        ),
+        _ => (
+            "buildsys.task.state.change",
+            json!({"owner": "masher", "method": (["livecd", "appliance"][(v % 2) as usize]),
+                   "srpm": "fedora-live-workstation.x86_64", "id": 100_000_000 + k, "new": "CLOSED"}),
+        ),
+    };
+    let envelope = json!({
+        "topic": build_topic(topic_prefix, environment, suffix),
+        "msg": msg,
+        "timestamp": timestamp,
+        "msg_id": new_msg_id(),
+        "i": k,
+        "username": "apache",
+    });
+    let topic = envelope["topic"].as_str().unwrap_or_default().to_string();
+    (topic, to_canonical_string(&envelope))
+}
+
 /// Publishes generated traffic to `endpoint` (a PUB that connects, like
 /// fedmsg-logger) at `rate` messages per second until `stop` is set.
 pub fn spawn_demo_publisher(
@@ -333,6 +384,8 @@ pub fn spawn_demo_publisher(
         environment,
     );
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let (prefix, environment) = (topic_prefix.to_string(), environment.to_string());
+    let mut sent = 0u64;
     let handle = std::thread::Builder::new()
         .name("fedhub-demo".into())
         .spawn(move || {
@@ -348,7 +401,12 @@ pub fn spawn_demo_publisher(
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
-                let (topic, body) = generator.next_frames(ts);
+                sent += 1;
+                let (topic, body) = if sent.is_multiple_of(RELENG_EVERY) {
+                    releng_frames(sent, &prefix, &environment, ts)
+                } else {
+                    generator.next_frames(ts)
+                };
                 if let Err(e) = socket
                     .send(topic.as_bytes(), zmq::SNDMORE)
                     .and_then(|_| socket.send(body.as_bytes(), 0))

@@ -4,6 +4,7 @@
 //!   (`raw_messages, count, pages, total, arguments`);
 //! - `GET /datagrepper/id?id=<msg_id>`: one message;
 //! - `GET /datagrepper/messagecount`: `{"messagecount": N}` (exact);
+//! - `GET /datagrepper/widget.js`: the embeddable activity widget ([`WIDGET_JS`]);
 //! - `GET /datagrepper/health`: the writer's [`Health`](crate::writer::Health),
 //!   503 while commits fail.
 //!
@@ -39,6 +40,12 @@ pub const MAX_VALUES: usize = 50;
 
 /// How far back a `contains` query may start (datagrepper: 32 weeks).
 pub const CONTAINS_MAX_AGE_SECS: f64 = 32.0 * 7.0 * 86_400.0;
+
+/// The datagrepper widget served at `/datagrepper/widget.js`: a user's, a
+/// package's or a topic's latest activity on any page, configured by the
+/// `data-` attributes of its `<script>` tag (JSON-P on `/raw`, so it works
+/// from pages of other origins).
+pub const WIDGET_JS: &str = include_str!("widget.js");
 
 /// Options of the HTTP API.
 #[derive(Debug, Clone, Default)]
@@ -397,6 +404,8 @@ fn respond(
     callback: Option<&str>,
 ) -> HttpResponse {
     let mut builder = HttpResponse::build(status);
+    // Pages of any origin may read the API (the widget, dashboards).
+    builder.insert_header(("Access-Control-Allow-Origin", "*"));
     match callback {
         Some(cb) => builder
             .content_type("application/javascript")
@@ -506,6 +515,7 @@ async fn raw(
     .await;
     match result {
         Ok(Ok((text, jsonp))) => HttpResponse::Ok()
+            .insert_header(("Access-Control-Allow-Origin", "*"))
             .content_type(if jsonp {
                 "application/javascript"
             } else {
@@ -616,6 +626,13 @@ pub fn routes(store: Arc<dyn Store>, state: Arc<WriterState>, options: ApiOption
         cfg.service(web::resource("/messagecount").route(web::get().to(
             move |req: HttpRequest| message_count(req, count_store.clone(), count_state.clone()),
         )));
+        cfg.service(web::resource("/widget.js").route(web::get().to(|| async {
+            HttpResponse::Ok()
+                .insert_header(("Access-Control-Allow-Origin", "*"))
+                .insert_header(("Cache-Control", "public, max-age=300"))
+                .content_type("application/javascript; charset=utf-8")
+                .body(WIDGET_JS)
+        })));
         let state = state.clone();
         cfg.service(web::resource("/health").route(web::get().to(move || {
             let response = health(&state);
