@@ -267,8 +267,9 @@ fn the_documented_example_config_is_valid() {
 
 /// The README's first command: `fedhub run --demo` without a config file runs on
 /// the embedded defaults (ports moved by environment overrides only), with the
-/// NullConsumer and the history store, whose SQLite file lands in the working
-/// directory and answers datagrepper queries.
+/// NullConsumer, the history store and the statistics consumer, whose SQLite
+/// files land in the working directory; the history answers datagrepper
+/// queries.
 #[test]
 fn embedded_defaults_run_the_demo_with_the_history_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,11 +301,12 @@ fn embedded_defaults_run_the_demo_with_the_history_store() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["Nommer", "NullConsumer"]);
+    assert_eq!(names, ["Nommer", "NullConsumer", "StatsConsumer"]);
     signal(&child, libc::SIGTERM);
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     assert!(dir.path().join("fedhub-history.sqlite").is_file());
+    assert!(dir.path().join("fedhub-statscache.sqlite").is_file());
 }
 
 /// Runs `fedhub run --check` on `text`; returns the exit code and stderr.
