@@ -212,19 +212,75 @@ impl Default for PublishConfig {
     }
 }
 
-/// `[http]`
+/// `[http]`: where the HTTP server listens, and its limits against hostile
+/// or broken clients (each answered with a status and counted in
+/// `fedhub_http_requests_rejected_total{reason}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `host:port` for `/metrics`, `/health/*`, `/state` and consumer APIs; empty disables.
     pub listen: String,
+    /// Connections served at once; further ones wait in the kernel's accept
+    /// queue until one closes.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head (request line and
+    /// headers) once connected or after the previous response; a slower one
+    /// gets 408 and is disconnected.
+    pub request_head_timeout_secs: u64,
+    /// Seconds from a request's head to its response: a client that sends its
+    /// body too slowly, or a handler that takes longer, gets 408.
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Seconds a connection being closed has to take the last bytes.
+    pub disconnect_timeout_secs: u64,
+    /// The largest request head (request line and headers), in bytes; a
+    /// larger one gets 431. At most 131072, the HTTP library's own limit
+    /// (which also allows at most 96 headers).
+    pub max_head_bytes: usize,
+    /// The largest request body, in bytes; a larger one gets 413.
+    pub max_body_bytes: usize,
 }
+
+/// The HTTP library's own bound on a request head, in bytes.
+pub const MAX_HEAD_BYTES_LIMIT: usize = 131_072;
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8940".into(),
+            max_connections: 256,
+            request_head_timeout_secs: 5,
+            request_timeout_secs: 60,
+            keep_alive_secs: 5,
+            disconnect_timeout_secs: 1,
+            max_head_bytes: 16_384,
+            max_body_bytes: 1_048_576,
         }
+    }
+}
+
+impl HttpConfig {
+    /// Checks the limits, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("request_head_timeout_secs", self.request_head_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_body_bytes", self.max_body_bytes as u64),
+        ];
+        if let Some((key, value)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "[http] {key} = {value}: expected a number greater than 0"
+            )));
+        }
+        if !(1024..=MAX_HEAD_BYTES_LIMIT).contains(&self.max_head_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "[http] max_head_bytes = {}: expected 1024 to {MAX_HEAD_BYTES_LIMIT}",
+                self.max_head_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -268,8 +324,9 @@ pub struct SecurityConfig {
     pub ca_cert_location: String,
     /// fedmsg `crl_location`: the CA's revocation list (PEM file); "" checks no CRL.
     pub crl_location: String,
-    /// fedmsg `crl_cache_expiry`, in seconds: accepted for compatibility
-    /// (fedmsg 1.1.7 documents it but never reads it; the CA and CRL are loaded at start).
+    /// fedmsg `crl_cache_expiry`, in seconds: the CA and CRL are loaded again
+    /// this often (and on SIGHUP), without a restart; 0 reloads on SIGHUP only.
+    /// (fedmsg 1.1.7 documents the key but never reads it.)
     pub crl_cache_expiry: u64,
     /// fedmsg `routing_policy`: fully qualified topic -> the certificate CNs
     /// allowed to sign messages on it (exact topics, no wildcards).
@@ -748,6 +805,7 @@ impl Config {
         for (name, raw) in &self.consumers {
             ConsumerSection::parse(name, raw)?;
         }
+        self.http.validate()?;
         self.security.validate()?;
         Ok(())
     }

@@ -225,6 +225,9 @@ struct Trust {
     /// When the CRL stops being valid (verdicts are checked again then).
     crl_deadline: Option<Instant>,
     verdicts: Mutex<HashMap<Box<str>, Verdict>>,
+    /// The CA's and the CRL's bytes as read: a reload that reads the same
+    /// keeps the verdicts.
+    source: (Vec<u8>, Option<Vec<u8>>),
 }
 
 /// Reads a file, naming it on failure.
@@ -270,26 +273,35 @@ impl Trust {
     /// CRL (first CRL of the file), as fedmsg's `load_certificates` does.
     fn load(config: &SecurityConfig) -> Result<Trust, TrustError> {
         let ca_path = Path::new(&config.ca_cert_location);
-        let ca = X509::from_pem(&read("CA certificate", ca_path)?).map_err(|source| {
-            TrustError::Parse {
-                what: "CA certificate",
-                path: ca_path.to_path_buf(),
-                expected: "certificate",
-                source,
-            }
-        })?;
-        let crl = if config.crl_location.trim().is_empty() {
+        let ca_pem = read("CA certificate", ca_path)?;
+        let crl_pem = if config.crl_location.trim().is_empty() {
             None
         } else {
-            let path = Path::new(&config.crl_location);
-            let crl =
-                X509Crl::from_pem(&read("CRL", path)?).map_err(|source| TrustError::Parse {
-                    what: "CRL",
-                    path: path.to_path_buf(),
-                    expected: "X509 CRL",
-                    source,
-                })?;
-            Some(crl)
+            Some(read("CRL", Path::new(&config.crl_location))?)
+        };
+        Trust::from_pem(config, ca_pem, crl_pem)
+    }
+
+    /// Builds the store from the CA's and the CRL's PEM text.
+    fn from_pem(
+        config: &SecurityConfig,
+        ca_pem: Vec<u8>,
+        crl_pem: Option<Vec<u8>>,
+    ) -> Result<Trust, TrustError> {
+        let ca = X509::from_pem(&ca_pem).map_err(|source| TrustError::Parse {
+            what: "CA certificate",
+            path: PathBuf::from(&config.ca_cert_location),
+            expected: "certificate",
+            source,
+        })?;
+        let crl = match &crl_pem {
+            None => None,
+            Some(pem) => Some(X509Crl::from_pem(pem).map_err(|source| TrustError::Parse {
+                what: "CRL",
+                path: PathBuf::from(&config.crl_location),
+                expected: "X509 CRL",
+                source,
+            })?),
         };
         let mut builder = X509StoreBuilder::new().map_err(TrustError::Store)?;
         builder.add_cert(ca).map_err(TrustError::Store)?;
@@ -308,6 +320,7 @@ impl Trust {
             store: builder.build(),
             crl_deadline,
             verdicts: Mutex::new(HashMap::new()),
+            source: (ca_pem, crl_pem),
         })
     }
 
@@ -474,14 +487,30 @@ impl Validator {
         })
     }
 
-    /// Loads the CA and CRL again. On success the cached verdicts start over;
-    /// on failure the ones loaded before stay in use.
-    pub fn reload(&self) -> Result<(), TrustError> {
-        let trust = Trust::load(&self.config)?;
-        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
+    /// Loads the CA and CRL again. When either changed, the cached verdicts
+    /// start over; when both read the same, they are kept. On failure the CA
+    /// and CRL loaded before stay in use (see the module documentation), and
+    /// the failure is counted and shown in `/state`.
+    pub fn reload(&self) -> Result<Reloaded, TrustError> {
+        let trust = match Trust::load(&self.config) {
+            Ok(trust) => trust,
+            Err(error) => {
+                self.stats
+                    .count_trust_reload_failure(crate::error_chain(&error));
+                return Err(error);
+            }
+        };
+        let mut current = self.trust.write().unwrap_or_else(|p| p.into_inner());
+        let outcome = if current.source == trust.source {
+            Reloaded::Unchanged
+        } else {
+            *current = Arc::new(trust);
+            self.stats.set_certificates_cached(0);
+            Reloaded::Changed
+        };
+        drop(current);
         self.stats.set_trust_loaded(SystemTime::now());
-        self.stats.set_certificates_cached(0);
-        Ok(())
+        Ok(outcome)
     }
 
     /// The configuration it validates with.
@@ -586,6 +615,95 @@ impl Validator {
         self.policy
             .allows(topic, &signer.cn)
             .map_err(|detail| Rejection::new(RejectReason::Policy, detail).by(Some(&signer.cn)))
+    }
+}
+
+/// What a successful [`Validator::reload`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The CA or the CRL changed: certificates are checked again against them.
+    Changed,
+    /// Both read the same as before: the cached verdicts stay.
+    Unchanged,
+}
+
+enum Wake {
+    Reload,
+    Stop,
+}
+
+/// The thread that loads the CA and CRL again every `[security]
+/// crl_cache_expiry` seconds (never when 0) and on every reload request of
+/// the hub (SIGHUP). Dropping it stops the thread.
+pub struct TrustReloader {
+    wake: std::sync::mpsc::Sender<Wake>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TrustReloader {
+    /// Starts the thread, listening to `hook`.
+    pub fn start(
+        validator: Arc<Validator>,
+        hook: &crate::reload::ReloadHook,
+    ) -> std::io::Result<TrustReloader> {
+        let (wake, woken) = std::sync::mpsc::channel();
+        let requests = wake.clone();
+        hook.on_reload(move || {
+            let _ = requests.send(Wake::Reload);
+        });
+        let interval = match validator.config.crl_cache_expiry {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        };
+        let thread = std::thread::Builder::new()
+            .name("fedhub-trust".into())
+            .spawn(move || loop {
+                use std::sync::mpsc::RecvTimeoutError;
+                let cause = match interval {
+                    Some(interval) => match woken.recv_timeout(interval) {
+                        Ok(Wake::Reload) => "request",
+                        Err(RecvTimeoutError::Timeout) => "interval",
+                        Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match woken.recv() {
+                        Ok(Wake::Reload) => "request",
+                        Ok(Wake::Stop) | Err(_) => return,
+                    },
+                };
+                let config = validator.config();
+                match validator.reload() {
+                    Ok(Reloaded::Changed) => tracing::info!(
+                        cause,
+                        ca = %config.ca_cert_location,
+                        crl = %config.crl_location,
+                        "ca and crl reloaded: changed, certificates are checked again"
+                    ),
+                    Ok(Reloaded::Unchanged) => tracing::debug!(
+                        cause,
+                        ca = %config.ca_cert_location,
+                        crl = %config.crl_location,
+                        "ca and crl reloaded: unchanged"
+                    ),
+                    Err(error) => tracing::warn!(
+                        cause,
+                        error = %crate::error_chain(&error),
+                        "cannot reload the ca and crl; keeping the ones loaded before"
+                    ),
+                }
+            })?;
+        Ok(TrustReloader {
+            wake,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TrustReloader {
+    fn drop(&mut self) {
+        let _ = self.wake.send(Wake::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

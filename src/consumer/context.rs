@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::backlog::BacklogGuard;
 use crate::config::Settings;
 use crate::publish::{PublishError, Publisher};
+use crate::reload::ReloadHook;
 use crate::stats::{ConsumerStats, Stats};
 
 /// The source of time, replaceable in tests.
@@ -41,6 +42,7 @@ pub struct Context {
     /// This consumer's series, looked up on first use.
     own_stats: OnceLock<Arc<ConsumerStats>>,
     clock: Clock,
+    reload: ReloadHook,
 }
 
 impl Context {
@@ -53,7 +55,21 @@ impl Context {
             stats,
             own_stats: OnceLock::new(),
             clock: Clock::system(),
+            reload: ReloadHook::new(),
         }
+    }
+
+    /// Uses the hub's reload broadcast (the hub does this).
+    pub fn with_reload_hook(mut self, hook: ReloadHook) -> Context {
+        self.reload = hook;
+        self
+    }
+
+    /// The hub's reload broadcast (SIGHUP): a consumer that loads rules or
+    /// files can listen with [`ReloadHook::on_reload`] or
+    /// [`ReloadHook::subscribe`] in its `start`, and read them again.
+    pub fn reload_hook(&self) -> &ReloadHook {
+        &self.reload
     }
 
     /// Replaces the clock.
