@@ -36,9 +36,33 @@
 //! run per message. A trusted verdict is checked again when the certificate or
 //! the CRL expires (at the latest after an hour), a rejection after a minute;
 //! the cache holds at most [`MAX_CACHED_CERTIFICATES`] and is emptied when full,
-//! so a flood of distinct forged certificates costs CPU, not memory. Unlike
-//! fedmsg, a rejected certificate never reloads the CA and CRL: they are loaded
-//! when the hub starts, and again only by [`Validator::reload`].
+//! so a flood of distinct forged certificates costs CPU, not memory.
+//!
+//! # Loading the CA and CRL again
+//!
+//! Unlike fedmsg, a rejected certificate never reloads the CA and CRL (fedmsg
+//! reloads them for every message from a revoked certificate, a network fetch
+//! when the location is a URL). They are loaded when the hub starts (a CA or
+//! CRL that cannot be read or parsed stops it, naming the file), then again by
+//! the [`TrustReloader`] every `crl_cache_expiry` seconds (0: never) and on
+//! each reload request of the hub (SIGHUP). A reload that reads the same bytes
+//! keeps the cached verdicts; one that reads something new starts them over.
+//!
+//! What fedmsg does with a CRL that is expired or cannot be had, and what
+//! fedhub does:
+//!
+//! - An **expired** CRL (past its `nextUpdate`) fails every message, in both
+//!   (OpenSSL's `X509_V_ERR_CRL_HAS_EXPIRED`): reason `expired`. Cached
+//!   verdicts end when the CRL expires, so this starts on time.
+//! - An **unreadable** CRL (missing, unreachable, not PEM): fedmsg catches the
+//!   error inside `validate`, reloads once more and rejects the message, so
+//!   every message is rejected while it lasts. fedhub refuses to start with it
+//!   (exit 2, naming the file); at a reload it keeps the CA and CRL it had,
+//!   logs a warning, counts `fedhub_security_trust_reload_failures_total` and
+//!   shows the error in `/state` (`validation.trust_reload_error`) until a
+//!   reload succeeds. The CRL kept still expires at its `nextUpdate`, after
+//!   which every message is rejected as fedmsg would: a stale CRL is never
+//!   trusted for longer than its issuer said.
 //!
 //! # Why OpenSSL (the `openssl` crate)
 //!
