@@ -333,6 +333,10 @@ pub struct SecurityConfig {
     pub routing_policy: BTreeMap<String, Vec<String>>,
     /// fedmsg `routing_nitpicky`: reject topics that `routing_policy` does not list.
     pub routing_nitpicky: bool,
+    /// Threads that check signatures, the decoding thread included; 0: as many
+    /// as the machine has cores. Messages still reach each consumer in the
+    /// order they arrived.
+    pub validation_threads: usize,
     /// fedmsg `sign_messages`: sign what the hub publishes.
     pub sign_messages: bool,
     /// fedmsg `certnames`: cert index -> the basename of `<ssldir>/<name>.crt` and `.key`.
@@ -355,6 +359,7 @@ impl Default for SecurityConfig {
             crl_cache_expiry: 3600,
             routing_policy: BTreeMap::new(),
             routing_nitpicky: false,
+            validation_threads: 0,
             sign_messages: false,
             certnames: BTreeMap::new(),
             cert_prefix: String::new(),
@@ -401,6 +406,12 @@ impl SecurityConfig {
                     "[security] routing_policy.\"{topic}\" lists the signer {bad:?}: expected certificate CNs"
                 ));
             }
+        }
+        if self.validation_threads > 256 {
+            return invalid(format!(
+                "[security] validation_threads = {}: expected 0 (one per core) to 256",
+                self.validation_threads
+            ));
         }
         if self.sign_messages && self.cert_prefix.is_empty() && self.name.is_empty() {
             return invalid(
