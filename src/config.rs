@@ -319,10 +319,12 @@ pub struct SecurityConfig {
     /// fedmsg `ssldir`: holds the hub's own `<certname>.crt` and `<certname>.key`
     /// for signing (x509 validation does not read it, in fedmsg either).
     pub ssldir: PathBuf,
-    /// fedmsg `ca_cert_location`: the CA certificate (PEM file) signers' certificates
-    /// must be issued by. Only its first certificate is used, as in fedmsg.
+    /// fedmsg `ca_cert_location`: the CA certificate (PEM; a file or an http(s)
+    /// URL) signers' certificates must be issued by. Only its first certificate
+    /// is used, as in fedmsg.
     pub ca_cert_location: String,
-    /// fedmsg `crl_location`: the CA's revocation list (PEM file); "" checks no CRL.
+    /// fedmsg `crl_location`: the CA's revocation list (PEM; a file or an
+    /// http(s) URL); "" checks no CRL.
     pub crl_location: String,
     /// fedmsg `crl_cache_expiry`, in seconds: the CA and CRL are loaded again
     /// this often (and on SIGHUP), without a restart; 0 reloads on SIGHUP only.
@@ -384,9 +386,10 @@ impl SecurityConfig {
             ("ca_cert_location", &self.ca_cert_location),
             ("crl_location", &self.crl_location),
         ] {
-            if location.contains("://") {
+            let url = location.starts_with("http://") || location.starts_with("https://");
+            if location.contains("://") && !url {
                 return invalid(format!(
-                    "[security] {key} = {location:?}: expected a local file path (download the file and point to it)"
+                    "[security] {key} = {location:?}: expected a local file path or an http(s) URL"
                 ));
             }
         }
@@ -1020,7 +1023,7 @@ certnames = { "shell.app01" = "shell-app01.phx2.fedoraproject.org" }
                 "crypto_validate_backends",
             ),
             (
-                "[security]\ncrl_location = \"https://fedoraproject.org/fedmsg/crl.pem\"\n",
+                "[security]\ncrl_location = \"ftp://fedoraproject.org/fedmsg/crl.pem\"\n",
                 "crl_location",
             ),
             (

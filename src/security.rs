@@ -42,8 +42,11 @@
 //!
 //! Unlike fedmsg, a rejected certificate never reloads the CA and CRL (fedmsg
 //! reloads them for every message from a revoked certificate, a network fetch
-//! when the location is a URL). They are loaded when the hub starts (a CA or
-//! CRL that cannot be read or parsed stops it, naming the file), then again by
+//! when the location is a URL). They are read from a file or downloaded from
+//! an http(s) URL (3 attempts of at most 30 s, as fedmsg's `requests`; TLS
+//! through OpenSSL, checked against the system's roots) when the hub starts
+//! (a CA or CRL that cannot be had or parsed stops it, naming the file or
+//! URL), then again by
 //! the [`TrustReloader`] every `crl_cache_expiry` seconds (0: never) and on
 //! each reload request of the hub (SIGHUP). A reload that reads the same bytes
 //! keeps the cached verdicts; one that reads something new starts them over.
@@ -197,6 +200,16 @@ pub enum TrustError {
         #[source]
         source: std::io::Error,
     },
+    /// A CA or CRL URL could not be downloaded.
+    #[error("cannot fetch the {what} {url}: {detail}")]
+    Fetch {
+        /// What the URL should hold.
+        what: &'static str,
+        /// The URL.
+        url: String,
+        /// What went wrong (the HTTP status, or the connection's error).
+        detail: String,
+    },
     /// The file holds no PEM object of the expected kind.
     #[error("the {what} {} is not a PEM {expected}", path.display())]
     Parse {
@@ -263,6 +276,63 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TrustError> {
     })
 }
 
+/// The most a CA or CRL download may hold (Fedora's CRL is a few kilobytes).
+pub const MAX_TRUST_DOWNLOAD_BYTES: u64 = 16 << 20;
+/// Attempts at a download, as fedmsg's `requests` session (3 retries).
+const DOWNLOAD_ATTEMPTS: u32 = 3;
+/// The time limit of one download attempt, fedmsg's 30 s.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a CA or CRL location: an `http://` or `https://` URL (downloaded,
+/// as fedmsg does with `requests`) or a local file.
+fn fetch(what: &'static str, location: &str) -> Result<Vec<u8>, TrustError> {
+    if !(location.starts_with("https://") || location.starts_with("http://")) {
+        return read(what, Path::new(location));
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::NativeTls)
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(DOWNLOAD_TIMEOUT))
+        .tls_config(tls)
+        .build()
+        .into();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = agent.get(location).call().and_then(|mut response| {
+            response
+                .body_mut()
+                .with_config()
+                .limit(MAX_TRUST_DOWNLOAD_BYTES)
+                .read_to_vec()
+        });
+        match outcome {
+            Ok(bytes) => return Ok(bytes),
+            // An answer such as 404 will not change on a retry.
+            Err(ureq::Error::StatusCode(status)) => {
+                return Err(TrustError::Fetch {
+                    what,
+                    url: location.to_string(),
+                    detail: format!("the server answered HTTP {status}"),
+                })
+            }
+            Err(error) if attempt >= DOWNLOAD_ATTEMPTS => {
+                return Err(TrustError::Fetch {
+                    what,
+                    url: location.to_string(),
+                    detail: format!("{error} (after {attempt} attempts)"),
+                })
+            }
+            Err(error) => {
+                tracing::debug!(url = location, attempt, error = %error, "download failed; trying again");
+                std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+            }
+        }
+    }
+}
+
 extern "C" {
     // Part of libcrypto's public API (x509_vfy.h) since OpenSSL 0.9.8; the
     // openssl-sys bindings do not declare it.
@@ -296,12 +366,11 @@ impl Trust {
     /// Loads the CA (first certificate of the file) and, when configured, the
     /// CRL (first CRL of the file), as fedmsg's `load_certificates` does.
     fn load(config: &SecurityConfig) -> Result<Trust, TrustError> {
-        let ca_path = Path::new(&config.ca_cert_location);
-        let ca_pem = read("CA certificate", ca_path)?;
+        let ca_pem = fetch("CA certificate", &config.ca_cert_location)?;
         let crl_pem = if config.crl_location.trim().is_empty() {
             None
         } else {
-            Some(read("CRL", Path::new(&config.crl_location))?)
+            Some(fetch("CRL", &config.crl_location)?)
         };
         Trust::from_pem(config, ca_pem, crl_pem)
     }
