@@ -27,7 +27,7 @@ fn a_burst_validated_on_several_threads_arrives_in_order_without_the_forged() {
     let topic = format!("{PREFIX}.logger.log");
     let total = 3000u64;
     // Every 7th message is tampered with after signing.
-    let forged = |i: u64| i % 7 == 0;
+    let forged = |i: u64| i.is_multiple_of(7);
     let bodies: Vec<String> = (1..=total)
         .map(|i| {
             let mut map = json!({
