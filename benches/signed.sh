@@ -31,7 +31,7 @@ UNIQUE=${SIGNED_UNIQUE:-20000}
 REPS=${SIGNED_REPS:-3}
 PEER=${BENCH_PEER:-1}
 OUT=${BENCH_OUT:-$ROOT/target/fedhub-bench/signed-$(date +%Y%m%d-%H%M%S)}
-mkdir -p "$OUT" || exit 1
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 1
 
 say() { printf '[signed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 PIDS=()
