@@ -217,19 +217,75 @@ impl Default for PublishConfig {
     }
 }
 
-/// `[http]`
+/// `[http]`: where the HTTP server listens, and its limits against hostile
+/// or broken clients (each answered with a status and counted in
+/// `fedhub_http_requests_rejected_total{reason}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `host:port` for `/metrics`, `/health/*`, `/state` and consumer APIs; empty disables.
     pub listen: String,
+    /// Connections served at once; further ones wait in the kernel's accept
+    /// queue until one closes.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head (request line and
+    /// headers) once connected or after the previous response; a slower one
+    /// gets 408 and is disconnected.
+    pub request_head_timeout_secs: u64,
+    /// Seconds from a request's head to its response: a client that sends its
+    /// body too slowly, or a handler that takes longer, gets 408.
+    pub request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Seconds a connection being closed has to take the last bytes.
+    pub disconnect_timeout_secs: u64,
+    /// The largest request head (request line and headers), in bytes; a
+    /// larger one gets 431. At most 131072, the HTTP library's own limit
+    /// (which also allows at most 96 headers).
+    pub max_head_bytes: usize,
+    /// The largest request body, in bytes; a larger one gets 413.
+    pub max_body_bytes: usize,
 }
+
+/// The HTTP library's own bound on a request head, in bytes.
+pub const MAX_HEAD_BYTES_LIMIT: usize = 131_072;
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:8940".into(),
+            max_connections: 256,
+            request_head_timeout_secs: 5,
+            request_timeout_secs: 60,
+            keep_alive_secs: 5,
+            disconnect_timeout_secs: 1,
+            max_head_bytes: 16_384,
+            max_body_bytes: 1_048_576,
         }
+    }
+}
+
+impl HttpConfig {
+    /// Checks the limits, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("request_head_timeout_secs", self.request_head_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_body_bytes", self.max_body_bytes as u64),
+        ];
+        if let Some((key, value)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "[http] {key} = {value}: expected a number greater than 0"
+            )));
+        }
+        if !(1024..=MAX_HEAD_BYTES_LIMIT).contains(&self.max_head_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "[http] max_head_bytes = {}: expected 1024 to {MAX_HEAD_BYTES_LIMIT}",
+                self.max_head_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -268,19 +324,26 @@ pub struct SecurityConfig {
     /// fedmsg `ssldir`: holds the hub's own `<certname>.crt` and `<certname>.key`
     /// for signing (x509 validation does not read it, in fedmsg either).
     pub ssldir: PathBuf,
-    /// fedmsg `ca_cert_location`: the CA certificate (PEM file) signers' certificates
-    /// must be issued by. Only its first certificate is used, as in fedmsg.
+    /// fedmsg `ca_cert_location`: the CA certificate (PEM; a file or an http(s)
+    /// URL) signers' certificates must be issued by. Only its first certificate
+    /// is used, as in fedmsg.
     pub ca_cert_location: String,
-    /// fedmsg `crl_location`: the CA's revocation list (PEM file); "" checks no CRL.
+    /// fedmsg `crl_location`: the CA's revocation list (PEM; a file or an
+    /// http(s) URL); "" checks no CRL.
     pub crl_location: String,
-    /// fedmsg `crl_cache_expiry`, in seconds: accepted for compatibility
-    /// (fedmsg 1.1.7 documents it but never reads it; the CA and CRL are loaded at start).
+    /// fedmsg `crl_cache_expiry`, in seconds: the CA and CRL are loaded again
+    /// this often (and on SIGHUP), without a restart; 0 reloads on SIGHUP only.
+    /// (fedmsg 1.1.7 documents the key but never reads it.)
     pub crl_cache_expiry: u64,
     /// fedmsg `routing_policy`: fully qualified topic -> the certificate CNs
     /// allowed to sign messages on it (exact topics, no wildcards).
     pub routing_policy: BTreeMap<String, Vec<String>>,
     /// fedmsg `routing_nitpicky`: reject topics that `routing_policy` does not list.
     pub routing_nitpicky: bool,
+    /// Threads that check signatures, the decoding thread included; 0: as many
+    /// as the machine has cores. Messages still reach each consumer in the
+    /// order they arrived.
+    pub validation_threads: usize,
     /// fedmsg `sign_messages`: sign what the hub publishes.
     pub sign_messages: bool,
     /// fedmsg `certnames`: cert index -> the basename of `<ssldir>/<name>.crt` and `.key`.
@@ -303,6 +366,7 @@ impl Default for SecurityConfig {
             crl_cache_expiry: 3600,
             routing_policy: BTreeMap::new(),
             routing_nitpicky: false,
+            validation_threads: 0,
             sign_messages: false,
             certnames: BTreeMap::new(),
             cert_prefix: String::new(),
@@ -327,9 +391,10 @@ impl SecurityConfig {
             ("ca_cert_location", &self.ca_cert_location),
             ("crl_location", &self.crl_location),
         ] {
-            if location.contains("://") {
+            let url = location.starts_with("http://") || location.starts_with("https://");
+            if location.contains("://") && !url {
                 return invalid(format!(
-                    "[security] {key} = {location:?}: expected a local file path (download the file and point to it)"
+                    "[security] {key} = {location:?}: expected a local file path or an http(s) URL"
                 ));
             }
         }
@@ -349,6 +414,12 @@ impl SecurityConfig {
                     "[security] routing_policy.\"{topic}\" lists the signer {bad:?}: expected certificate CNs"
                 ));
             }
+        }
+        if self.validation_threads > 256 {
+            return invalid(format!(
+                "[security] validation_threads = {}: expected 0 (one per core) to 256",
+                self.validation_threads
+            ));
         }
         if self.sign_messages && self.cert_prefix.is_empty() && self.name.is_empty() {
             return invalid(
@@ -803,6 +874,7 @@ impl Config {
         for (name, raw) in &self.consumers {
             ConsumerSection::parse(name, raw)?;
         }
+        self.http.validate()?;
         self.security.validate()?;
         Ok(())
     }
@@ -1046,7 +1118,7 @@ certnames = { "shell.app01" = "shell-app01.phx2.fedoraproject.org" }
                 "crypto_validate_backends",
             ),
             (
-                "[security]\ncrl_location = \"https://fedoraproject.org/fedmsg/crl.pem\"\n",
+                "[security]\ncrl_location = \"ftp://fedoraproject.org/fedmsg/crl.pem\"\n",
                 "crl_location",
             ),
             (

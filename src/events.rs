@@ -64,6 +64,8 @@ static HTTP_REJECTED: [AtomicU64; HttpRejectReason::ALL.len()] =
 pub enum HttpRejectReason {
     /// The request head was larger than the server accepts.
     HeadTooLarge,
+    /// The request body was larger than `[http] max_body_bytes`.
+    BodyTooLarge,
     /// The request head could not be parsed.
     Malformed,
     /// The client was too slow sending its request.
@@ -74,8 +76,9 @@ pub enum HttpRejectReason {
 
 impl HttpRejectReason {
     /// Every reason, in metric order.
-    pub const ALL: [HttpRejectReason; 4] = [
+    pub const ALL: [HttpRejectReason; 5] = [
         HttpRejectReason::HeadTooLarge,
+        HttpRejectReason::BodyTooLarge,
         HttpRejectReason::Malformed,
         HttpRejectReason::Timeout,
         HttpRejectReason::Other,
@@ -85,6 +88,7 @@ impl HttpRejectReason {
     pub fn as_str(self) -> &'static str {
         match self {
             HttpRejectReason::HeadTooLarge => "head_too_large",
+            HttpRejectReason::BodyTooLarge => "body_too_large",
             HttpRejectReason::Malformed => "malformed",
             HttpRejectReason::Timeout => "timeout",
             HttpRejectReason::Other => "other",

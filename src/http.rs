@@ -216,6 +216,136 @@ async fn state_json(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok().json(state.stats.state())
 }
 
+/// The per-request limits of `[http]` the [`limit_requests`] middleware
+/// enforces (the connection limits are the server's own settings).
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// `[http] max_head_bytes`.
+    pub max_head_bytes: usize,
+    /// `[http] max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `[http] request_timeout_secs`.
+    pub request_timeout: Duration,
+}
+
+impl RequestLimits {
+    /// The limits `config` sets.
+    pub fn new(config: &crate::config::HttpConfig) -> RequestLimits {
+        RequestLimits {
+            max_head_bytes: config.max_head_bytes,
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+        }
+    }
+
+    /// The size of a request's head as it came: request line and headers.
+    fn head_bytes(req: &actix_web::dev::ServiceRequest) -> usize {
+        let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+        let headers: usize = req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        line + headers + 2
+    }
+
+    /// The response refusing `req` before any handler sees it, if it must be.
+    fn refusal(&self, req: &actix_web::dev::ServiceRequest) -> Option<HttpResponse> {
+        let head = Self::head_bytes(req);
+        if head > self.max_head_bytes {
+            return Some(refuse(
+                crate::events::HttpRejectReason::HeadTooLarge,
+                HttpResponse::build(actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+                format!(
+                    "request head of {head} bytes: expected at most {} ([http] max_head_bytes)",
+                    self.max_head_bytes
+                ),
+            ));
+        }
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(length) = declared.filter(|l| *l > self.max_body_bytes as u64) {
+            return Some(refuse(
+                crate::events::HttpRejectReason::BodyTooLarge,
+                HttpResponse::PayloadTooLarge(),
+                format!(
+                    "request body of {length} bytes: expected at most {} ([http] max_body_bytes)",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        None
+    }
+}
+
+/// Counts a refused request and builds its JSON error response.
+fn refuse(
+    reason: crate::events::HttpRejectReason,
+    mut builder: actix_web::HttpResponseBuilder,
+    error: String,
+) -> HttpResponse {
+    crate::events::HttpRequestRejected {
+        reason,
+        detail: &error,
+    }
+    .emit();
+    builder
+        .insert_header((actix_web::http::header::CONNECTION, "close"))
+        .json(serde_json::json!({ "error": error }))
+}
+
+/// Middleware (`actix_web::middleware::from_fn`) enforcing [`RequestLimits`]
+/// (from the app data): a head over `max_head_bytes` gets 431, a declared
+/// body over `max_body_bytes` gets 413 before it is read (a chunked one is cut
+/// by the extractors' limits, set to the same), and a request not answered
+/// within `request_timeout` (a body sent too slowly, a handler too slow) gets
+/// 408. Each is counted in `fedhub_http_requests_rejected_total{reason}`.
+pub async fn limit_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let Some(limits) = req
+        .app_data::<web::Data<RequestLimits>>()
+        .map(|l| l.get_ref().clone())
+    else {
+        return next.call(req).await.map(|r| r.map_into_left_body());
+    };
+    if let Some(response) = limits.refusal(&req) {
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    match actix_rt::time::timeout(limits.request_timeout, next.call(req)).await {
+        Ok(response) => response.map(|r| r.map_into_left_body()),
+        Err(_) => {
+            let error = format!(
+                "no response within {} s ([http] request_timeout_secs): the request body came too slowly, or its handler took too long",
+                limits.request_timeout.as_secs()
+            );
+            let response = refuse(
+                crate::events::HttpRejectReason::Timeout,
+                HttpResponse::RequestTimeout(),
+                error.clone(),
+            );
+            // The request went to the handler: the refusal travels as an error.
+            Err(actix_web::error::InternalError::from_response(error, response).into())
+        }
+    }
+}
+
+/// Registers the request limits as app data: for [`limit_requests`], and as
+/// the body limit of the `Bytes`, `String`, `Json` and `Form` extractors.
+pub fn configure_limits(cfg: &mut web::ServiceConfig, config: &crate::config::HttpConfig) {
+    cfg.app_data(web::Data::new(RequestLimits::new(config)))
+        .app_data(web::PayloadConfig::new(config.max_body_bytes))
+        .app_data(web::JsonConfig::default().limit(config.max_body_bytes))
+        .app_data(web::FormConfig::default().limit(config.max_body_bytes));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,9 @@ use crate::ingress::{SocketPlan, Subscriber, SubscriberOptions};
 use crate::memory::Trimmer;
 use crate::monitoring::{ConsumerInfo, DocumentBuilder, MonitoringSocket};
 use crate::publish::{Publisher, PublisherThread};
+use crate::reload::ReloadHook;
 use crate::router::{Route, Router};
-use crate::security::{SigningKey, TrustError, Validator};
+use crate::security::{SigningKey, TrustError, TrustReloader, Validator};
 use crate::socket::BusError;
 use crate::stats::Stats;
 use crate::status::StatusHistory;
@@ -111,7 +112,7 @@ struct SystemReady {
 /// Everything the actor system's thread needs, moved there in one piece.
 struct ActorSystemPlan {
     actors: Vec<(Box<dyn Consumer>, Context, ActorSetup)>,
-    listen: String,
+    http: crate::config::HttpConfig,
     http_state: HttpState,
     http_routes: Vec<MountedRoutes>,
     nice: i32,
@@ -343,7 +344,7 @@ struct ConsumerRouting {
 fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
     let ActorSystemPlan {
         actors,
-        listen,
+        http,
         http_state,
         http_routes,
         nice,
@@ -365,6 +366,7 @@ fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
         });
         arbiters.push(arbiter);
     }
+    let listen = http.listen.clone();
     let (server, http_addr) = if listen.is_empty() {
         (None, None)
     } else {
@@ -378,12 +380,24 @@ fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
                 history.sample(&stats);
             }
         });
+        let limits = http.clone();
         let server = actix_web::HttpServer::new(move || {
             let state = http_state.clone();
             let routes = http_routes.clone();
-            actix_web::App::new().configure(move |cfg| crate::http::configure(cfg, state, &routes))
+            let limits = limits.clone();
+            actix_web::App::new()
+                .wrap(actix_web::middleware::from_fn(crate::http::limit_requests))
+                .configure(move |cfg| crate::http::configure_limits(cfg, &limits))
+                .configure(move |cfg| crate::http::configure(cfg, state, &routes))
         })
         .workers(1)
+        .max_connections(http.max_connections)
+        .client_request_timeout(Duration::from_secs(http.request_head_timeout_secs))
+        .client_disconnect_timeout(Duration::from_secs(http.disconnect_timeout_secs))
+        .keep_alive(match http.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
         .disable_signals()
         .shutdown_timeout(1)
         .bind(&listen);
@@ -514,6 +528,8 @@ pub struct RunningHub {
     publisher: Publisher,
     publisher_thread: PublisherThread,
     validator: Option<Arc<Validator>>,
+    reload: ReloadHook,
+    trust_reloader: Option<TrustReloader>,
     system: Option<actix::System>,
     system_thread: Option<JoinHandle<()>>,
     arbiters: Vec<actix::Arbiter>,
@@ -532,6 +548,7 @@ impl RunningHub {
     /// Step 1: the stats registry and the publisher thread.
     fn with_publisher(config: Config) -> Result<RunningHub, HubError> {
         let stats = Stats::new();
+        let reload = ReloadHook::new();
         let validator = if config.security.validate_signatures {
             let validator = Validator::load(&config.security, stats.security().clone())?;
             let prefix = format!("{}.", config.hub.topic_prefix);
@@ -545,11 +562,21 @@ impl RunningHub {
                 crl = %config.security.crl_location,
                 policy_topics = config.security.routing_policy.len(),
                 nitpicky = config.security.routing_nitpicky,
+                reload_interval_secs = config.security.crl_cache_expiry,
                 "validating message signatures"
             );
             Some(Arc::new(validator))
         } else {
             None
+        };
+        let trust_reloader = match &validator {
+            Some(validator) => Some(TrustReloader::start(validator.clone(), &reload).map_err(
+                |source| HubError::Thread {
+                    what: "trust reload thread",
+                    source,
+                },
+            )?),
+            None => None,
         };
         let zmq = zmq::Context::new();
         let signing = if config.security.sign_messages {
@@ -578,6 +605,8 @@ impl RunningHub {
             publisher,
             publisher_thread,
             validator,
+            reload,
+            trust_reloader,
             system: None,
             system_thread: None,
             arbiters: Vec::new(),
@@ -619,7 +648,8 @@ impl RunningHub {
                 p.settings,
                 self.publisher.clone(),
                 self.stats.clone(),
-            );
+            )
+            .with_reload_hook(self.reload.clone());
             let setup = ActorSetup {
                 name: p.name.clone(),
                 stats: consumer_stats,
@@ -640,7 +670,7 @@ impl RunningHub {
         }
         let plan = ActorSystemPlan {
             actors,
-            listen: self.config.http.listen.clone(),
+            http: self.config.http.clone(),
             http_state: HttpState {
                 stats: self.stats.clone(),
                 consumers: Arc::new(self.consumer_names()),
@@ -827,6 +857,14 @@ impl RunningHub {
         self.publisher_thread.bound_endpoints()
     }
 
+    /// The hub's reload broadcast: [`request`](ReloadHook::request) asks
+    /// everything that reads files or URLs (the CA and CRL, consumers that
+    /// listen through their [`Context`]) to read them again; the `fedhub`
+    /// binary requests it on SIGHUP.
+    pub fn reload_hook(&self) -> &ReloadHook {
+        &self.reload
+    }
+
     /// The hub's publisher.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
@@ -945,6 +983,7 @@ impl RunningHub {
         if let Some(thread) = self.status_thread.take() {
             let _ = thread.join();
         }
+        drop(self.trust_reloader.take());
         tracing::info!("hub stopped");
         ShutdownReport { undrained }
     }
@@ -1013,11 +1052,21 @@ async fn first_of<A: Future, B: Future>(a: A, b: B) {
     .await
 }
 
-/// SIGINT and SIGTERM handlers installed at once and waited for later, so a
-/// signal that arrives while the hub is still starting is not lost (nor does
-/// it kill the process the default way).
+/// What the signal thread saw.
+enum Received {
+    /// SIGINT or SIGTERM.
+    Shutdown,
+    /// SIGHUP.
+    Hangup,
+}
+
+/// SIGINT, SIGTERM and SIGHUP handlers installed at once and waited for later,
+/// so a signal that arrives while the hub is still starting is not lost (nor
+/// does it kill the process the default way). SIGHUP asks for a reload
+/// ([`wait_reloading`](Self::wait_reloading)); a SIGHUP during startup is
+/// acted on once the hub runs.
 pub struct ShutdownSignal {
-    received: Receiver<()>,
+    received: Receiver<Received>,
 }
 
 impl ShutdownSignal {
@@ -1037,16 +1086,38 @@ impl ShutdownSignal {
                     }
                 };
                 runtime.block_on(async move {
-                    let handlers = signal(SignalKind::terminate())
-                        .and_then(|t| signal(SignalKind::interrupt()).map(|i| (t, i)));
-                    match handlers {
-                        Ok((mut terminate, mut interrupt)) => {
-                            let _ = installed_tx.send(Ok(()));
-                            first_of(terminate.recv(), interrupt.recv()).await;
-                            let _ = received_tx.send(());
-                        }
+                    let handlers = (|| {
+                        Ok::<_, std::io::Error>((
+                            signal(SignalKind::terminate())?,
+                            signal(SignalKind::interrupt())?,
+                            signal(SignalKind::hangup())?,
+                        ))
+                    })();
+                    let (mut terminate, mut interrupt, mut hangup) = match handlers {
+                        Ok(handlers) => handlers,
                         Err(error) => {
                             let _ = installed_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = installed_tx.send(Ok(()));
+                    loop {
+                        let seen = std::future::poll_fn(|cx| {
+                            use std::task::Poll;
+                            if terminate.poll_recv(cx).is_ready()
+                                || interrupt.poll_recv(cx).is_ready()
+                            {
+                                Poll::Ready(Received::Shutdown)
+                            } else if hangup.poll_recv(cx).is_ready() {
+                                Poll::Ready(Received::Hangup)
+                            } else {
+                                Poll::Pending
+                            }
+                        })
+                        .await;
+                        let shutdown = matches!(seen, Received::Shutdown);
+                        if received_tx.send(seen).is_err() || shutdown {
+                            return;
                         }
                     }
                 });
@@ -1069,8 +1140,19 @@ impl ShutdownSignal {
     }
 
     /// Blocks until SIGINT or SIGTERM has arrived (at once if it already has).
+    /// A SIGHUP meanwhile is logged and otherwise ignored.
     pub fn wait(&self) {
-        let _ = self.received.recv();
+        self.wait_reloading(&ReloadHook::new());
+    }
+
+    /// Blocks until SIGINT or SIGTERM has arrived (at once if it already
+    /// has); each SIGHUP meanwhile requests a reload on `hook` (the running
+    /// hub's [`reload_hook`](RunningHub::reload_hook)).
+    pub fn wait_reloading(&self, hook: &ReloadHook) {
+        while let Ok(Received::Hangup) = self.received.recv() {
+            let listeners = hook.request();
+            tracing::info!(listeners, "SIGHUP: reload requested");
+        }
     }
 }
 

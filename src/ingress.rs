@@ -619,41 +619,25 @@ struct DecodeStage {
 /// whenever it has nothing more to decode for the moment. It ends when the
 /// receiving thread has ended and everything it sent is delivered.
 fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: Arc<AtomicBool>) {
+    let workers = stage
+        .validator
+        .as_ref()
+        .map(|v| validation_workers(v.config().validation_threads))
+        .unwrap_or(1);
     while let Ok(batch) = batches.recv() {
         let mut next = Some(batch);
-        while let Some(batch) = next {
-            for mut message in batch {
-                if message.admitted.routes.is_empty() {
-                    stage.unadmitted.leave();
-                }
-                // The body frame becomes the envelope's body, without a copy.
-                match Envelope::from_received(&mut message.frames, stage.max_message_bytes) {
-                    Ok(envelope) => {
-                        if let Some(validator) = &stage.validator {
-                            if !trusted(validator, &envelope, &message.admitted) {
-                                stage.dispatcher.discard(&message.admitted);
-                                continue;
-                            }
-                        }
-                        if let Some(outbound) = &stage.outbound {
-                            outbound.send(&envelope);
-                        }
-                        stage
-                            .dispatcher
-                            .deliver(Arc::new(envelope), &message.admitted, &stop)
-                    }
-                    Err(error) => {
-                        stage.dispatcher.discard(&message.admitted);
-                        let untrusted = stage.validator.as_ref().map(|v| &**v.stats());
-                        reject(
-                            &stage.buses[message.bus],
-                            untrusted,
-                            &error,
-                            &message.frames,
-                        );
+        while let Some(mut batch) = next {
+            if workers > 1 {
+                // What is already waiting is validated together: more to
+                // share between the threads, in the same order.
+                while batch.len() < BATCH {
+                    match batches.try_recv() {
+                        Ok(more) => batch.extend(more),
+                        Err(_) => break,
                     }
                 }
             }
+            decode_batch(batch, &mut stage, workers, &stop);
             next = batches.try_recv().ok();
         }
         stage.dispatcher.flush(&stop);
@@ -662,14 +646,127 @@ fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: A
     tracing::debug!("decoding thread stopped");
 }
 
-/// Validates a message some consumer's topics matched (messages no consumer
-/// wants are counted as unrouted, unvalidated, as fedmsg validates per
-/// consumer); counts and logs a rejection.
-fn trusted(validator: &Validator, envelope: &Envelope, admitted: &Admitted) -> bool {
-    if !admitted.matched {
-        return true;
+/// Threads that check signatures: `[security] validation_threads`, or with
+/// 0 as many as the machine has cores (the decoding thread is one of them).
+fn validation_workers(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
     }
-    match validator.validate(envelope) {
+}
+
+/// A batch smaller than this is validated on the decoding thread alone: a
+/// quiet bus does not pay for handing work to other threads.
+const PARALLEL_VALIDATION_MIN: usize = 16;
+
+/// Decodes a batch, validates the messages that need it (in parallel when
+/// `workers` > 1 and the batch is large enough), then delivers or rejects
+/// each one in arrival order.
+fn decode_batch(batch: Vec<Received>, stage: &mut DecodeStage, workers: usize, stop: &AtomicBool) {
+    let mut decoded = Vec::with_capacity(batch.len());
+    for mut message in batch {
+        if message.admitted.routes.is_empty() {
+            stage.unadmitted.leave();
+        }
+        // The body frame becomes the envelope's body, without a copy.
+        let envelope = Envelope::from_received(&mut message.frames, stage.max_message_bytes);
+        decoded.push((message, envelope));
+    }
+    let verdicts = match &stage.validator {
+        Some(validator) => {
+            let wanted: Vec<&Envelope> = decoded
+                .iter()
+                .filter(|(m, e)| m.admitted.matched && e.is_ok())
+                .filter_map(|(_, e)| e.as_ref().ok())
+                .collect();
+            validate_all(validator, &wanted, workers)
+        }
+        None => Vec::new(),
+    };
+    let mut verdicts = verdicts.into_iter();
+    for (message, envelope) in decoded {
+        match envelope {
+            Ok(envelope) => {
+                if let Some(validator) = &stage.validator {
+                    if message.admitted.matched {
+                        let verdict = verdicts.next().unwrap_or(Ok(()));
+                        if !trusted(validator, &envelope, verdict) {
+                            stage.dispatcher.discard(&message.admitted);
+                            continue;
+                        }
+                    }
+                }
+                if let Some(outbound) = &stage.outbound {
+                    outbound.send(&envelope);
+                }
+                stage
+                    .dispatcher
+                    .deliver(Arc::new(envelope), &message.admitted, stop)
+            }
+            Err(error) => {
+                stage.dispatcher.discard(&message.admitted);
+                let untrusted = stage.validator.as_ref().map(|v| &**v.stats());
+                reject(
+                    &stage.buses[message.bus],
+                    untrusted,
+                    &error,
+                    &message.frames,
+                );
+            }
+        }
+    }
+}
+
+/// Validates `envelopes`, in their order; split across `workers` threads (the
+/// calling one included) when there are enough of them.
+fn validate_all(
+    validator: &Validator,
+    envelopes: &[&Envelope],
+    workers: usize,
+) -> Vec<Result<(), Rejection>> {
+    if workers <= 1 || envelopes.len() < PARALLEL_VALIDATION_MIN {
+        return envelopes.iter().map(|e| validator.validate(e)).collect();
+    }
+    let chunk = envelopes.len().div_ceil(workers);
+    let mut chunks = envelopes.chunks(chunk);
+    let first = chunks.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = chunks
+            .map(|part| {
+                std::thread::Builder::new()
+                    .name("fedhub-validate".into())
+                    .spawn_scoped(scope, move || {
+                        part.iter()
+                            .map(|e| validator.validate(e))
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(|_| part)
+            })
+            .collect();
+        let mut verdicts: Vec<Result<(), Rejection>> =
+            first.iter().map(|e| validator.validate(e)).collect();
+        for helper in helpers {
+            match helper {
+                Ok(handle) => match handle.join() {
+                    Ok(part) => verdicts.extend(part),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                // No thread could be had: validate here.
+                Err(part) => verdicts.extend(part.iter().map(|e| validator.validate(e))),
+            }
+        }
+        verdicts
+    })
+}
+
+/// Counts a validation verdict and logs a rejection; whether to deliver.
+/// Only messages some consumer's topics matched are validated (messages no
+/// consumer wants are counted as unrouted, unvalidated, as fedmsg validates
+/// per consumer).
+fn trusted(validator: &Validator, envelope: &Envelope, verdict: Result<(), Rejection>) -> bool {
+    match verdict {
         Ok(()) => {
             validator.stats().count_validated();
             true

@@ -30,6 +30,7 @@
 //!   (CA, CRL, routing policy; per-certificate work cached), signing on publish.
 //! - `config`: TOML plus `FEDHUB_SECTION__KEY` environment overrides.
 //! - `hub`: startup (named steps) and shutdown of all of the above.
+//! - `reload`: the broadcast of reload requests (SIGHUP) the hub offers.
 //! - `memory`, `priority`, `socket`: returning memory after a burst, data-path
 //!   thread priority, ZeroMQ socket setup errors.
 //! - `logging`: logging to stderr; the HTTP server's per-connection error
@@ -51,6 +52,7 @@ mod metric_names;
 mod monitoring;
 mod priority;
 mod publish;
+mod reload;
 mod router;
 mod security;
 mod socket;
@@ -76,8 +78,10 @@ pub use logging::{init_logging, init_logging_with_default};
 pub use memory::release_free_memory;
 pub use message::{DecodeError, Envelope, MAX_JSON_DEPTH};
 pub use publish::{build_topic, new_msg_id, PublishError, Publisher};
+pub use reload::ReloadHook;
 pub use security::{
-    lenient_base64, short_hostname, RejectReason, Rejection, SigningKey, TrustError, Validator,
+    lenient_base64, short_hostname, RejectReason, Rejection, Reloaded, SigningKey, TrustError,
+    TrustReloader, Validator,
 };
 pub use socket::BusError;
 pub use stats::{SecurityStats, Stats};

@@ -56,3 +56,6 @@ pub const SECURITY_CERTIFICATES_CACHED: &str = "fedhub_security_certificates_cac
 /// When the CA certificate and CRL were last loaded, Unix seconds (gauge).
 pub const SECURITY_TRUST_LOADED_TIMESTAMP_SECONDS: &str =
     "fedhub_security_trust_loaded_timestamp_seconds";
+/// Reloads of the CA certificate and CRL that failed.
+pub const SECURITY_TRUST_RELOAD_FAILURES_TOTAL: &str =
+    "fedhub_security_trust_reload_failures_total";

@@ -36,9 +36,36 @@
 //! run per message. A trusted verdict is checked again when the certificate or
 //! the CRL expires (at the latest after an hour), a rejection after a minute;
 //! the cache holds at most [`MAX_CACHED_CERTIFICATES`] and is emptied when full,
-//! so a flood of distinct forged certificates costs CPU, not memory. Unlike
-//! fedmsg, a rejected certificate never reloads the CA and CRL: they are loaded
-//! when the hub starts, and again only by [`Validator::reload`].
+//! so a flood of distinct forged certificates costs CPU, not memory.
+//!
+//! # Loading the CA and CRL again
+//!
+//! Unlike fedmsg, a rejected certificate never reloads the CA and CRL (fedmsg
+//! reloads them for every message from a revoked certificate, a network fetch
+//! when the location is a URL). They are read from a file or downloaded from
+//! an http(s) URL (3 attempts of at most 30 s, as fedmsg's `requests`; TLS
+//! through OpenSSL, checked against the system's roots) when the hub starts
+//! (a CA or CRL that cannot be had or parsed stops it, naming the file or
+//! URL), then again by
+//! the [`TrustReloader`] every `crl_cache_expiry` seconds (0: never) and on
+//! each reload request of the hub (SIGHUP). A reload that reads the same bytes
+//! keeps the cached verdicts; one that reads something new starts them over.
+//!
+//! What fedmsg does with a CRL that is expired or cannot be had, and what
+//! fedhub does:
+//!
+//! - An **expired** CRL (past its `nextUpdate`) fails every message, in both
+//!   (OpenSSL's `X509_V_ERR_CRL_HAS_EXPIRED`): reason `expired`. Cached
+//!   verdicts end when the CRL expires, so this starts on time.
+//! - An **unreadable** CRL (missing, unreachable, not PEM): fedmsg catches the
+//!   error inside `validate`, reloads once more and rejects the message, so
+//!   every message is rejected while it lasts. fedhub refuses to start with it
+//!   (exit 2, naming the file); at a reload it keeps the CA and CRL it had,
+//!   logs a warning, counts `fedhub_security_trust_reload_failures_total` and
+//!   shows the error in `/state` (`validation.trust_reload_error`) until a
+//!   reload succeeds. The CRL kept still expires at its `nextUpdate`, after
+//!   which every message is rejected as fedmsg would: a stale CRL is never
+//!   trusted for longer than its issuer said.
 //!
 //! # Why OpenSSL (the `openssl` crate)
 //!
@@ -173,6 +200,16 @@ pub enum TrustError {
         #[source]
         source: std::io::Error,
     },
+    /// A CA or CRL URL could not be downloaded.
+    #[error("cannot fetch the {what} {url}: {detail}")]
+    Fetch {
+        /// What the URL should hold.
+        what: &'static str,
+        /// The URL.
+        url: String,
+        /// What went wrong (the HTTP status, or the connection's error).
+        detail: String,
+    },
     /// The file holds no PEM object of the expected kind.
     #[error("the {what} {} is not a PEM {expected}", path.display())]
     Parse {
@@ -225,6 +262,9 @@ struct Trust {
     /// When the CRL stops being valid (verdicts are checked again then).
     crl_deadline: Option<Instant>,
     verdicts: Mutex<HashMap<Box<str>, Verdict>>,
+    /// The CA's and the CRL's bytes as read: a reload that reads the same
+    /// keeps the verdicts.
+    source: (Vec<u8>, Option<Vec<u8>>),
 }
 
 /// Reads a file, naming it on failure.
@@ -234,6 +274,63 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TrustError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The most a CA or CRL download may hold (Fedora's CRL is a few kilobytes).
+pub const MAX_TRUST_DOWNLOAD_BYTES: u64 = 16 << 20;
+/// Attempts at a download, as fedmsg's `requests` session (3 retries).
+const DOWNLOAD_ATTEMPTS: u32 = 3;
+/// The time limit of one download attempt, fedmsg's 30 s.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a CA or CRL location: an `http://` or `https://` URL (downloaded,
+/// as fedmsg does with `requests`) or a local file.
+fn fetch(what: &'static str, location: &str) -> Result<Vec<u8>, TrustError> {
+    if !(location.starts_with("https://") || location.starts_with("http://")) {
+        return read(what, Path::new(location));
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::NativeTls)
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(DOWNLOAD_TIMEOUT))
+        .tls_config(tls)
+        .build()
+        .into();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = agent.get(location).call().and_then(|mut response| {
+            response
+                .body_mut()
+                .with_config()
+                .limit(MAX_TRUST_DOWNLOAD_BYTES)
+                .read_to_vec()
+        });
+        match outcome {
+            Ok(bytes) => return Ok(bytes),
+            // An answer such as 404 will not change on a retry.
+            Err(ureq::Error::StatusCode(status)) => {
+                return Err(TrustError::Fetch {
+                    what,
+                    url: location.to_string(),
+                    detail: format!("the server answered HTTP {status}"),
+                })
+            }
+            Err(error) if attempt >= DOWNLOAD_ATTEMPTS => {
+                return Err(TrustError::Fetch {
+                    what,
+                    url: location.to_string(),
+                    detail: format!("{error} (after {attempt} attempts)"),
+                })
+            }
+            Err(error) => {
+                tracing::debug!(url = location, attempt, error = %error, "download failed; trying again");
+                std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+            }
+        }
+    }
 }
 
 extern "C" {
@@ -269,27 +366,35 @@ impl Trust {
     /// Loads the CA (first certificate of the file) and, when configured, the
     /// CRL (first CRL of the file), as fedmsg's `load_certificates` does.
     fn load(config: &SecurityConfig) -> Result<Trust, TrustError> {
-        let ca_path = Path::new(&config.ca_cert_location);
-        let ca = X509::from_pem(&read("CA certificate", ca_path)?).map_err(|source| {
-            TrustError::Parse {
-                what: "CA certificate",
-                path: ca_path.to_path_buf(),
-                expected: "certificate",
-                source,
-            }
-        })?;
-        let crl = if config.crl_location.trim().is_empty() {
+        let ca_pem = fetch("CA certificate", &config.ca_cert_location)?;
+        let crl_pem = if config.crl_location.trim().is_empty() {
             None
         } else {
-            let path = Path::new(&config.crl_location);
-            let crl =
-                X509Crl::from_pem(&read("CRL", path)?).map_err(|source| TrustError::Parse {
-                    what: "CRL",
-                    path: path.to_path_buf(),
-                    expected: "X509 CRL",
-                    source,
-                })?;
-            Some(crl)
+            Some(fetch("CRL", &config.crl_location)?)
+        };
+        Trust::from_pem(config, ca_pem, crl_pem)
+    }
+
+    /// Builds the store from the CA's and the CRL's PEM text.
+    fn from_pem(
+        config: &SecurityConfig,
+        ca_pem: Vec<u8>,
+        crl_pem: Option<Vec<u8>>,
+    ) -> Result<Trust, TrustError> {
+        let ca = X509::from_pem(&ca_pem).map_err(|source| TrustError::Parse {
+            what: "CA certificate",
+            path: PathBuf::from(&config.ca_cert_location),
+            expected: "certificate",
+            source,
+        })?;
+        let crl = match &crl_pem {
+            None => None,
+            Some(pem) => Some(X509Crl::from_pem(pem).map_err(|source| TrustError::Parse {
+                what: "CRL",
+                path: PathBuf::from(&config.crl_location),
+                expected: "X509 CRL",
+                source,
+            })?),
         };
         let mut builder = X509StoreBuilder::new().map_err(TrustError::Store)?;
         builder.add_cert(ca).map_err(TrustError::Store)?;
@@ -308,6 +413,7 @@ impl Trust {
             store: builder.build(),
             crl_deadline,
             verdicts: Mutex::new(HashMap::new()),
+            source: (ca_pem, crl_pem),
         })
     }
 
@@ -474,14 +580,30 @@ impl Validator {
         })
     }
 
-    /// Loads the CA and CRL again. On success the cached verdicts start over;
-    /// on failure the ones loaded before stay in use.
-    pub fn reload(&self) -> Result<(), TrustError> {
-        let trust = Trust::load(&self.config)?;
-        *self.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
+    /// Loads the CA and CRL again. When either changed, the cached verdicts
+    /// start over; when both read the same, they are kept. On failure the CA
+    /// and CRL loaded before stay in use (see the module documentation), and
+    /// the failure is counted and shown in `/state`.
+    pub fn reload(&self) -> Result<Reloaded, TrustError> {
+        let trust = match Trust::load(&self.config) {
+            Ok(trust) => trust,
+            Err(error) => {
+                self.stats
+                    .count_trust_reload_failure(crate::error_chain(&error));
+                return Err(error);
+            }
+        };
+        let mut current = self.trust.write().unwrap_or_else(|p| p.into_inner());
+        let outcome = if current.source == trust.source {
+            Reloaded::Unchanged
+        } else {
+            *current = Arc::new(trust);
+            self.stats.set_certificates_cached(0);
+            Reloaded::Changed
+        };
+        drop(current);
         self.stats.set_trust_loaded(SystemTime::now());
-        self.stats.set_certificates_cached(0);
-        Ok(())
+        Ok(outcome)
     }
 
     /// The configuration it validates with.
@@ -586,6 +708,95 @@ impl Validator {
         self.policy
             .allows(topic, &signer.cn)
             .map_err(|detail| Rejection::new(RejectReason::Policy, detail).by(Some(&signer.cn)))
+    }
+}
+
+/// What a successful [`Validator::reload`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The CA or the CRL changed: certificates are checked again against them.
+    Changed,
+    /// Both read the same as before: the cached verdicts stay.
+    Unchanged,
+}
+
+enum Wake {
+    Reload,
+    Stop,
+}
+
+/// The thread that loads the CA and CRL again every `[security]
+/// crl_cache_expiry` seconds (never when 0) and on every reload request of
+/// the hub (SIGHUP). Dropping it stops the thread.
+pub struct TrustReloader {
+    wake: std::sync::mpsc::Sender<Wake>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TrustReloader {
+    /// Starts the thread, listening to `hook`.
+    pub fn start(
+        validator: Arc<Validator>,
+        hook: &crate::reload::ReloadHook,
+    ) -> std::io::Result<TrustReloader> {
+        let (wake, woken) = std::sync::mpsc::channel();
+        let requests = wake.clone();
+        hook.on_reload(move || {
+            let _ = requests.send(Wake::Reload);
+        });
+        let interval = match validator.config.crl_cache_expiry {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        };
+        let thread = std::thread::Builder::new()
+            .name("fedhub-trust".into())
+            .spawn(move || loop {
+                use std::sync::mpsc::RecvTimeoutError;
+                let cause = match interval {
+                    Some(interval) => match woken.recv_timeout(interval) {
+                        Ok(Wake::Reload) => "request",
+                        Err(RecvTimeoutError::Timeout) => "interval",
+                        Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match woken.recv() {
+                        Ok(Wake::Reload) => "request",
+                        Ok(Wake::Stop) | Err(_) => return,
+                    },
+                };
+                let config = validator.config();
+                match validator.reload() {
+                    Ok(Reloaded::Changed) => tracing::info!(
+                        cause,
+                        ca = %config.ca_cert_location,
+                        crl = %config.crl_location,
+                        "ca and crl reloaded: changed, certificates are checked again"
+                    ),
+                    Ok(Reloaded::Unchanged) => tracing::debug!(
+                        cause,
+                        ca = %config.ca_cert_location,
+                        crl = %config.crl_location,
+                        "ca and crl reloaded: unchanged"
+                    ),
+                    Err(error) => tracing::warn!(
+                        cause,
+                        error = %crate::error_chain(&error),
+                        "cannot reload the ca and crl; keeping the ones loaded before"
+                    ),
+                }
+            })?;
+        Ok(TrustReloader {
+            wake,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TrustReloader {
+    fn drop(&mut self) {
+        let _ = self.wake.send(Wake::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

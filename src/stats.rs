@@ -906,6 +906,8 @@ pub struct SecurityStats {
     rejected: Vec<(RejectReason, IntCounter)>,
     certificates: IntGauge,
     trust_loaded: Gauge,
+    trust_reload_failures: IntCounter,
+    trust_reload_error: Mutex<Option<String>>,
     last: Mutex<Option<RejectionState>>,
 }
 
@@ -921,6 +923,8 @@ impl SecurityStats {
                 .collect(),
             certificates: register(r, IntGauge::new(names::SECURITY_CERTIFICATES_CACHED, "Distinct signer certificates whose checks (parse, chain, CRL) are cached.").unwrap()),
             trust_loaded: register(r, Gauge::new(names::SECURITY_TRUST_LOADED_TIMESTAMP_SECONDS, "When the CA certificate and CRL were last loaded, Unix seconds (0: validation is off).").unwrap()),
+            trust_reload_failures: register(r, IntCounter::new(names::SECURITY_TRUST_RELOAD_FAILURES_TOTAL, "Reloads of the CA certificate and CRL that failed (the ones loaded before stay in use).").unwrap()),
+            trust_reload_error: Mutex::new(None),
             last: Mutex::new(None),
         }
     }
@@ -936,6 +940,28 @@ impl SecurityStats {
 
     pub(crate) fn set_trust_loaded(&self, at: SystemTime) {
         self.trust_loaded.set(unix_seconds(at));
+        *self
+            .trust_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(crate) fn count_trust_reload_failure(&self, error: String) {
+        self.trust_reload_failures.inc();
+        *self
+            .trust_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// When the CA certificate and CRL were last loaded, Unix seconds (0: never).
+    pub fn trust_loaded_at(&self) -> f64 {
+        self.trust_loaded.get()
+    }
+
+    /// Reloads of the CA certificate and CRL that failed so far.
+    pub fn trust_reload_failures(&self) -> u64 {
+        self.trust_reload_failures.get()
     }
 
     pub(crate) fn set_certificates_cached(&self, count: usize) {
@@ -996,6 +1022,12 @@ impl SecurityStats {
                 .collect(),
             rejected_total: self.rejected_total(),
             trust_loaded_at: self.trust_loaded.get(),
+            trust_reload_error: self
+                .trust_reload_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            trust_reload_failures_total: self.trust_reload_failures(),
             validated_total: self.validated(),
         }
     }

@@ -39,6 +39,13 @@ enum Command {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+        /// Sign every message with this PEM RSA key (fedmsg's x509 signature;
+        /// needs --sign-cert).
+        #[arg(long, requires = "sign_cert")]
+        sign_key: Option<PathBuf>,
+        /// The certificate of --sign-key.
+        #[arg(long, requires = "sign_key")]
+        sign_cert: Option<PathBuf>,
     },
     /// Publish a corpus (PUB, or XPUB with --wait-sub) and print the send rate.
     Pub {
@@ -331,9 +338,21 @@ fn emit(value: &Value, out: Option<&PathBuf>) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Corpus { count, seed, out } => {
+        Command::Corpus {
+            count,
+            seed,
+            out,
+            sign_key,
+            sign_cert,
+        } => {
             let started = Instant::now();
-            let corpus = Corpus::generate(count, seed);
+            let corpus = match (sign_key, sign_cert) {
+                (Some(key), Some(cert)) => {
+                    let key = fedhub::SigningKey::from_files(&key, &cert, "bench")?;
+                    Corpus::generate_signed(count, seed, &key)
+                }
+                _ => Corpus::generate(count, seed),
+            };
             corpus.save(&out)?;
             emit(
                 &serde_json::json!({

@@ -337,7 +337,8 @@ fn run(path: Option<PathBuf>, demo: bool, demo_rate: f64, check: bool) -> anyhow
             "status page at http://{addr}/, metrics at http://{addr}/metrics, state at http://{addr}/state"
         );
     }
-    signal.wait();
+    // SIGHUP reloads what the hub read from files (the CA and CRL, consumers' rules).
+    signal.wait_reloading(hub.reload_hook());
     tracing::info!("shutdown requested");
     demo_stop.store(true, Ordering::Release);
     if let Some(thread) = demo_thread {

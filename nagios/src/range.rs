@@ -298,3 +298,44 @@ mod tests {
         }
     }
 }
+
+/// Bounded fuzzing of the range parser (`fedhub_testkit::fuzz`: time budget
+/// `FEDHUB_FUZZ_SECS`, failing inputs kept in `fuzz/regressions/nagios-range/`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    #[test]
+    fn fuzz_the_nagios_range_parser() {
+        let seeds: Vec<Vec<u8>> = [
+            "10", "10:", "~:10", "10:20", "@10:20", "-5.5:+7", ".5", "@~:0",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        fedhub_testkit::fuzz::fuzz("nagios-range", &seeds, |input| {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return;
+            };
+            match Range::parse(text) {
+                Ok(range) => {
+                    assert!(
+                        !range.start.is_nan() && !range.end.is_nan(),
+                        "{text:?}: a bound is NaN"
+                    );
+                    assert!(range.start <= range.end, "{text:?}: start above end");
+                    // A value between the bounds alerts only for `@`.
+                    let inside = if range.start.is_finite() {
+                        range.start
+                    } else {
+                        range.end.min(0.0)
+                    };
+                    if inside.is_finite() {
+                        assert_eq!(range.alerts(inside), range.inside, "{text:?} at {inside}");
+                    }
+                }
+                Err(error) => assert!(!error.to_string().is_empty(), "{text:?}"),
+            }
+        });
+    }
+}

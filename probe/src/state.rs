@@ -143,6 +143,11 @@ document! {
         pub rejected_total: u64 => u64,
         /// When the CA certificate and CRL were last loaded, Unix seconds (0: never).
         pub trust_loaded_at: f64 => f64,
+        /// Why the last reload of the CA and CRL failed (the ones loaded
+        /// before stay in use); `null` once a load succeeds.
+        pub trust_reload_error: Option<String> => String,
+        /// Reloads of the CA certificate and CRL that failed.
+        pub trust_reload_failures_total: u64 => u64,
         /// Messages whose signature, certificate and routing policy were accepted.
         pub validated_total: u64 => u64,
     }
@@ -169,7 +174,7 @@ document! {
     /// The HTTP server's own counters.
     pub struct HttpRequests, read as HttpRequestsView {
         /// Requests dropped before a handler saw them, by reason
-        /// (`head_too_large`, `malformed`, `timeout`, `other`).
+        /// (`head_too_large`, `body_too_large`, `malformed`, `timeout`, `other`).
         pub requests_rejected_total: BTreeMap<String, u64> => BTreeMap<String, u64>,
     }
 }
@@ -285,7 +290,7 @@ mod tests {
 
     /// A `/state` document as the hub serves it (captured from `GET /state`
     /// after one message was handled with an error and one frame was rejected).
-    const SERVED: &str = r#"{"buses":[{"bytes_total":100,"endpoints":[],"malformed_by_reason":{"frame_count":1},"malformed_total":1,"messages_total":1,"name":"inbound"},{"bytes_total":0,"endpoints":[{"address":"tcp://127.0.0.1:9940","connect_retries_total":3,"connects_total":0,"disconnects_total":0,"last_connected_ms":0,"since_ms":1796036737190,"state":"retrying"}],"malformed_by_reason":{},"malformed_total":0,"messages_total":0,"name":"x"}],"consumers":[{"backlog":0,"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":0,"handled_total":0,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":0,"handling_seconds_sum":0.0,"initialized":false,"last_progress_ms":0,"mailbox_capacity":0,"mailbox_utilization":0.0,"name":"A","panics_total":0,"peak_backlog":0,"received_total":0,"restarts_total":0},{"backlog":1,"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":1,"handled_total":1,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":1,"handling_seconds_sum":0.003,"initialized":false,"last_progress_ms":1796036737183,"mailbox_capacity":10,"mailbox_utilization":0.1,"name":"B","panics_total":0,"peak_backlog":1,"received_total":1,"restarts_total":0}],"http":{"requests_rejected_total":{"head_too_large":0,"malformed":0,"other":0,"timeout":0}},"ingress_blocked_seconds_total":0.0,"published_total":0,"started_at":1796036737.1835332,"unrouted_total":0,"validation":{"certificates_cached":1,"enabled":true,"last_rejection":{"at":1796036737.5,"detail":"signature does not match the message","reason":"bad_signature","signer":"shell-vm","topic":"org.fedoraproject.dev.x.y"},"rejected_by_reason":{"bad_signature":1},"rejected_total":1,"trust_loaded_at":1796036737.2,"validated_total":2}}"#;
+    const SERVED: &str = r#"{"buses":[{"bytes_total":100,"endpoints":[],"malformed_by_reason":{"frame_count":1},"malformed_total":1,"messages_total":1,"name":"inbound"},{"bytes_total":0,"endpoints":[{"address":"tcp://127.0.0.1:9940","connect_retries_total":3,"connects_total":0,"disconnects_total":0,"last_connected_ms":0,"since_ms":1796036737190,"state":"retrying"}],"malformed_by_reason":{},"malformed_total":0,"messages_total":0,"name":"x"}],"consumers":[{"backlog":0,"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":0,"handled_total":0,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":0,"handling_seconds_sum":0.0,"initialized":false,"last_progress_ms":0,"mailbox_capacity":0,"mailbox_utilization":0.0,"name":"A","panics_total":0,"peak_backlog":0,"received_total":0,"restarts_total":0},{"backlog":1,"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":1,"handled_total":1,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":1,"handling_seconds_sum":0.003,"initialized":false,"last_progress_ms":1796036737183,"mailbox_capacity":10,"mailbox_utilization":0.1,"name":"B","panics_total":0,"peak_backlog":1,"received_total":1,"restarts_total":0}],"http":{"requests_rejected_total":{"body_too_large":0,"head_too_large":0,"malformed":0,"other":0,"timeout":0}},"ingress_blocked_seconds_total":0.0,"published_total":0,"started_at":1796036737.1835332,"unrouted_total":0,"validation":{"certificates_cached":1,"enabled":true,"last_rejection":{"at":1796036737.5,"detail":"signature does not match the message","reason":"bad_signature","signer":"shell-vm","topic":"org.fedoraproject.dev.x.y"},"rejected_by_reason":{"bad_signature":1},"rejected_total":1,"trust_loaded_at":1796036737.2,"trust_reload_error":null,"trust_reload_failures_total":0,"validated_total":2}}"#;
 
     #[test]
     fn a_served_document_round_trips_byte_for_byte() {

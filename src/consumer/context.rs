@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::backlog::BacklogGuard;
 use crate::config::Settings;
 use crate::publish::{PublishError, Publisher};
+use crate::reload::ReloadHook;
 use crate::stats::{ConsumerStats, Stats};
 
 /// The source of time, replaceable in tests.
@@ -46,6 +47,7 @@ pub struct Context {
     /// first `hold_backlog` takes that count over instead of adding one, so the
     /// backlog never counts a message twice (and never exceeds the bound).
     handing_over: AtomicBool,
+    reload: ReloadHook,
 }
 
 impl Context {
@@ -59,7 +61,21 @@ impl Context {
             own_stats: OnceLock::new(),
             clock: Clock::system(),
             handing_over: AtomicBool::new(false),
+            reload: ReloadHook::new(),
         }
+    }
+
+    /// Uses the hub's reload broadcast (the hub does this).
+    pub fn with_reload_hook(mut self, hook: ReloadHook) -> Context {
+        self.reload = hook;
+        self
+    }
+
+    /// The hub's reload broadcast (SIGHUP): a consumer that loads rules or
+    /// files can listen with [`ReloadHook::on_reload`] or
+    /// [`ReloadHook::subscribe`] in its `start`, and read them again.
+    pub fn reload_hook(&self) -> &ReloadHook {
+        &self.reload
     }
 
     /// Replaces the clock.

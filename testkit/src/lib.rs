@@ -4,6 +4,7 @@
 //! headless Chromium for web pages ([`Chromium`]).
 
 mod browser;
+pub mod fuzz;
 mod pki;
 mod postgres;
 
