@@ -8,5 +8,9 @@ use fedhub::{ConsumerFactory, NullConsumer};
 /// Every consumer this binary can run, in the order they are listed in help
 /// and started.
 pub fn shipped_consumers() -> Vec<ConsumerFactory> {
-    vec![NullConsumer::factory(), fedhub_history::factory()]
+    vec![
+        NullConsumer::factory(),
+        fedhub_history::factory(),
+        fedhub_badges::factory(),
+    ]
 }
