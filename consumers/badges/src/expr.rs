@@ -83,7 +83,18 @@ pub enum ExprError {
 thread_local! {
     /// The deadline of the evaluation running on this thread.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Progress calls of the evaluation running on this thread. rhai's own
+    /// operation count restarts inside closures that native functions
+    /// (`map`, `filter`, ...) call, so the limits count calls themselves.
+    static STEPS: Cell<u64> = const { Cell::new(0) };
+    /// Which limit ended the evaluation running on this thread (rhai may wrap
+    /// the termination in the error of the function that was running).
+    static STOPPED: Cell<Option<&'static str>> = const { Cell::new(None) };
 }
+
+/// What ended an evaluation early (the token given to rhai).
+const OUT_OF_TIME: &str = "time limit";
+const OUT_OF_STEPS: &str = "operation limit";
 
 /// The interpreter, configured once with the limits; cheap to clone.
 #[derive(Clone)]
@@ -120,13 +131,26 @@ impl Sandbox {
             .disable_symbol("eval");
         engine.on_print(|_| {});
         engine.on_debug(|_, _, _| {});
-        engine.on_progress(|ops| {
+        let max_steps = limits.max_operations.max(1);
+        engine.on_progress(move |_| {
+            let steps = STEPS.with(|s| {
+                let n = s.get() + 1;
+                s.set(n);
+                n
+            });
+            if steps > max_steps {
+                STOPPED.with(|s| s.set(Some(OUT_OF_STEPS)));
+                return Some(Dynamic::from(OUT_OF_STEPS));
+            }
             // Reading the clock every 256 steps keeps the check cheap.
-            if ops % 256 != 0 {
+            if steps % 256 != 0 {
                 return None;
             }
             let late = DEADLINE.with(|d| d.get().is_some_and(|d| Instant::now() > d));
-            late.then(|| Dynamic::from("time limit"))
+            late.then(|| {
+                STOPPED.with(|s| s.set(Some(OUT_OF_TIME)));
+                Dynamic::from(OUT_OF_TIME)
+            })
         });
         Sandbox {
             engine: Arc::new(engine),
@@ -162,34 +186,42 @@ impl Sandbox {
         }
         let deadline = Instant::now() + self.limits.timeout;
         let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
+        let previous_steps = STEPS.with(|s| s.replace(0));
+        let previous_stop = STOPPED.with(|s| s.replace(None));
         let result = self
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
         DEADLINE.with(|d| d.set(previous));
+        STEPS.with(|s| s.set(previous_steps));
+        let stopped = STOPPED.with(|s| s.replace(previous_stop));
         result.map_err(|e| {
             use rhai::EvalAltResult as E;
             let text = expr.text.clone();
-            match *e {
-                E::ErrorTerminated(..) => ExprError::Limit {
+            match (*e, stopped) {
+                (_, Some(OUT_OF_STEPS)) => ExprError::Limit {
+                    text,
+                    reason: format!("more than {} operations", self.limits.max_operations),
+                },
+                (_, Some(_)) | (E::ErrorTerminated(..), None) => ExprError::Limit {
                     text,
                     reason: format!(
                         "ran longer than {} ms",
                         self.limits.timeout.as_millis()
                     ),
                 },
-                E::ErrorTooManyOperations(..) => ExprError::Limit {
+                (E::ErrorTooManyOperations(..), _) => ExprError::Limit {
                     text,
                     reason: format!("more than {} operations", self.limits.max_operations),
                 },
-                E::ErrorDataTooLarge(ref what, ..) => ExprError::Limit {
+                (E::ErrorDataTooLarge(ref what, ..), _) => ExprError::Limit {
                     text,
                     reason: format!("{what} larger than {}", self.limits.max_size),
                 },
-                E::ErrorStackOverflow(..) | E::ErrorTooManyModules(..) => ExprError::Limit {
+                (ref e @ (E::ErrorStackOverflow(..) | E::ErrorTooManyModules(..)), _) => ExprError::Limit {
                     text,
                     reason: e.to_string(),
                 },
-                other => ExprError::Runtime {
+                (other, _) => ExprError::Runtime {
                     text,
                     reason: other.to_string(),
                 },

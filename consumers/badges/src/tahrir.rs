@@ -218,7 +218,7 @@ type Row = Vec<Value>;
 fn query(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<Vec<Row>, BackendErr> {
     match tx {
         Tx::Sqlite(tx) => {
-            let mut stmt = tx.prepare_cached(sql)?;
+            let mut stmt = tx.prepare_cached(&numbered(sql))?;
             let n = stmt.column_count();
             let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> =
                 params.iter().map(|p| p as &dyn fedhub_storage::rusqlite::ToSql).collect();
@@ -297,13 +297,28 @@ fn query(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<Vec<Row>, Backe
     }
 }
 
+/// PostgreSQL's `$N` placeholders as SQLite's `?N`: SQLite numbers `$name`
+/// parameters in order of appearance, `?N` by their number.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Runs a statement; returns the rows it changed.
 fn execute(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<u64, BackendErr> {
     match tx {
         Tx::Sqlite(tx) => {
             let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> =
                 params.iter().map(|p| p as &dyn fedhub_storage::rusqlite::ToSql).collect();
-            Ok(tx.prepare_cached(sql)?.execute(refs.as_slice())? as u64)
+            Ok(tx.prepare_cached(&numbered(sql))?.execute(refs.as_slice())? as u64)
         }
         Tx::Postgres(_) => {
             // Through `query` so parameters bind by inferred type; a statement
