@@ -38,11 +38,12 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    // Exactly one build: only true when the triggering message is counted,
-    // i.e. the history store committed it before the awarder looked.
+    // At least one build: true at the first build only when the triggering
+    // message is counted, i.e. the history store committed it before the
+    // awarder looked (the award names the message that earned it).
     std::fs::write(
         rules.join("first-build.yml"),
-        "name: First Build\ndescription: d\ncreator: c\ndiscussion: https://example.org/d\nimage_url: https://example.org/i.png\nissuer_id: fedora-project\ntrigger:\n  topic: buildsys.build.state.change\ncriteria:\n  datanommer:\n    filter:\n      topics: [\"%(topic)s\"]\n      users: [\"%(msg.owner)s\"]\n    operation: count\n    condition:\n      equal to: 1\nrecipient: \"%(msg.owner)s\"\n",
+        "name: First Build\ndescription: d\ncreator: c\ndiscussion: https://example.org/d\nimage_url: https://example.org/i.png\nissuer_id: fedora-project\ntrigger:\n  topic: buildsys.build.state.change\ncriteria:\n  datanommer:\n    filter:\n      topics: [\"%(topic)s\"]\n      users: [\"%(msg.owner)s\"]\n    operation: count\n    condition:\n      greater than or equal to: 1\nrecipient: \"%(msg.owner)s\"\n",
     )
     .unwrap();
     std::fs::write(rules.join("broken.yml"), "name: Broken\ncolour: red\n").unwrap();
@@ -81,14 +82,32 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     sub.set_rcvtimeo(10_000).unwrap();
     sub.connect(&hub.publish_endpoints()[0]).unwrap();
     bus.wait_subscribed();
-    std::thread::sleep(Duration::from_millis(300));
+    // Our SUB is connected once a probe published by the hub arrives.
+    sub.set_rcvtimeo(200).unwrap();
+    let mut joined = false;
+    for _ in 0..100 {
+        hub.publisher().publish("fedbadges.probe", json!({})).unwrap();
+        if sub.recv_multipart(0).is_ok() {
+            joined = true;
+            break;
+        }
+    }
+    assert!(joined, "the hub's PUB socket reached our SUB");
+    while sub.recv_multipart(0).is_ok() {}
+    sub.set_rcvtimeo(10_000).unwrap();
     for i in 1..=3 {
         send_build(&bus, i, "ralph");
     }
     send_build(&bus, 4, "kevin");
     let mut awards: Vec<Value> = Vec::new();
     while awards.len() < 2 {
-        let frames = sub.recv_multipart(0).expect("award messages on the bus");
+        let frames = sub.recv_multipart(0).unwrap_or_else(|e| {
+            panic!(
+                "award messages on the bus: {e}; rules: {}; state: {}",
+                http_get(addr, "/badges/rules").1,
+                http_get(addr, "/state").1
+            )
+        });
         if frames[0] == b"org.fedoraproject.prod.fedbadges.badge.award" {
             let body: Value = serde_json::from_slice(&frames[1]).unwrap();
             awards.push(body["msg"].clone());
