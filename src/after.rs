@@ -167,8 +167,14 @@ mod tests {
         .unwrap();
         assert_eq!(ok, vec![vec![], vec![0], vec![0]]);
         let cases = [
-            (vec![vec![], names(&["FMN"]), vec![]], "\"FMN\" is not a running consumer"),
-            (vec![names(&["Nommer"]), vec![], vec![]], "cannot wait for itself"),
+            (
+                vec![vec![], names(&["FMN"]), vec![]],
+                "\"FMN\" is not a running consumer",
+            ),
+            (
+                vec![names(&["Nommer"]), vec![], vec![]],
+                "cannot wait for itself",
+            ),
             (
                 vec![vec![], names(&["Nommer"]), names(&["FedoraBadgesConsumer"])],
                 "FedoraBadgesConsumer itself waits",

@@ -485,8 +485,12 @@ impl ConsumerSection {
                     section.dead_letter_file = Some(field(name, key, value, "a file path")?)
                 }
                 "after" => {
-                    let spec: OneOrMany =
-                        field(name, key, value, "a consumer name or a list of consumer names")?;
+                    let spec: OneOrMany = field(
+                        name,
+                        key,
+                        value,
+                        "a consumer name or a list of consumer names",
+                    )?;
                     section.after = spec.to_vec();
                 }
                 _ => {

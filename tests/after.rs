@@ -100,7 +100,11 @@ fn a_follower_gets_each_message_after_its_predecessor_finished_it() {
         "the follower's backlog counts the messages it waits for: {}",
         follower_stats.backlog()
     );
-    assert!(wait_until(Duration::from_secs(20), || seen.lock().unwrap().len() == 25));
+    assert!(wait_until(Duration::from_secs(20), || seen
+        .lock()
+        .unwrap()
+        .len()
+        == 25));
     let seen = seen.lock().unwrap().clone();
     let id = |i: u64| format!("2026-00000000-0000-4000-8000-{i:012}");
     for i in 1..=20 {
@@ -115,7 +119,9 @@ fn a_follower_gets_each_message_after_its_predecessor_finished_it() {
             "message {i}, not the writer's, went straight through: {seen:?}"
         );
     }
-    assert!(wait_until(Duration::from_secs(5), || follower_stats.backlog() == 0));
+    assert!(wait_until(Duration::from_secs(5), || follower_stats
+        .backlog()
+        == 0));
     let report = hub.shutdown();
     assert!(report.undrained.is_empty(), "{:?}", report.undrained);
 }
@@ -135,7 +141,8 @@ fn after_must_name_a_running_consumer() {
         .expect("a hub whose consumer waits for a consumer that does not run refuses to start");
     let text = err.to_string();
     assert!(
-        text.contains("[consumers.NullConsumer] after") && text.contains("\"Nommer\" is not a running consumer"),
+        text.contains("[consumers.NullConsumer] after")
+            && text.contains("\"Nommer\" is not a running consumer"),
         "{text}"
     );
 }

@@ -39,7 +39,10 @@ fn demo_traffic_earns_the_example_badges_within_a_minute() {
         let (status, body) = http_get(addr, "/badges/leaderboard");
         if status == 200 {
             board = serde_json::from_str(&body).unwrap();
-            if board["leaderboard"].as_array().is_some_and(|b| !b.is_empty()) {
+            if board["leaderboard"]
+                .as_array()
+                .is_some_and(|b| !b.is_empty())
+            {
                 break;
             }
         }
@@ -50,7 +53,9 @@ fn demo_traffic_earns_the_example_badges_within_a_minute() {
     let status = child.wait().unwrap();
     let rules: Value = serde_json::from_str(&rules).unwrap();
     assert!(
-        board["leaderboard"].as_array().is_some_and(|b| !b.is_empty()),
+        board["leaderboard"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty()),
         "no award within a minute: {board} {rules}"
     );
     assert_eq!(rules["rules"].as_array().unwrap().len(), 10, "{rules}");

@@ -49,7 +49,15 @@ const RECIPIENTS: [&str; 8] = [
     "%(msg.user)s",
     "%(msg.owner)s",
 ];
-const CATEGORIES: [&str; 7] = ["buildsys", "git", "bodhi", "fedbadges", "planet", "fas", "meetbot"];
+const CATEGORIES: [&str; 7] = [
+    "buildsys",
+    "git",
+    "bodhi",
+    "fedbadges",
+    "planet",
+    "fas",
+    "meetbot",
+];
 
 fn write_rules(dir: &Path, n: usize) {
     for k in 0..n {
@@ -118,7 +126,10 @@ fn main() {
         let began = Instant::now();
         let mut old = Generator::new(1, "org.fedoraproject", "prod");
         fill(&*store, &mut old, history_n, now - 30 * 86_400);
-        eprintln!("history: {history_n} messages stored in {:.1} s", began.elapsed().as_secs_f64());
+        eprintln!(
+            "history: {history_n} messages stored in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
     }
     // The traffic to award on, stored first (the awarder runs after Nommer).
     let mut traffic_gen = Generator::new(now, "org.fedoraproject", "prod");
@@ -147,7 +158,13 @@ fn main() {
     let rules = load_rules(&rules_dir, &sandbox, &tahrir, issuer_id, None).unwrap();
     assert!(rules.errors.is_empty(), "{:?}", rules.errors);
     let shared: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
-    let mut awarder = Awarder::new(shared, sandbox, store.clone(), tahrir.clone(), AwarderOptions::default());
+    let mut awarder = Awarder::new(
+        shared,
+        sandbox,
+        store.clone(),
+        tahrir.clone(),
+        AwarderOptions::default(),
+    );
     let publish = |_: &str, _: Value| -> Result<(), String> { Ok(()) };
     let mut times = Vec::with_capacity(traffic.len());
     let mut awards = 0usize;

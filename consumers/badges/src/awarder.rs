@@ -320,7 +320,13 @@ impl Awarder {
     }
 
     /// Handles one message (topic, whole body) received at `now`.
-    pub fn handle(&mut self, topic: &str, body: &Value, now: SystemTime, publish: PublishFn<'_>) -> Outcome {
+    pub fn handle(
+        &mut self,
+        topic: &str,
+        body: &Value,
+        now: SystemTime,
+        publish: PublishFn<'_>,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = body.get("msg_id").and_then(Value::as_str) {
@@ -342,11 +348,7 @@ impl Awarder {
                 return outcome;
             }
         }
-        let rules = self
-            .rules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let view = View {
             topic,
             body,
@@ -360,7 +362,8 @@ impl Awarder {
                     let text = error.to_string();
                     self.counters.rule_errors.fetch_add(1, Ordering::Relaxed);
                     loaded.errors.fetch_add(1, Ordering::Relaxed);
-                    *loaded.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
+                    *loaded.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(text.clone());
                     tracing::warn!(
                         rule = %loaded.rule.name,
                         msg_id = body.get("msg_id").and_then(serde_json::Value::as_str).unwrap_or(""),
@@ -374,7 +377,12 @@ impl Awarder {
         outcome
     }
 
-    fn evaluate(&mut self, loaded: &LoadedRule, view: &View<'_>, publish: PublishFn<'_>) -> Result<Vec<Awarded>, RuleError> {
+    fn evaluate(
+        &mut self,
+        loaded: &LoadedRule,
+        view: &View<'_>,
+        publish: PublishFn<'_>,
+    ) -> Result<Vec<Awarded>, RuleError> {
         let rule = &loaded.rule;
         let sandbox = &self.sandbox;
         let mut eval = |e: &Expr| sandbox.eval_bool(e, &[("msg", view.dynamic())]);
@@ -418,7 +426,11 @@ impl Awarder {
         if !self.criteria(&rule.criteria, view)? {
             return Ok(Vec::new());
         }
-        let msg_id = view.body.get("msg_id").and_then(Value::as_str).unwrap_or("");
+        let msg_id = view
+            .body
+            .get("msg_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let link = format!(
             "{}/id?id={}&is_raw=true&size=extra-large",
             self.options.datagrepper_url.trim_end_matches('/'),
@@ -518,10 +530,12 @@ impl Awarder {
                         query.insert("total".into(), Dynamic::from(total as i64));
                         if e.text().contains("messages") {
                             let page = self.history.grep(&filter)?;
-                            let bodies: Vec<Value> = page.messages.iter().map(|m| m.body()).collect();
+                            let bodies: Vec<Value> =
+                                page.messages.iter().map(|m| m.body()).collect();
                             query.insert("messages".into(), to_dynamic(&Value::Array(bodies)));
                         }
-                        self.sandbox.eval_json(e, &[("query", Dynamic::from_map(query))])?
+                        self.sandbox
+                            .eval_json(e, &[("query", Dynamic::from_map(query))])?
                     }
                 };
                 match condition {
@@ -529,12 +543,16 @@ impl Awarder {
                         let Some(v) = value.as_f64() else {
                             return Err(RuleError::Filter {
                                 key: "operation".into(),
-                                problem: format!("returned {value}: the condition expects a number"),
+                                problem: format!(
+                                    "returned {value}: the condition expects a number"
+                                ),
                             });
                         };
                         cmp.holds(v, *threshold)
                     }
-                    Condition::Expression(e) => self.sandbox.eval_bool(e, &[("value", to_dynamic(&value))])?,
+                    Condition::Expression(e) => self
+                        .sandbox
+                        .eval_bool(e, &[("value", to_dynamic(&value))])?,
                 }
             }
         })
@@ -571,7 +589,10 @@ fn map_name(name: &str, rule: &Rule) -> String {
         let rest = name
             .strip_prefix("https://")
             .or_else(|| name.strip_prefix("http://"));
-        if let Some(user) = rest.and_then(|r| r.trim_end_matches('/').strip_suffix(".id.fedoraproject.org")) {
+        if let Some(user) = rest.and_then(|r| {
+            r.trim_end_matches('/')
+                .strip_suffix(".id.fedoraproject.org")
+        }) {
             if !user.is_empty() && !user.contains('/') {
                 name = user.to_string();
             }
@@ -615,7 +636,11 @@ pub fn build_filter(values: &[(&str, Value)]) -> Result<Filter, RuleError> {
             }
             Ok(out)
         };
-        let number = || value.as_f64().ok_or_else(|| bad(format!("expected a number, got {value}")));
+        let number = || {
+            value
+                .as_f64()
+                .ok_or_else(|| bad(format!("expected a number, got {value}")))
+        };
         match *key {
             "users" => filter.users = list()?,
             "not_users" => filter.not_users = list()?,

@@ -90,7 +90,9 @@ impl Default for BadgesConfig {
 }
 
 fn invalid(key: &str, value: impl std::fmt::Display, expected: &str) -> ConfigError {
-    ConfigError::Invalid(format!("[consumers.{NAME}] {key} = {value}: expected {expected}"))
+    ConfigError::Invalid(format!(
+        "[consumers.{NAME}] {key} = {value}: expected {expected}"
+    ))
 }
 
 impl BadgesConfig {
@@ -121,7 +123,11 @@ impl BadgesConfig {
             ));
         }
         if self.max_connections == 0 || self.max_connections > 1000 {
-            return Err(invalid("max_connections", self.max_connections, "1 to 1000"));
+            return Err(invalid(
+                "max_connections",
+                self.max_connections,
+                "1 to 1000",
+            ));
         }
         if self.issuer_name.trim().is_empty() {
             return Err(invalid("issuer_name", "\"\"", "a non-empty name"));
@@ -133,7 +139,10 @@ impl BadgesConfig {
     /// The `database` setting, parsed.
     pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
         DatabaseUrl::parse(&self.database).map_err(|e| {
-            ConfigError::Invalid(format!("[consumers.{NAME}] database: {}", fedhub::error_chain(&e)))
+            ConfigError::Invalid(format!(
+                "[consumers.{NAME}] database: {}",
+                fedhub::error_chain(&e)
+            ))
         })
     }
 
@@ -303,7 +312,10 @@ impl FedoraBadgesConsumer {
             ))
         })?;
         let tahrir = Tahrir::open(db).map_err(|e| {
-            ConfigError::Invalid(format!("[consumers.{NAME}] database: {}", fedhub::error_chain(&e)))
+            ConfigError::Invalid(format!(
+                "[consumers.{NAME}] database: {}",
+                fedhub::error_chain(&e)
+            ))
         })?;
         let history_config = NommerConfig {
             database: config.history_database.clone(),
@@ -335,7 +347,9 @@ impl FedoraBadgesConsumer {
             ))
         })?;
         let rules = load_rules(&config.rules_directory, &sandbox, &tahrir, issuer_id, None)
-            .map_err(|e| ConfigError::Invalid(format!("[consumers.{NAME}] rules_directory: {e}")))?;
+            .map_err(|e| {
+                ConfigError::Invalid(format!("[consumers.{NAME}] rules_directory: {e}"))
+            })?;
         tracing::info!(
             rules = rules.rules.len(),
             rejected = rules.errors.len(),
@@ -404,8 +418,18 @@ struct ReloadTarget {
 }
 
 fn reload(target: &ReloadTarget) {
-    let previous = target.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-    match load_rules(&target.dir, &target.sandbox, &target.tahrir, target.issuer_id, Some(&previous)) {
+    let previous = target
+        .rules
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match load_rules(
+        &target.dir,
+        &target.sandbox,
+        &target.tahrir,
+        target.issuer_id,
+        Some(&previous),
+    ) {
         Ok(rules) => {
             tracing::info!(
                 rules = rules.rules.len(),
@@ -513,7 +537,10 @@ impl Consumer for FedoraBadgesConsumer {
             rule_errors: ctx.state_counter("rule_errors_total"),
         });
         if self.reloader.is_none() {
-            self.reloader = Some(Reloader::start(self.reload_target(), self.config.watch_rules));
+            self.reloader = Some(Reloader::start(
+                self.reload_target(),
+                self.config.watch_rules,
+            ));
         }
         Ok(())
     }
@@ -521,7 +548,9 @@ impl Consumer for FedoraBadgesConsumer {
     fn consume(&mut self, envelope: &Envelope, ctx: &mut Context) -> Result<(), ConsumerError> {
         let body: Value = serde_json::from_str(envelope.body())?;
         let publish = |topic: &str, msg: Value| -> Result<(), String> {
-            ctx.publish(topic, msg).map(|_| ()).map_err(|e| e.to_string())
+            ctx.publish(topic, msg)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         let outcome = self
             .awarder

@@ -204,10 +204,7 @@ impl Sandbox {
                 },
                 (_, Some(_)) | (E::ErrorTerminated(..), None) => ExprError::Limit {
                     text,
-                    reason: format!(
-                        "ran longer than {} ms",
-                        self.limits.timeout.as_millis()
-                    ),
+                    reason: format!("ran longer than {} ms", self.limits.timeout.as_millis()),
                 },
                 (E::ErrorTooManyOperations(..), _) => ExprError::Limit {
                     text,
@@ -217,10 +214,12 @@ impl Sandbox {
                     text,
                     reason: format!("{what} larger than {}", self.limits.max_size),
                 },
-                (ref e @ (E::ErrorStackOverflow(..) | E::ErrorTooManyModules(..)), _) => ExprError::Limit {
-                    text,
-                    reason: e.to_string(),
-                },
+                (ref e @ (E::ErrorStackOverflow(..) | E::ErrorTooManyModules(..)), _) => {
+                    ExprError::Limit {
+                        text,
+                        reason: e.to_string(),
+                    }
+                }
                 (other, _) => ExprError::Runtime {
                     text,
                     reason: other.to_string(),
@@ -413,6 +412,9 @@ mod tests {
             r#"msg["msg"]["owner"] == "ralph" && !msg["msg"]["x"]"#
         );
         assert!(Sandbox::default().compile(&suggestion).is_ok());
-        assert_eq!(suggest_from_python("value > 10 or value is None"), "value > 10 || value is ()");
+        assert_eq!(
+            suggest_from_python("value > 10 or value is None"),
+            "value > 10 || value is ()"
+        );
     }
 }

@@ -64,7 +64,10 @@ pub fn routes(api: Api) -> HttpRoutes {
                 let name = name.into_inner();
                 async move {
                     if !valid_segment(&name) {
-                        return error(400, "user: expected a user name of 1 to 128 characters".into());
+                        return error(
+                            400,
+                            "user: expected a user name of 1 to 128 characters".into(),
+                        );
                     }
                     let missing = format!("no person named {name:?} holds a badge");
                     blocking(move || tahrir.person_badges(&name), missing).await
@@ -78,7 +81,10 @@ pub fn routes(api: Api) -> HttpRoutes {
                 let id = id.into_inner();
                 async move {
                     if !valid_segment(&id) {
-                        return error(400, "badge: expected a badge id of 1 to 128 characters".into());
+                        return error(
+                            400,
+                            "badge: expected a badge id of 1 to 128 characters".into(),
+                        );
                     }
                     let missing = format!("no badge with id {id:?}");
                     blocking(move || tahrir.badge_holders(&id), missing).await
@@ -93,8 +99,8 @@ pub fn routes(api: Api) -> HttpRoutes {
             async move { HttpResponse::Ok().json(doc) }
         })));
         let a = api.clone();
-        cfg.service(web::resource("/leaderboard").route(web::get().to(
-            move |req: HttpRequest| {
+        cfg.service(
+            web::resource("/leaderboard").route(web::get().to(move |req: HttpRequest| {
                 let tahrir = a.tahrir.clone();
                 let query = req.query_string().to_string();
                 async move {
@@ -106,14 +112,17 @@ pub fn routes(api: Api) -> HttpRoutes {
                                 return error(400, format!("limit={v}: expected 1 to 1000"))
                             }
                             (other, _) => {
-                                return error(400, format!("unknown parameter {other:?} (expected limit)"))
+                                return error(
+                                    400,
+                                    format!("unknown parameter {other:?} (expected limit)"),
+                                )
                             }
                         }
                     }
                     blocking(move || tahrir.leaderboard(limit).map(Some), String::new()).await
                 }
-            },
-        )));
+            })),
+        );
     })
 }
 

@@ -392,8 +392,8 @@ pub fn parse_rule(file: &Path, text: &str, sandbox: &Sandbox) -> Result<Rule, Lo
         rule: None,
         sandbox,
     };
-    let doc: Value = serde_norway::from_str(text)
-        .map_err(|e| ctx.err("", format!("not valid YAML: {e}")))?;
+    let doc: Value =
+        serde_norway::from_str(text).map_err(|e| ctx.err("", format!("not valid YAML: {e}")))?;
     let Value::Object(map) = doc else {
         return Err(ctx.err(
             "",
@@ -403,7 +403,11 @@ pub fn parse_rule(file: &Path, text: &str, sandbox: &Sandbox) -> Result<Rule, Lo
     ctx.rule = map.get("name").and_then(Value::as_str).map(str::to_string);
     for key in map.keys() {
         if !REQUIRED_KEYS.contains(&key.as_str()) && !OPTIONAL_KEYS.contains(&key.as_str()) {
-            let mut known: Vec<&str> = REQUIRED_KEYS.iter().chain(&OPTIONAL_KEYS).copied().collect();
+            let mut known: Vec<&str> = REQUIRED_KEYS
+                .iter()
+                .chain(&OPTIONAL_KEYS)
+                .copied()
+                .collect();
             known.sort_unstable();
             return Err(ctx.err(
                 key,
@@ -419,7 +423,10 @@ pub fn parse_rule(file: &Path, text: &str, sandbox: &Sandbox) -> Result<Rule, Lo
     let text_field = |key: &str| -> Result<String, LoadError> {
         match &map[key] {
             Value::String(s) if !s.trim().is_empty() => Ok(s.clone()),
-            other => Err(ctx.err(key, format!("expected a non-empty string, got {}", kind(other)))),
+            other => Err(ctx.err(
+                key,
+                format!("expected a non-empty string, got {}", kind(other)),
+            )),
         }
     };
     let name = text_field("name")?;
@@ -443,7 +450,9 @@ pub fn parse_rule(file: &Path, text: &str, sandbox: &Sandbox) -> Result<Rule, Lo
         match map.get(key) {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(ctx.err(key, format!("expected true or false, got {}", kind(other)))),
+            Some(other) => {
+                Err(ctx.err(key, format!("expected true or false, got {}", kind(other))))
+            }
         }
     };
     let recipient = match map.get("recipient") {
@@ -494,7 +503,11 @@ fn kind(value: &Value) -> String {
 }
 
 /// A node must be a mapping with exactly one key.
-fn single<'v>(ctx: &Ctx<'_>, field: &str, value: &'v Value) -> Result<(&'v str, &'v Value), LoadError> {
+fn single<'v>(
+    ctx: &Ctx<'_>,
+    field: &str,
+    value: &'v Value,
+) -> Result<(&'v str, &'v Value), LoadError> {
     match value {
         Value::Object(m) if m.len() == 1 => {
             let (k, v) = m.iter().next().expect("one entry");
@@ -502,13 +515,21 @@ fn single<'v>(ctx: &Ctx<'_>, field: &str, value: &'v Value) -> Result<(&'v str, 
         }
         other => Err(ctx.err(
             field,
-            format!("expected a mapping with exactly one key, got {}", kind(other)),
+            format!(
+                "expected a mapping with exactly one key, got {}",
+                kind(other)
+            ),
         )),
     }
 }
 
 /// The children of `all`/`any` (a list) or `not` (a node or a list).
-fn children<'v>(ctx: &Ctx<'_>, field: &str, op: &str, value: &'v Value) -> Result<Vec<&'v Value>, LoadError> {
+fn children<'v>(
+    ctx: &Ctx<'_>,
+    field: &str,
+    op: &str,
+    value: &'v Value,
+) -> Result<Vec<&'v Value>, LoadError> {
     match value {
         Value::Array(items) if !items.is_empty() => Ok(items.iter().collect()),
         Value::Object(_) if op == "not" => Ok(vec![value]),
@@ -627,7 +648,10 @@ fn parse_datanommer(ctx: &Ctx<'_>, field: &str, value: &Value) -> Result<Criteri
     let Value::Object(map) = value else {
         return Err(ctx.err(
             field,
-            format!("expected a mapping with filter, operation and condition, got {}", kind(value)),
+            format!(
+                "expected a mapping with filter, operation and condition, got {}",
+                kind(value)
+            ),
         ));
     };
     for key in map.keys() {
@@ -658,11 +682,16 @@ fn parse_datanommer(ctx: &Ctx<'_>, field: &str, value: &Value) -> Result<Criteri
                 if !FILTER_KEYS.contains(&key.as_str()) {
                     return Err(ctx.err(
                         &key_path,
-                        format!("unknown filter key (expected one of: {})", FILTER_KEYS.join(", ")),
+                        format!(
+                            "unknown filter key (expected one of: {})",
+                            FILTER_KEYS.join(", ")
+                        ),
                     ));
                 }
                 if key == "order" && !matches!(v.as_str(), Some("asc" | "desc")) {
-                    return Err(ctx.err(&key_path, format!("expected asc or desc, got {}", kind(v))));
+                    return Err(
+                        ctx.err(&key_path, format!("expected asc or desc, got {}", kind(v)))
+                    );
                 }
                 out.push((key.clone(), parse_template(ctx, &key_path, v)?));
             }
@@ -672,7 +701,10 @@ fn parse_datanommer(ctx: &Ctx<'_>, field: &str, value: &Value) -> Result<Criteri
         other => {
             return Err(ctx.err(
                 &filter_path,
-                format!("expected a mapping of datanommer grep arguments, got {}", kind(other)),
+                format!(
+                    "expected a mapping of datanommer grep arguments, got {}",
+                    kind(other)
+                ),
             ))
         }
     };
@@ -758,7 +790,11 @@ fn parse_template(ctx: &Ctx<'_>, field: &str, value: &Value) -> Result<Template,
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) if map.len() == 1 && map.contains_key("expression") => {
-            Template::Expression(ctx.expression(&format!("{field}.expression"), &map["expression"], "msg")?)
+            Template::Expression(ctx.expression(
+                &format!("{field}.expression"),
+                &map["expression"],
+                "msg",
+            )?)
         }
         Value::Object(map) if map.contains_key("lambda") => {
             return Err(ctx.lambda(&format!("{field}.lambda"), &map["lambda"], "msg"))
@@ -912,7 +948,11 @@ pub fn format_text(text: &str, subs: &HashMap<String, Value>) -> Result<Value, M
 /// Keys a set of rules reads from messages, for tests and docs: the trigger
 /// kinds used.
 pub fn trigger_kinds(rules: &[Rule]) -> BTreeMap<&'static str, usize> {
-    fn visit(t: &Trigger, out: &mut BTreeMap<&'static str, usize>, seen: &mut HashSet<&'static str>) {
+    fn visit(
+        t: &Trigger,
+        out: &mut BTreeMap<&'static str, usize>,
+        seen: &mut HashSet<&'static str>,
+    ) {
         let k = match t {
             Trigger::Topic(_) => "topic",
             Trigger::Category(_) => "category",
@@ -1035,7 +1075,11 @@ recipient: "%(msg.owner)s"
     #[test]
     fn each_malformed_node_is_named() {
         let cases: Vec<(String, &str, &str)> = vec![
-            (GOOD.replace("tags: [koji]", "tagz: [koji]"), "tagz", "unknown field"),
+            (
+                GOOD.replace("tags: [koji]", "tagz: [koji]"),
+                "tagz",
+                "unknown field",
+            ),
             (GOOD.replace("creator: ralph\n", ""), "creator", "missing"),
             (
                 GOOD.replace("operation: count", "operation: first"),
@@ -1068,7 +1112,10 @@ recipient: "%(msg.owner)s"
                 "unknown trigger",
             ),
             (
-                GOOD.replace("category: {any: [buildsys, copr]}", "{topic: a, category: b}"),
+                GOOD.replace(
+                    "category: {any: [buildsys, copr]}",
+                    "{topic: a, category: b}",
+                ),
                 "trigger",
                 "exactly one key",
             ),
@@ -1124,12 +1171,19 @@ recipient: "%(msg.owner)s"
         let body = json!({"topic": "org.X.prod.buildsys.build", "msg": {"owner": "Ralph", "agents": ["a", "b"], "n": 3}});
         let subs = substitutions(&body);
         assert_eq!(format_text("%(msg.owner)s", &subs).unwrap(), json!("ralph"));
-        assert_eq!(format_text("%(msg.agents)s", &subs).unwrap(), json!(["a", "b"]));
+        assert_eq!(
+            format_text("%(msg.agents)s", &subs).unwrap(),
+            json!(["a", "b"])
+        );
         assert_eq!(
             format_text("%(msg.owner)s built %(msg.n)s 100%%", &subs).unwrap(),
             json!("ralph built 3 100%")
         );
-        assert_eq!(subs["msg"]["owner"], json!("Ralph"), "objects are kept as they are");
+        assert_eq!(
+            subs["msg"]["owner"],
+            json!("Ralph"),
+            "objects are kept as they are"
+        );
         let err = format_text("%(msg.user.name)s", &subs).unwrap_err();
         assert_eq!(err.field, "msg.user.name");
     }

@@ -202,7 +202,9 @@ enum P<'a> {
 }
 
 impl fedhub_storage::rusqlite::ToSql for P<'_> {
-    fn to_sql(&self) -> fedhub_storage::rusqlite::Result<fedhub_storage::rusqlite::types::ToSqlOutput<'_>> {
+    fn to_sql(
+        &self,
+    ) -> fedhub_storage::rusqlite::Result<fedhub_storage::rusqlite::types::ToSqlOutput<'_>> {
         match self {
             P::Text(s) => s.to_sql(),
             P::Int(i) => i.to_sql(),
@@ -220,8 +222,10 @@ fn query(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<Vec<Row>, Backe
         Tx::Sqlite(tx) => {
             let mut stmt = tx.prepare_cached(&numbered(sql))?;
             let n = stmt.column_count();
-            let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> =
-                params.iter().map(|p| p as &dyn fedhub_storage::rusqlite::ToSql).collect();
+            let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> = params
+                .iter()
+                .map(|p| p as &dyn fedhub_storage::rusqlite::ToSql)
+                .collect();
             let rows = stmt.query_map(refs.as_slice(), |row| {
                 (0..n)
                     .map(|i| {
@@ -316,9 +320,13 @@ fn numbered(sql: &str) -> String {
 fn execute(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<u64, BackendErr> {
     match tx {
         Tx::Sqlite(tx) => {
-            let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> =
-                params.iter().map(|p| p as &dyn fedhub_storage::rusqlite::ToSql).collect();
-            Ok(tx.prepare_cached(&numbered(sql))?.execute(refs.as_slice())? as u64)
+            let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> = params
+                .iter()
+                .map(|p| p as &dyn fedhub_storage::rusqlite::ToSql)
+                .collect();
+            Ok(tx
+                .prepare_cached(&numbered(sql))?
+                .execute(refs.as_slice())? as u64)
         }
         Tx::Postgres(_) => {
             // Through `query` so parameters bind by inferred type; a statement
@@ -472,10 +480,18 @@ impl Tahrir {
     /// `person_id` advanced.
     pub fn adjust_ranks(&self, person_id: i64) -> Result<Option<RankAdvance>, StorageError> {
         self.run("adjust ranks", |tx| {
-            let old = query(tx, "SELECT rank FROM persons WHERE id = $1", &[P::Int(person_id)])?
-                .first()
-                .and_then(|r| r[0].as_i64());
-            let not_opted = if matches!(tx, Tx::Sqlite(_)) { "p.opt_out = 0" } else { "NOT p.opt_out" };
+            let old = query(
+                tx,
+                "SELECT rank FROM persons WHERE id = $1",
+                &[P::Int(person_id)],
+            )?
+            .first()
+            .and_then(|r| r[0].as_i64());
+            let not_opted = if matches!(tx, Tx::Sqlite(_)) {
+                "p.opt_out = 0"
+            } else {
+                "NOT p.opt_out"
+            };
             execute(
                 tx,
                 &format!(
@@ -492,7 +508,9 @@ impl Tahrir {
                 "SELECT id, email, nickname, rank, opt_out, created_on FROM persons WHERE id = $1",
                 &[P::Int(person_id)],
             )?;
-            let Some(row) = rows.first() else { return Ok(None) };
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
             let new = row[3].as_i64();
             let advanced = match (old, new) {
                 (None, Some(_)) => true,
@@ -612,29 +630,33 @@ fn insert_award(
     link: &str,
     now: &str,
 ) -> Result<Option<Award>, BackendErr> {
-    let false_sql = if matches!(tx, Tx::Sqlite(_)) { "0" } else { "false" };
-        execute(
+    let false_sql = if matches!(tx, Tx::Sqlite(_)) {
+        "0"
+    } else {
+        "false"
+    };
+    execute(
             tx,
             &format!(
                 "INSERT INTO persons (email, nickname, created_on, opt_out) VALUES ($1, $2, {now}, {false_sql}) ON CONFLICT DO NOTHING"
             ),
             &[P::Text(email), P::Text(nickname)],
         )?;
-        let rows = query(
-            tx,
-            "SELECT id, nickname FROM persons WHERE email = $1",
-            &[P::Text(email)],
-        )?;
-        let Some(row) = rows.first() else {
-            // The nickname belongs to another e-mail address.
-            return Ok(None);
-        };
-        let person_id = row[0].as_i64().unwrap_or_default();
-        let nick = row[1].as_str().unwrap_or(nickname).to_string();
-        let assertion_id = format!("{} -> {}", badge.id, person_id);
-        let salt = salt(&assertion_id);
-        let recipient = hex(&Sha256::digest(format!("{email}{salt}").as_bytes()));
-        let inserted = execute(
+    let rows = query(
+        tx,
+        "SELECT id, nickname FROM persons WHERE email = $1",
+        &[P::Text(email)],
+    )?;
+    let Some(row) = rows.first() else {
+        // The nickname belongs to another e-mail address.
+        return Ok(None);
+    };
+    let person_id = row[0].as_i64().unwrap_or_default();
+    let nick = row[1].as_str().unwrap_or(nickname).to_string();
+    let assertion_id = format!("{} -> {}", badge.id, person_id);
+    let salt = salt(&assertion_id);
+    let recipient = hex(&Sha256::digest(format!("{email}{salt}").as_bytes()));
+    let inserted = execute(
             tx,
             &format!(
                 "INSERT INTO assertions (id, badge_id, person_id, salt, issued_on, issued_for, recipient) VALUES ($1, $2, $3, $4, {now}, $5, $6) ON CONFLICT DO NOTHING"
@@ -648,23 +670,23 @@ fn insert_award(
                 P::Text(&recipient),
             ],
         )?;
-        if inserted == 0 {
-            return Ok(None);
-        }
-        Ok(Some(Award {
-            message: json!({
-                "badge": {
-                    "name": badge.name,
-                    "description": badge.description,
-                    "image_url": badge.image,
-                    "badge_id": badge.id,
-                },
-                "user": {"username": nick, "badges_user_id": person_id},
-            }),
-            assertion_id,
-            person_id,
-            nickname: nick,
-        }))
+    if inserted == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Award {
+        message: json!({
+            "badge": {
+                "name": badge.name,
+                "description": badge.description,
+                "image_url": badge.image,
+                "badge_id": badge.id,
+            },
+            "user": {"username": nick, "badges_user_id": person_id},
+        }),
+        assertion_id,
+        person_id,
+        nickname: nick,
+    }))
 }
 
 /// Why an award failed.

@@ -7,8 +7,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use fedhub_badges::load_dir;
 use fedhub_badges::expr::Sandbox;
+use fedhub_badges::load_dir;
 use serde_json::{json, Value};
 
 fn build(owner: &str, id: &str, new: u64) -> Value {
@@ -27,7 +27,10 @@ fn the_ten_example_rules_load() {
     assert_eq!(set.rules.len(), 10);
     let kinds = fedhub_badges::rules::trigger_kinds(&set.rules);
     for kind in ["topic", "category", "expression"] {
-        assert!(kinds.contains_key(kind), "the examples use {kind} triggers: {kinds:?}");
+        assert!(
+            kinds.contains_key(kind),
+            "the examples use {kind} triggers: {kinds:?}"
+        );
     }
 }
 
@@ -47,13 +50,26 @@ fn a_build_earns_its_badge_once_published_with_the_award_in_tahrirs_tables() {
     // A failed build triggers nothing (the expression in the trigger).
     let failed = build("ralph", "2026-a0", 3);
     store(&*history, &failed);
-    let outcome = awarder.handle(failed["topic"].as_str().unwrap(), &failed, std::time::SystemTime::now(), &publish);
-    assert!(outcome.awards.is_empty() && outcome.errors.is_empty(), "{outcome:?}");
+    let outcome = awarder.handle(
+        failed["topic"].as_str().unwrap(),
+        &failed,
+        std::time::SystemTime::now(),
+        &publish,
+    );
+    assert!(
+        outcome.awards.is_empty() && outcome.errors.is_empty(),
+        "{outcome:?}"
+    );
 
     // The first completed build: its own row is the one counted.
     let first = build("ralph", "2026-a1", 1);
     store(&*history, &first);
-    let outcome = awarder.handle(first["topic"].as_str().unwrap(), &first, std::time::SystemTime::now(), &publish);
+    let outcome = awarder.handle(
+        first["topic"].as_str().unwrap(),
+        &first,
+        std::time::SystemTime::now(),
+        &publish,
+    );
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     assert_eq!(outcome.awards.len(), 1, "{outcome:?}");
     assert_eq!(outcome.awards[0].badge_id, "like-a-rock-builds-i");
@@ -85,22 +101,49 @@ fn a_build_earns_its_badge_once_published_with_the_award_in_tahrirs_tables() {
     for n in 2..=10 {
         let b = build("ralph", &format!("2026-a{n}"), 1);
         store(&*history, &b);
-        let outcome = awarder.handle(b["topic"].as_str().unwrap(), &b, std::time::SystemTime::now(), &publish);
-        let expected: Vec<&str> = if n == 9 { vec!["like-a-rock-builds-ii"] } else { vec![] };
+        let outcome = awarder.handle(
+            b["topic"].as_str().unwrap(),
+            &b,
+            std::time::SystemTime::now(),
+            &publish,
+        );
+        let expected: Vec<&str> = if n == 9 {
+            vec!["like-a-rock-builds-ii"]
+        } else {
+            vec![]
+        };
         let got: Vec<&str> = outcome.awards.iter().map(|a| a.badge_id.as_str()).collect();
         assert_eq!(got, expected, "build {n}");
     }
     // Replaying the first message changes nothing (msg_id already seen), and
     // a fresh awarder (a restart) finds the holders in the database.
-    let replay = awarder.handle(first["topic"].as_str().unwrap(), &first, std::time::SystemTime::now(), &publish);
+    let replay = awarder.handle(
+        first["topic"].as_str().unwrap(),
+        &first,
+        std::time::SystemTime::now(),
+        &publish,
+    );
     assert!(replay.duplicate);
     let (mut restarted, _) = common::awarder(&example_rules(), history.clone(), tahrir.clone());
-    let again = restarted.handle(first["topic"].as_str().unwrap(), &first, std::time::SystemTime::now(), &publish);
+    let again = restarted.handle(
+        first["topic"].as_str().unwrap(),
+        &first,
+        std::time::SystemTime::now(),
+        &publish,
+    );
     assert!(again.awards.is_empty(), "{again:?}");
     assert_eq!(tahrir.assertion_count().unwrap(), 2);
-    let holders = tahrir.badge_holders("like-a-rock-builds-ii").unwrap().unwrap();
+    let holders = tahrir
+        .badge_holders("like-a-rock-builds-ii")
+        .unwrap()
+        .unwrap();
     assert_eq!(holders["holders"][0]["user"], "ralph");
-    let awards: usize = published.lock().unwrap().iter().filter(|(t, _)| t == "fedbadges.badge.award").count();
+    let awards: usize = published
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "fedbadges.badge.award")
+        .count();
     assert_eq!(awards, 2, "one message per award");
 }
 
@@ -124,10 +167,18 @@ fn opted_out_people_banned_users_and_ip_names_get_nothing() {
     let (mut awarder, _) = awarder(rules.path(), history.clone(), tahrir.clone());
     tahrir.set_opt_out("pingou", true).unwrap();
     let publish = |_: &str, _: Value| -> Result<(), String> { Ok(()) };
-    for (k, owner) in ["koji", "pingou", "10.0.0.5", "192.168.1.9", "kevin"].iter().enumerate() {
+    for (k, owner) in ["koji", "pingou", "10.0.0.5", "192.168.1.9", "kevin"]
+        .iter()
+        .enumerate()
+    {
         let b = build(owner, &format!("2026-b{k}"), 1);
         store(&*history, &b);
-        let outcome = awarder.handle(b["topic"].as_str().unwrap(), &b, std::time::SystemTime::now(), &publish);
+        let outcome = awarder.handle(
+            b["topic"].as_str().unwrap(),
+            &b,
+            std::time::SystemTime::now(),
+            &publish,
+        );
         let expected = if *owner == "kevin" { 1 } else { 0 };
         assert_eq!(outcome.awards.len(), expected, "{owner}: {outcome:?}");
     }
@@ -142,7 +193,12 @@ fn a_rule_that_fails_is_skipped_and_counted_and_a_failed_publish_awards_nothing(
     let criteria = "  datanommer:\n    filter: {topics: [\"%(topic)s\"]}\n    operation: count\n    condition: {greater than: 0}";
     std::fs::write(
         rules.path().join("missing.yml"),
-        rule("Missing Field", "  topic: buildsys.build.state.change", criteria, "recipient: \"%(msg.submitter.name)s\""),
+        rule(
+            "Missing Field",
+            "  topic: buildsys.build.state.change",
+            criteria,
+            "recipient: \"%(msg.submitter.name)s\"",
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -157,24 +213,65 @@ fn a_rule_that_fails_is_skipped_and_counted_and_a_failed_publish_awards_nothing(
     .unwrap();
     std::fs::write(
         rules.path().join("good.yml"),
-        rule("Good", "  topic: buildsys.build.state.change", criteria, "recipient: \"%(msg.owner)s\""),
+        rule(
+            "Good",
+            "  topic: buildsys.build.state.change",
+            criteria,
+            "recipient: \"%(msg.owner)s\"",
+        ),
     )
     .unwrap();
     let (mut awarder, shared) = awarder(rules.path(), history.clone(), tahrir.clone());
     let refuse = |_: &str, _: Value| -> Result<(), String> { Err("the bus is gone".into()) };
     let b = build("ralph", "2026-c1", 1);
     store(&*history, &b);
-    let outcome = awarder.handle(b["topic"].as_str().unwrap(), &b, std::time::SystemTime::now(), &refuse);
-    let errors: Vec<(&str, &str)> = outcome.errors.iter().map(|(r, e)| (r.as_str(), e.as_str())).collect();
+    let outcome = awarder.handle(
+        b["topic"].as_str().unwrap(),
+        &b,
+        std::time::SystemTime::now(),
+        &refuse,
+    );
+    let errors: Vec<(&str, &str)> = outcome
+        .errors
+        .iter()
+        .map(|(r, e)| (r.as_str(), e.as_str()))
+        .collect();
     assert_eq!(errors.len(), 3, "{errors:?}");
-    assert!(errors.iter().any(|(r, e)| *r == "Missing Field" && e.contains("msg.submitter.name")), "{errors:?}");
-    assert!(errors.iter().any(|(r, e)| *r == "Slow Expression" && e.contains("stopped")), "{errors:?}");
-    assert!(errors.iter().any(|(r, e)| *r == "Good" && e.contains("the bus is gone")), "{errors:?}");
-    assert_eq!(tahrir.assertion_count().unwrap(), 0, "no award without its message");
+    assert!(
+        errors
+            .iter()
+            .any(|(r, e)| *r == "Missing Field" && e.contains("msg.submitter.name")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|(r, e)| *r == "Slow Expression" && e.contains("stopped")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|(r, e)| *r == "Good" && e.contains("the bus is gone")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        tahrir.assertion_count().unwrap(),
+        0,
+        "no award without its message"
+    );
     let rules_doc = shared.read().unwrap().to_json();
-    let missing = rules_doc["rules"].as_array().unwrap().iter().find(|r| r["name"] == "Missing Field").unwrap();
+    let missing = rules_doc["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Missing Field")
+        .unwrap();
     assert_eq!(missing["errors_total"], 1);
-    assert!(missing["last_error"].as_str().unwrap().contains("msg.submitter.name"));
+    assert!(missing["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("msg.submitter.name"));
     // The bus is back: the next build awards, and the message is published.
     let sent = Arc::new(Mutex::new(0));
     let s = sent.clone();
@@ -184,7 +281,12 @@ fn a_rule_that_fails_is_skipped_and_counted_and_a_failed_publish_awards_nothing(
     };
     let b = build("ralph", "2026-c2", 1);
     store(&*history, &b);
-    let outcome = awarder.handle(b["topic"].as_str().unwrap(), &b, std::time::SystemTime::now(), &publish);
+    let outcome = awarder.handle(
+        b["topic"].as_str().unwrap(),
+        &b,
+        std::time::SystemTime::now(),
+        &publish,
+    );
     assert_eq!(outcome.awards.len(), 1, "{outcome:?}");
     assert_eq!(tahrir.assertion_count().unwrap(), 1);
     assert!(*sent.lock().unwrap() >= 1);
@@ -239,7 +341,11 @@ fn two_hubs_on_one_postgres_award_each_badge_once() {
     });
     let count = hub_a.assertion_count().unwrap();
     assert_eq!(count, (badges.len() * users.len()) as u64);
-    assert_eq!(*published.lock().unwrap() as u64, count, "one message per award");
+    assert_eq!(
+        *published.lock().unwrap() as u64,
+        count,
+        "one message per award"
+    );
     for user in users {
         let person = hub_b.person_badges(user).unwrap().unwrap();
         assert_eq!(person["count"], 5, "{person}");
@@ -247,6 +353,11 @@ fn two_hubs_on_one_postgres_award_each_badge_once() {
     // Ranks: everyone holds five badges, so everyone shares rank 1.
     hub_a.adjust_ranks(1).unwrap();
     let board = hub_b.leaderboard(10).unwrap();
-    let ranks: Vec<i64> = board["leaderboard"].as_array().unwrap().iter().map(|r| r["rank"].as_i64().unwrap()).collect();
+    let ranks: Vec<i64> = board["leaderboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rank"].as_i64().unwrap())
+        .collect();
     assert_eq!(ranks, vec![1; 4], "{board}");
 }

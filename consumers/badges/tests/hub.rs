@@ -78,7 +78,8 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     let addr = hub.http_addr().unwrap();
     let context = zmq::Context::new();
     let sub = context.socket(zmq::SUB).unwrap();
-    sub.set_subscribe(b"org.fedoraproject.prod.fedbadges").unwrap();
+    sub.set_subscribe(b"org.fedoraproject.prod.fedbadges")
+        .unwrap();
     sub.set_rcvtimeo(10_000).unwrap();
     sub.connect(&hub.publish_endpoints()[0]).unwrap();
     bus.wait_subscribed();
@@ -86,7 +87,9 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     sub.set_rcvtimeo(200).unwrap();
     let mut joined = false;
     for _ in 0..100 {
-        hub.publisher().publish("fedbadges.probe", json!({})).unwrap();
+        hub.publisher()
+            .publish("fedbadges.probe", json!({}))
+            .unwrap();
         if sub.recv_multipart(0).is_ok() {
             joined = true;
             break;
@@ -113,17 +116,28 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
             awards.push(body["msg"].clone());
         }
     }
-    let mut users: Vec<&str> = awards.iter().map(|a| a["user"]["username"].as_str().unwrap()).collect();
+    let mut users: Vec<&str> = awards
+        .iter()
+        .map(|a| a["user"]["username"].as_str().unwrap())
+        .collect();
     users.sort();
     assert_eq!(users, vec!["kevin", "ralph"]);
-    assert!(awards.iter().all(|a| a["badge"]["badge_id"] == "first-build"));
+    assert!(awards
+        .iter()
+        .all(|a| a["badge"]["badge_id"] == "first-build"));
 
     let (status, body) = http_get(addr, "/badges/user/ralph");
     assert_eq!(status, 200, "{body}");
     let person: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(person["count"], 1);
     assert_eq!(person["badges"][0]["id"], "first-build");
-    assert!(person["badges"][0]["issued_for"].as_str().unwrap().contains("id=2026-hub-1"), "the first build earned it: {person}");
+    assert!(
+        person["badges"][0]["issued_for"]
+            .as_str()
+            .unwrap()
+            .contains("id=2026-hub-1"),
+        "the first build earned it: {person}"
+    );
     let (status, body) = http_get(addr, "/badges/badge/first-build");
     assert_eq!(status, 200);
     let badge: Value = serde_json::from_str(&body).unwrap();
@@ -151,7 +165,8 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     send_build(&bus, 1, "ralph");
     send_build_at(&bus, 5, "adamw", now() - 2.0 * 86_400.0);
     let stats = hub.stats().consumer("FedoraBadgesConsumer");
-    assert!(wait_until(Duration::from_secs(10), || stats.handled() == 6 && stats.backlog() == 0));
+    assert!(wait_until(Duration::from_secs(10), || stats.handled() == 6
+        && stats.backlog() == 0));
     let (status, body) = http_get(addr, "/state");
     assert_eq!(status, 200);
     let state: Value = serde_json::from_str(&body).unwrap();
@@ -166,7 +181,10 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     assert_eq!(entry["counters"]["too_old_ignored_total"], 1, "{entry}");
     assert_eq!(entry["counters"]["rule_errors_total"], 0, "{entry}");
     let (_, body) = http_get(addr, "/badges/user/adamw");
-    assert!(body.contains("error"), "no badge for an old message: {body}");
+    assert!(
+        body.contains("error"),
+        "no badge for an old message: {body}"
+    );
     let report = hub.shutdown();
     assert!(report.undrained.is_empty(), "{:?}", report.undrained);
 }

@@ -34,26 +34,43 @@ fn thousands_of_old_blog_posts_resent_with_new_ids_award_nothing() {
         for p in 0..POSTS_PER_AUTHOR {
             // Posts written one to three years ago, re-sent today with fresh ids.
             let age = 86_400.0 * (365.0 + ((a * POSTS_PER_AUTHOR + p) % 730) as f64);
-            spew.push(post(&format!("blogger{a}"), &format!("2026-spew-{a}-{p}"), now - age));
+            spew.push(post(
+                &format!("blogger{a}"),
+                &format!("2026-spew-{a}-{p}"),
+                now - age,
+            ));
         }
     }
     // The history store of the same hub stores each one first (as `after = ["Nommer"]` orders).
     for chunk in spew.chunks(1000) {
         let batch: Vec<fedhub_history::NewMessage> = chunk
             .iter()
-            .map(|b| fedhub_history::NewMessage::from_envelope(&fedhub::Envelope::from_value(b.clone()).unwrap()))
+            .map(|b| {
+                fedhub_history::NewMessage::from_envelope(
+                    &fedhub::Envelope::from_value(b.clone()).unwrap(),
+                )
+            })
             .collect();
         history.insert_batch(&batch).unwrap();
     }
     let mut awarded = 0;
     for b in &spew {
-        let outcome = awarder.handle("org.fedoraproject.prod.planet.post.new", b, std::time::SystemTime::now(), &publish);
+        let outcome = awarder.handle(
+            "org.fedoraproject.prod.planet.post.new",
+            b,
+            std::time::SystemTime::now(),
+            &publish,
+        );
         assert!(outcome.too_old, "{b}");
         awarded += outcome.awards.len();
     }
     // The whole spew went through the store (counts climbed) ...
     let counted = history
-        .count(&fedhub_history::Filter::new().topic("org.fedoraproject.prod.planet.post.new").user("blogger7"))
+        .count(
+            &fedhub_history::Filter::new()
+                .topic("org.fedoraproject.prod.planet.post.new")
+                .user("blogger7"),
+        )
         .unwrap();
     assert_eq!(counted, POSTS_PER_AUTHOR as u64);
     // ... and awarded nothing.
@@ -67,15 +84,30 @@ fn thousands_of_old_blog_posts_resent_with_new_ids_award_nothing() {
 
     // The same spew delivered twice: the second copy is ignored by msg_id.
     for b in spew.iter().take(100) {
-        let outcome = awarder.handle("org.fedoraproject.prod.planet.post.new", b, std::time::SystemTime::now(), &publish);
+        let outcome = awarder.handle(
+            "org.fedoraproject.prod.planet.post.new",
+            b,
+            std::time::SystemTime::now(),
+            &publish,
+        );
         assert!(outcome.duplicate);
     }
-    assert_eq!(counters.duplicates.load(std::sync::atomic::Ordering::Relaxed), 100);
+    assert_eq!(
+        counters
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        100
+    );
 
     // A post written today by one of them still earns the badge: the rule works.
     let fresh = post("blogger7", "2026-fresh-1", now);
     store(&*history, &fresh);
-    let outcome = awarder.handle("org.fedoraproject.prod.planet.post.new", &fresh, std::time::SystemTime::now(), &publish);
+    let outcome = awarder.handle(
+        "org.fedoraproject.prod.planet.post.new",
+        &fresh,
+        std::time::SystemTime::now(),
+        &publish,
+    );
     let badges: Vec<&str> = outcome.awards.iter().map(|a| a.badge_id.as_str()).collect();
     assert_eq!(badges, vec!["bloggin-it!-planet-i"], "{outcome:?}");
 }

@@ -65,7 +65,11 @@ fn a_change_in_the_directory_reloads_and_a_broken_file_keeps_its_old_rule() {
         "a new file is picked up: {}",
         rules(&hub)
     );
-    std::fs::write(dir.path().join("rules/a.yml"), "name: Alpha\ntrigger: [oops\n").unwrap();
+    std::fs::write(
+        dir.path().join("rules/a.yml"),
+        "name: Alpha\ntrigger: [oops\n",
+    )
+    .unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || !rules(&hub)["load_errors"]
             .as_array()
@@ -75,10 +79,20 @@ fn a_change_in_the_directory_reloads_and_a_broken_file_keeps_its_old_rule() {
         rules(&hub)
     );
     let doc = rules(&hub);
-    assert_eq!(names(&doc), vec!["Alpha", "Beta"], "Alpha's old rule stays: {doc}");
+    assert_eq!(
+        names(&doc),
+        vec!["Alpha", "Beta"],
+        "Alpha's old rule stays: {doc}"
+    );
     let error = &doc["load_errors"][0];
     assert!(error["file"].as_str().unwrap().ends_with("a.yml"), "{doc}");
-    assert!(error["problem"].as_str().unwrap().contains("not valid YAML"), "{doc}");
+    assert!(
+        error["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not valid YAML"),
+        "{doc}"
+    );
     hub.shutdown();
 }
 
@@ -91,7 +105,11 @@ fn sighup_reloads_the_rules() {
     let before = rules(&hub)["generation"].as_u64().unwrap();
     std::fs::write(dir.path().join("rules/c.yml"), rule("Gamma")).unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(names(&rules(&hub)), vec!["Alpha"], "no watch: nothing reloads by itself");
+    assert_eq!(
+        names(&rules(&hub)),
+        vec!["Alpha"],
+        "no watch: nothing reloads by itself"
+    );
     signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
     assert!(
         wait_until(Duration::from_secs(10), || names(&rules(&hub)).len() == 2),
