@@ -143,7 +143,7 @@ impl Sandbox {
                 return Some(Dynamic::from(OUT_OF_STEPS));
             }
             // Reading the clock every 256 steps keeps the check cheap.
-            if steps % 256 != 0 {
+            if !steps.is_multiple_of(256) {
                 return None;
             }
             let late = DEADLINE.with(|d| d.get().is_some_and(|d| Instant::now() > d));
