@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Handler, Message};
 
+use crate::after::Handoffs;
 use crate::backlog::BatchBacklog;
 use crate::consumer::{Consumer, ConsumerError, Context};
 use crate::events::{ConsumerFailed, ConsumerRestarted};
@@ -34,6 +35,10 @@ pub struct Deliver {
     pub envelopes: Vec<Arc<Envelope>>,
     /// Uncounts each message as its handling ends.
     pub backlog: BatchBacklog,
+    /// Consumers waiting for this one to finish a message (`after`): the
+    /// position of the message in `envelopes` and its handoffs, in order of
+    /// position; empty for most batches.
+    pub after: Vec<(usize, Handoffs)>,
 }
 
 impl Message for Deliver {
@@ -315,11 +320,24 @@ impl Handler<Deliver> for ConsumerActor {
         let Deliver {
             envelopes,
             mut backlog,
+            after,
         } = msg;
-        for envelope in envelopes {
+        let mut after = after.into_iter().peekable();
+        for (position, envelope) in envelopes.into_iter().enumerate() {
+            // The handoffs of this message are lent to the holds `consume`
+            // makes, and dropped here otherwise: the followers get the message
+            // when this consumer's work on it is done.
+            let handoffs = match after.peek() {
+                Some((p, _)) if *p == position => after.next().map(|(_, h)| h),
+                _ => None,
+            };
+            if let Some(h) = handoffs {
+                self.ctx.set_handoffs(h);
+            }
             if self.grace_over.load(Ordering::Relaxed) {
                 // Counted here, logged once per consumer by the hub.
                 self.stats.count_dropped(DropReason::Shutdown);
+                self.ctx.set_handoffs(Vec::new());
                 drop(envelope);
                 backlog.release_one();
                 continue;
@@ -327,6 +345,7 @@ impl Handler<Deliver> for ConsumerActor {
             self.ctx.begin_message();
             self.handle_one(&envelope);
             let handed_over = self.ctx.end_message();
+            self.ctx.set_handoffs(Vec::new());
             // The envelope goes before its count: a drained backlog means the
             // consumer holds no message any more.
             drop(envelope);

@@ -11,27 +11,33 @@
 
 use std::sync::Arc;
 
+use crate::after::Handoffs;
 use crate::stats::ConsumerStats;
 
-/// Counts one message in a consumer's backlog for as long as it lives.
-pub struct BacklogGuard(Arc<ConsumerStats>);
+/// Counts one message in a consumer's backlog for as long as it lives (and
+/// keeps the consumers waiting for it with `after` waiting).
+pub struct BacklogGuard(Arc<ConsumerStats>, Handoffs);
 
 impl BacklogGuard {
-    /// Counts a new message in `stats`' backlog.
-    pub(crate) fn new(stats: &Arc<ConsumerStats>) -> BacklogGuard {
+    /// Counts a new message in `stats`' backlog, holding back the handoffs of
+    /// the message to the consumers that wait for this one.
+    pub(crate) fn holding(stats: &Arc<ConsumerStats>, handoffs: Handoffs) -> BacklogGuard {
         stats.backlog_inc();
-        BacklogGuard(stats.clone())
+        BacklogGuard(stats.clone(), handoffs)
     }
 
-    /// Takes over one message already counted in `stats`' backlog.
-    pub(crate) fn adopt(stats: &Arc<ConsumerStats>) -> BacklogGuard {
-        BacklogGuard(stats.clone())
+    /// Takes over one message already counted in `stats`' backlog, holding
+    /// back its handoffs likewise.
+    pub(crate) fn adopting(stats: &Arc<ConsumerStats>, handoffs: Handoffs) -> BacklogGuard {
+        BacklogGuard(stats.clone(), handoffs)
     }
 }
 
 impl Drop for BacklogGuard {
     fn drop(&mut self) {
         self.0.backlog_dec();
+        // Then the handoffs go (delivering to the followers when last).
+        self.1.clear();
     }
 }
 
@@ -96,7 +102,7 @@ mod tests {
         assert_eq!((batch.held(), stats.backlog()), (2, 4));
         drop(batch);
         assert_eq!(stats.backlog(), 2, "the two unhandled ones are uncounted");
-        let guard = BacklogGuard::new(&stats);
+        let guard = BacklogGuard::holding(&stats, Vec::new());
         assert_eq!(stats.backlog(), 3);
         drop(guard);
         assert_eq!(stats.backlog(), 2);

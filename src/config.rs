@@ -458,6 +458,9 @@ pub struct ConsumerSection {
     pub retries: u32,
     /// `dead_letter_file`: JSON lines file for messages that still failed.
     pub dead_letter_file: Option<PathBuf>,
+    /// `after`: consumers that must finish a message (including work they hold
+    /// with `Context::hold_backlog`) before this one receives it.
+    pub after: Vec<String>,
     /// Everything else in the section, for the consumer.
     pub settings: Map<String, Value>,
 }
@@ -465,7 +468,8 @@ pub struct ConsumerSection {
 /// Default mailbox bound: enough for a 100k burst and Fedora's largest Nagios thresholds.
 pub const DEFAULT_CAPACITY_MESSAGES: usize = 250_000;
 
-const RUNTIME_KEYS: [&str; 7] = [
+const RUNTIME_KEYS: [&str; 8] = [
+    "after",
     "enabled",
     "topics",
     "topic",
@@ -504,6 +508,7 @@ impl ConsumerSection {
             when_full: WhenFull::Block,
             retries: 0,
             dead_letter_file: None,
+            after: Vec::new(),
             settings: Map::new(),
         };
         for (key, value) in raw {
@@ -554,6 +559,15 @@ impl ConsumerSection {
                 }
                 "dead_letter_file" => {
                     section.dead_letter_file = Some(field(name, key, value, "a file path")?)
+                }
+                "after" => {
+                    let spec: OneOrMany = field(
+                        name,
+                        key,
+                        value,
+                        "a consumer name or a list of consumer names",
+                    )?;
+                    section.after = spec.to_vec();
                 }
                 _ => {
                     section.settings.insert(key.clone(), value.clone());

@@ -90,6 +90,8 @@ struct Prepared {
     section: ConsumerSection,
     settings: Settings,
     http_prefix: Option<String>,
+    /// Positions (among the prepared consumers) of those it runs `after`.
+    after: Vec<usize>,
 }
 
 /// A consumer's actor, once started: its mailbox, its stop handle, and the
@@ -195,6 +197,12 @@ impl HubBuilder {
             })
             .collect();
         crate::http::check_prefixes(&claims)?;
+        let names: Vec<String> = prepared.iter().map(|p| p.name.clone()).collect();
+        let wanted: Vec<Vec<String>> = prepared.iter().map(|p| p.section.after.clone()).collect();
+        let resolved = crate::after::resolve(&names, &wanted).map_err(ConfigError::Invalid)?;
+        for (p, after) in prepared.iter_mut().zip(resolved) {
+            p.after = after;
+        }
         Ok(prepared)
     }
 
@@ -270,6 +278,7 @@ impl HubBuilder {
             section,
             settings,
             http_prefix: factory.prefix().map(str::to_string),
+            after: Vec::new(),
         }))
     }
 
@@ -339,6 +348,7 @@ struct ConsumerRouting {
     capacity: usize,
     mailbox: Recipient<Deliver>,
     started: Receiver<Result<(), ConsumerError>>,
+    after: Vec<usize>,
 }
 
 fn start_actor_system(plan: ActorSystemPlan) -> Result<SystemReady, HubError> {
@@ -666,6 +676,7 @@ impl RunningHub {
                 p.section.when_full,
                 p.section.capacity_messages,
                 started_rx,
+                p.after,
             ));
         }
         let plan = ActorSystemPlan {
@@ -714,13 +725,14 @@ impl RunningHub {
             .into_iter()
             .zip(pending)
             .map(
-                |(actor, (topics, when_full, capacity, started))| ConsumerRouting {
+                |(actor, (topics, when_full, capacity, started, after))| ConsumerRouting {
                     name: actor.name,
                     topics,
                     when_full,
                     capacity,
                     mailbox: actor.mailbox,
                     started,
+                    after,
                 },
             )
             .collect();
@@ -754,7 +766,7 @@ impl RunningHub {
             .into_iter()
             .map(|c| {
                 let stats = self.stats.consumer(&c.name);
-                Route::new(c.topics, c.mailbox, stats, c.when_full, c.capacity)
+                Route::new(c.topics, c.mailbox, stats, c.when_full, c.capacity).after(c.after)
             })
             .collect();
         let router = Router::new(routes, self.stats.clone());

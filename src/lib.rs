@@ -15,6 +15,8 @@
 //! - `router`: topic -> consumers: admission (bounds, `when_full`) on the
 //!   receiving thread, batched `try_send` to the mailboxes on the decoding one.
 //! - `backlog`: the exact backlog count that travels with each message.
+//! - `after`: ordering between consumers (`after = [...]`): a message reaches
+//!   a consumer once the consumers it waits for have finished it.
 //! - `actor`: one actix actor per consumer on its own thread: bounded mailbox,
 //!   panics caught, handling time recorded, restarts.
 //! - `consumer`: the [`Consumer`] trait developers implement, its [`Context`],
@@ -37,6 +39,7 @@
 //!   lines counted and rate limited.
 
 mod actor;
+mod after;
 mod backlog;
 mod canonical;
 mod config;
@@ -68,7 +71,7 @@ pub use config::{
 };
 pub use consumer::{
     BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
-    Context, HttpRoutes, NullConsumer, NullOptions, Readiness,
+    Context, HttpRoutes, NullConsumer, NullOptions, Readiness, StateCounter,
 };
 pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,

@@ -27,6 +27,7 @@ use actix::dev::SendError;
 use actix::Recipient;
 
 use crate::actor::Deliver;
+use crate::after::{Handoff, Handoffs};
 use crate::backlog::BatchBacklog;
 use crate::config::WhenFull;
 use crate::events::MessageDropped;
@@ -45,6 +46,7 @@ pub struct Route {
     stats: Arc<ConsumerStats>,
     when_full: WhenFull,
     capacity: i64,
+    after: Vec<usize>,
 }
 
 impl Route {
@@ -63,7 +65,15 @@ impl Route {
             stats,
             when_full,
             capacity: i64::try_from(capacity.max(1)).unwrap_or(i64::MAX),
+            after: Vec::new(),
         }
+    }
+
+    /// The consumers (positions in the table) that must finish a message
+    /// before this one receives it (`after`; see the `after` module).
+    pub fn after(mut self, predecessors: Vec<usize>) -> Route {
+        self.after = predecessors;
+        self
     }
 }
 
@@ -86,6 +96,17 @@ impl RouteSet {
                 self.high.resize(word + 1, 0);
             }
             self.high[word] |= 1 << (index % 64);
+        }
+    }
+
+    /// Whether consumer `index` is in the set.
+    pub fn contains(&self, index: usize) -> bool {
+        if index < 64 {
+            self.low & (1 << index) != 0
+        } else {
+            self.high
+                .get(index / 64 - 1)
+                .is_some_and(|w| w & (1 << (index % 64)) != 0)
         }
     }
 
@@ -133,6 +154,7 @@ impl Router {
         let consumers: Arc<[Arc<ConsumerStats>]> = routes.iter().map(|r| r.stats.clone()).collect();
         let mut gates = Vec::with_capacity(routes.len());
         let mut outlets = Vec::with_capacity(routes.len());
+        let has_after = routes.iter().any(|r| !r.after.is_empty());
         for route in routes {
             gates.push(Gate {
                 topics: route.topics,
@@ -144,6 +166,8 @@ impl Router {
                 mailbox: route.mailbox,
                 stats: route.stats,
                 pending: Vec::new(),
+                pending_after: Vec::new(),
+                after: route.after,
             });
         }
         Router {
@@ -156,6 +180,7 @@ impl Router {
                 outlets,
                 consumers,
                 stats,
+                has_after,
             },
         }
     }
@@ -304,6 +329,10 @@ struct Outlet {
     stats: Arc<ConsumerStats>,
     /// Decoded, counted in the backlog, not yet in the mailbox.
     pending: Vec<Arc<Envelope>>,
+    /// Handoffs to followers of the pending messages, by position.
+    pending_after: Vec<(usize, Handoffs)>,
+    /// The consumers this one waits for (`after`).
+    after: Vec<usize>,
 }
 
 impl Outlet {
@@ -317,6 +346,7 @@ impl Outlet {
         let mut batch = Deliver {
             envelopes,
             backlog: BatchBacklog::adopt(&self.stats, held),
+            after: std::mem::take(&mut self.pending_after),
         };
         let mut attempt = 0u32;
         loop {
@@ -356,6 +386,8 @@ pub struct Dispatcher {
     outlets: Vec<Outlet>,
     consumers: Arc<[Arc<ConsumerStats>]>,
     stats: Arc<Stats>,
+    /// Some consumer waits for another (`after`).
+    has_after: bool,
 }
 
 impl Dispatcher {
@@ -364,9 +396,47 @@ impl Dispatcher {
     /// batch fills.
     pub fn deliver(&mut self, envelope: Arc<Envelope>, admitted: &Admitted, stop: &AtomicBool) {
         admitted.count_refusals(&envelope, &self.consumers, &self.stats);
+        // Followers (`after`) of a consumer that admitted the message get it
+        // through a handoff once that consumer is done with it.
+        let mut followers = RouteSet::default();
+        let mut handoffs: Vec<(usize, Arc<Handoff>)> = Vec::new();
+        if self.has_after {
+            for index in admitted.routes.iter() {
+                let outlet = &self.outlets[index];
+                let mut waits_for = outlet
+                    .after
+                    .iter()
+                    .copied()
+                    .filter(|p| admitted.routes.contains(*p))
+                    .peekable();
+                if waits_for.peek().is_none() {
+                    continue;
+                }
+                let handoff = Arc::new(Handoff::new(
+                    envelope.clone(),
+                    outlet.mailbox.clone(),
+                    outlet.stats.clone(),
+                ));
+                handoffs.extend(waits_for.map(|p| (p, handoff.clone())));
+                followers.insert(index);
+            }
+        }
         for index in admitted.routes.iter() {
+            if followers.contains(index) {
+                continue;
+            }
             let outlet = &mut self.outlets[index];
             outlet.stats.count_received();
+            if !handoffs.is_empty() {
+                let mine: Handoffs = handoffs
+                    .iter()
+                    .filter(|(p, _)| *p == index)
+                    .map(|(_, h)| h.clone())
+                    .collect();
+                if !mine.is_empty() {
+                    outlet.pending_after.push((outlet.pending.len(), mine));
+                }
+            }
             outlet.pending.push(envelope.clone());
             if outlet.pending.len() >= MAX_BATCH_MESSAGES {
                 outlet.flush(stop);

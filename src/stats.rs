@@ -241,6 +241,7 @@ impl Stats {
             last_progress_ms: AtomicU64::new(0),
             peak_backlog: AtomicU64::new(0),
             problem: Mutex::new(None),
+            own_counters: Mutex::default(),
         });
         self.consumers
             .entry(name.to_string())
@@ -412,6 +413,8 @@ pub struct ConsumerStats {
     last_progress_ms: AtomicU64,
     peak_backlog: AtomicU64,
     problem: Mutex<Option<String>>,
+    /// The consumer's own counters shown in `/state` (`Context::state_counter`).
+    own_counters: Mutex<std::collections::BTreeMap<String, Arc<AtomicU64>>>,
 }
 
 impl ConsumerStats {
@@ -617,6 +620,22 @@ impl ConsumerStats {
         self.last_progress_ms.load(Ordering::Relaxed)
     }
 
+    /// The consumer's own counter `name` (created at 0), shown in its
+    /// `/state` entry under `counters`.
+    pub fn own_counter(&self, name: &str) -> Arc<AtomicU64> {
+        let mut counters = self.own_counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The consumer's own counters, by name.
+    pub fn own_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let counters = self.own_counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// This consumer's entry in the `/state` document.
     pub fn state(&self) -> ConsumerState {
         let capacity = self.capacity();
@@ -624,6 +643,7 @@ impl ConsumerStats {
         let window = self.last_window_timing();
         ConsumerState {
             backlog,
+            counters: self.own_counters(),
             dead_letter_errors_total: self.dead_letter_errors(),
             dropped_total: self.dropped(),
             exceptions_total: self.exceptions(),

@@ -12,5 +12,6 @@ pub fn shipped_consumers() -> Vec<ConsumerFactory> {
         NullConsumer::factory(),
         fedhub_history::factory(),
         fedhub_statscache::factory(),
+        fedhub_badges::factory(),
     ]
 }

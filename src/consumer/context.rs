@@ -48,6 +48,9 @@ pub struct Context {
     /// backlog never counts a message twice (and never exceeds the bound).
     handing_over: AtomicBool,
     reload: ReloadHook,
+    /// The handoffs of the message being handled to consumers waiting for
+    /// this one (`after`), lent to the backlog holds made meanwhile.
+    handoffs: crate::after::Handoffs,
 }
 
 impl Context {
@@ -62,6 +65,7 @@ impl Context {
             clock: Clock::system(),
             handing_over: AtomicBool::new(false),
             reload: ReloadHook::new(),
+            handoffs: Vec::new(),
         }
     }
 
@@ -131,11 +135,14 @@ impl Context {
     /// own (a batch writer, say) and returns: the message it holds stays in the
     /// backlog that `/metrics`, `/state`, the monitoring socket, collectd and
     /// Nagios report, until the work on it is really done.
+    ///
+    /// Consumers configured to run `after` this one receive the message once
+    /// every guard made while handling it is dropped.
     pub fn hold_backlog(&self) -> BacklogGuard {
         if self.handing_over.swap(false, Ordering::AcqRel) {
-            BacklogGuard::adopt(self.own_stats())
+            BacklogGuard::adopting(self.own_stats(), self.handoffs.clone())
         } else {
-            BacklogGuard::new(self.own_stats())
+            BacklogGuard::holding(self.own_stats(), self.handoffs.clone())
         }
     }
 
@@ -149,6 +156,19 @@ impl Context {
     /// over (then its batch must not uncount it).
     pub(crate) fn end_message(&self) -> bool {
         !self.handing_over.swap(false, Ordering::AcqRel)
+    }
+
+    /// A counter of the consumer's own, shown in its `/state` entry under
+    /// `counters` as `name` (for things the runtime cannot know: messages it
+    /// ignored and why, say). Cheap to clone and to update from any thread;
+    /// the same name gives the same counter, also after a restart.
+    pub fn state_counter(&self, name: &str) -> StateCounter {
+        StateCounter(self.own_stats().own_counter(name))
+    }
+
+    /// Sets the handoffs of the message about to be handled (the actor does).
+    pub(crate) fn set_handoffs(&mut self, handoffs: crate::after::Handoffs) {
+        self.handoffs = handoffs;
     }
 
     fn own_stats(&self) -> &Arc<ConsumerStats> {
@@ -176,6 +196,27 @@ impl Readiness {
     /// The problem reported, if any.
     pub fn problem(&self) -> Option<String> {
         self.0.problem()
+    }
+}
+
+/// A consumer's own counter in `/state`; see [`Context::state_counter`].
+#[derive(Clone)]
+pub struct StateCounter(Arc<std::sync::atomic::AtomicU64>);
+
+impl StateCounter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

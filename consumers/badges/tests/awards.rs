@@ -1,0 +1,363 @@
+//! Matching and awards on real databases: the history store and Tahrir's
+//! tables in SQLite files, and Tahrir's tables on a real PostgreSQL server
+//! shared by two "hubs" (two connection pools).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use fedhub_badges::expr::Sandbox;
+use fedhub_badges::load_dir;
+use serde_json::{json, Value};
+
+fn build(owner: &str, id: &str, new: u64) -> Value {
+    body(
+        "buildsys.build.state.change",
+        id,
+        now(),
+        json!({"owner": owner, "name": "kernel", "version": "6.1", "release": "1.fc41", "new": new, "build_id": 1, "instance": "primary"}),
+    )
+}
+
+#[test]
+fn the_ten_example_rules_load() {
+    let set = load_dir(&example_rules(), &Sandbox::default()).unwrap();
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    assert_eq!(set.rules.len(), 10);
+    let kinds = fedhub_badges::rules::trigger_kinds(&set.rules);
+    for kind in ["topic", "category", "expression"] {
+        assert!(
+            kinds.contains_key(kind),
+            "the examples use {kind} triggers: {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn a_build_earns_its_badge_once_published_with_the_award_in_tahrirs_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = history(dir.path());
+    let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
+    let (mut awarder, _) = awarder(&example_rules(), history.clone(), tahrir.clone());
+    let published: Published = Arc::default();
+    let p = published.clone();
+    let publish = move |topic: &str, msg: Value| -> Result<(), String> {
+        p.lock().unwrap().push((topic.to_string(), msg));
+        Ok(())
+    };
+
+    // A failed build triggers nothing (the expression in the trigger).
+    let failed = build("ralph", "2026-a0", 3);
+    store(&*history, &failed);
+    let outcome = awarder.handle(
+        failed["topic"].as_str().unwrap(),
+        &failed,
+        std::time::SystemTime::now(),
+        &publish,
+    );
+    assert!(
+        outcome.awards.is_empty() && outcome.errors.is_empty(),
+        "{outcome:?}"
+    );
+
+    // The first completed build: its own row is the one counted.
+    let first = build("ralph", "2026-a1", 1);
+    store(&*history, &first);
+    let outcome = awarder.handle(
+        first["topic"].as_str().unwrap(),
+        &first,
+        std::time::SystemTime::now(),
+        &publish,
+    );
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(outcome.awards.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.awards[0].badge_id, "like-a-rock-builds-i");
+    assert_eq!(outcome.awards[0].user, "ralph");
+    {
+        let published = published.lock().unwrap();
+        let (topic, award) = &published[0];
+        assert_eq!(topic, "fedbadges.badge.award");
+        assert_eq!(award["badge"]["badge_id"], "like-a-rock-builds-i");
+        assert_eq!(award["badge"]["name"], "Like a Rock (Builds I)");
+        assert_eq!(award["user"]["username"], "ralph");
+        assert!(award["user"]["badges_user_id"].as_i64().unwrap() > 0);
+        let (topic, rank) = &published[1];
+        assert_eq!(topic, "fedbadges.person.rank.advance");
+        assert_eq!(rank["person"]["nickname"], "ralph");
+        assert_eq!(rank["person"]["rank"], 1);
+        assert_eq!(rank["old_rank"], Value::Null);
+    }
+    let person = tahrir.person_badges("ralph").unwrap().unwrap();
+    assert_eq!(person["count"], 1);
+    assert_eq!(
+        person["badges"][0]["issued_for"],
+        "http://hub.example.org/datagrepper/id?id=2026-a1&is_raw=true&size=extra-large"
+    );
+
+    // More builds: the ninth completed one is ralph's tenth build message
+    // (the failed build counts, as datanommer counts every state change on
+    // the topic) and earns the second badge; none earns the first again.
+    for n in 2..=10 {
+        let b = build("ralph", &format!("2026-a{n}"), 1);
+        store(&*history, &b);
+        let outcome = awarder.handle(
+            b["topic"].as_str().unwrap(),
+            &b,
+            std::time::SystemTime::now(),
+            &publish,
+        );
+        let expected: Vec<&str> = if n == 9 {
+            vec!["like-a-rock-builds-ii"]
+        } else {
+            vec![]
+        };
+        let got: Vec<&str> = outcome.awards.iter().map(|a| a.badge_id.as_str()).collect();
+        assert_eq!(got, expected, "build {n}");
+    }
+    // Replaying the first message changes nothing (msg_id already seen), and
+    // a fresh awarder (a restart) finds the holders in the database.
+    let replay = awarder.handle(
+        first["topic"].as_str().unwrap(),
+        &first,
+        std::time::SystemTime::now(),
+        &publish,
+    );
+    assert!(replay.duplicate);
+    let (mut restarted, _) = common::awarder(&example_rules(), history.clone(), tahrir.clone());
+    let again = restarted.handle(
+        first["topic"].as_str().unwrap(),
+        &first,
+        std::time::SystemTime::now(),
+        &publish,
+    );
+    assert!(again.awards.is_empty(), "{again:?}");
+    assert_eq!(tahrir.assertion_count().unwrap(), 2);
+    let holders = tahrir
+        .badge_holders("like-a-rock-builds-ii")
+        .unwrap()
+        .unwrap();
+    assert_eq!(holders["holders"][0]["user"], "ralph");
+    let awards: usize = published
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "fedbadges.badge.award")
+        .count();
+    assert_eq!(awards, 2, "one message per award");
+}
+
+#[test]
+fn opted_out_people_banned_users_and_ip_names_get_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = history(dir.path());
+    let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
+    let rules = tempfile::tempdir().unwrap();
+    // No recipient: the message's users, minus banned system users.
+    std::fs::write(
+        rules.path().join("any-build.yml"),
+        rule(
+            "Any Build",
+            "  topic: buildsys.build.state.change",
+            "  datanommer:\n    filter: {topics: [\"%(topic)s\"]}\n    operation: count\n    condition: {greater than: 0}",
+            "",
+        ),
+    )
+    .unwrap();
+    let (mut awarder, _) = awarder(rules.path(), history.clone(), tahrir.clone());
+    tahrir.set_opt_out("pingou", true).unwrap();
+    let publish = |_: &str, _: Value| -> Result<(), String> { Ok(()) };
+    for (k, owner) in ["koji", "pingou", "10.0.0.5", "192.168.1.9", "kevin"]
+        .iter()
+        .enumerate()
+    {
+        let b = build(owner, &format!("2026-b{k}"), 1);
+        store(&*history, &b);
+        let outcome = awarder.handle(
+            b["topic"].as_str().unwrap(),
+            &b,
+            std::time::SystemTime::now(),
+            &publish,
+        );
+        let expected = if *owner == "kevin" { 1 } else { 0 };
+        assert_eq!(outcome.awards.len(), expected, "{owner}: {outcome:?}");
+    }
+}
+
+#[test]
+fn a_rule_that_fails_is_skipped_and_counted_and_a_failed_publish_awards_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = history(dir.path());
+    let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
+    let rules = tempfile::tempdir().unwrap();
+    let criteria = "  datanommer:\n    filter: {topics: [\"%(topic)s\"]}\n    operation: count\n    condition: {greater than: 0}";
+    std::fs::write(
+        rules.path().join("missing.yml"),
+        rule(
+            "Missing Field",
+            "  topic: buildsys.build.state.change",
+            criteria,
+            "recipient: \"%(msg.submitter.name)s\"",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rules.path().join("slow.yml"),
+        rule(
+            "Slow Expression",
+            "  expression: '[1,2,3,4,5,6,7,8,9,10].map(|x8| [1,2,3,4,5,6,7,8,9,10].map(|x7| [1,2,3,4,5,6,7,8,9,10].map(|x6| [1,2,3,4,5,6,7,8,9,10].map(|x5| [1,2,3,4,5,6,7,8,9,10].map(|x4| [1,2,3,4,5,6,7,8,9,10].map(|x3| [1,2,3,4,5,6,7,8,9,10].map(|x2| [1,2,3,4,5,6,7,8,9,10].map(|x1| 1).len()).len()).len()).len()).len()).len()).len()).len() > 0'",
+            criteria,
+            "recipient: \"%(msg.owner)s\"",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rules.path().join("good.yml"),
+        rule(
+            "Good",
+            "  topic: buildsys.build.state.change",
+            criteria,
+            "recipient: \"%(msg.owner)s\"",
+        ),
+    )
+    .unwrap();
+    let (mut awarder, shared) = awarder(rules.path(), history.clone(), tahrir.clone());
+    let refuse = |_: &str, _: Value| -> Result<(), String> { Err("the bus is gone".into()) };
+    let b = build("ralph", "2026-c1", 1);
+    store(&*history, &b);
+    let outcome = awarder.handle(
+        b["topic"].as_str().unwrap(),
+        &b,
+        std::time::SystemTime::now(),
+        &refuse,
+    );
+    let errors: Vec<(&str, &str)> = outcome
+        .errors
+        .iter()
+        .map(|(r, e)| (r.as_str(), e.as_str()))
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|(r, e)| *r == "Missing Field" && e.contains("msg.submitter.name")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|(r, e)| *r == "Slow Expression" && e.contains("stopped")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|(r, e)| *r == "Good" && e.contains("the bus is gone")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        tahrir.assertion_count().unwrap(),
+        0,
+        "no award without its message"
+    );
+    let rules_doc = shared.read().unwrap().to_json();
+    let missing = rules_doc["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Missing Field")
+        .unwrap();
+    assert_eq!(missing["errors_total"], 1);
+    assert!(missing["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("msg.submitter.name"));
+    // The bus is back: the next build awards, and the message is published.
+    let sent = Arc::new(Mutex::new(0));
+    let s = sent.clone();
+    let publish = move |_: &str, _: Value| -> Result<(), String> {
+        *s.lock().unwrap() += 1;
+        Ok(())
+    };
+    let b = build("ralph", "2026-c2", 1);
+    store(&*history, &b);
+    let outcome = awarder.handle(
+        b["topic"].as_str().unwrap(),
+        &b,
+        std::time::SystemTime::now(),
+        &publish,
+    );
+    assert_eq!(outcome.awards.len(), 1, "{outcome:?}");
+    assert_eq!(tahrir.assertion_count().unwrap(), 1);
+    assert!(*sent.lock().unwrap() >= 1);
+}
+
+/// Two hubs (two pools on one PostgreSQL database) award the same badges to
+/// the same people at the same time: each person holds each badge once, and
+/// exactly one award message goes out per assertion.
+#[test]
+fn two_hubs_on_one_postgres_award_each_badge_once() {
+    let cluster = fedhub_testkit::PgCluster::start();
+    let database = "badges";
+    cluster.create_database(database);
+    let hub_a = tahrir(&cluster.url_for(database));
+    let hub_b = tahrir(&cluster.socket_url_for(database));
+    assert!(!hub_a.database().shares_pool_with(hub_b.database()));
+    let issuer_id = hub_a.ensure_issuer(&issuer()).unwrap();
+    assert_eq!(hub_b.ensure_issuer(&issuer()).unwrap(), issuer_id);
+    let badges: Vec<fedhub_badges::tahrir::Badge> = (0..5)
+        .map(|k| fedhub_badges::tahrir::Badge {
+            id: format!("badge-{k}"),
+            name: format!("Badge {k}"),
+            image: "https://example.org/i.png".into(),
+            description: "d".into(),
+            criteria: "https://example.org/c".into(),
+            tags: String::new(),
+        })
+        .collect();
+    for badge in &badges {
+        hub_a.ensure_badge(badge, issuer_id).unwrap();
+        hub_b.ensure_badge(badge, issuer_id).unwrap();
+    }
+    let published = Arc::new(Mutex::new(0usize));
+    let users = ["ralph", "pingou", "kevin", "adamw"];
+    std::thread::scope(|scope| {
+        for hub in [&hub_a, &hub_b] {
+            for _ in 0..2 {
+                let (badges, published) = (&badges, published.clone());
+                scope.spawn(move || {
+                    for badge in badges {
+                        for user in users {
+                            hub.award(badge, user, "link", |_| {
+                                *published.lock().unwrap() += 1;
+                                Ok(())
+                            })
+                            .unwrap();
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let count = hub_a.assertion_count().unwrap();
+    assert_eq!(count, (badges.len() * users.len()) as u64);
+    assert_eq!(
+        *published.lock().unwrap() as u64,
+        count,
+        "one message per award"
+    );
+    for user in users {
+        let person = hub_b.person_badges(user).unwrap().unwrap();
+        assert_eq!(person["count"], 5, "{person}");
+    }
+    // Ranks: everyone holds five badges, so everyone shares rank 1.
+    hub_a.adjust_ranks(1).unwrap();
+    let board = hub_b.leaderboard(10).unwrap();
+    let ranks: Vec<i64> = board["leaderboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rank"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ranks, vec![1; 4], "{board}");
+}
