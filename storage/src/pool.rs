@@ -37,6 +37,23 @@ pub struct PoolOptions {
     pub busy_timeout: Duration,
 }
 
+impl PoolOptions {
+    /// The options a consumer's section sets (`max_connections`,
+    /// `connect_timeout_ms`, `busy_timeout_ms`); the rest default.
+    pub fn from_settings(
+        max_connections: u32,
+        connect_timeout_ms: u64,
+        busy_timeout_ms: u64,
+    ) -> PoolOptions {
+        PoolOptions {
+            max_connections,
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
+            busy_timeout: Duration::from_millis(busy_timeout_ms),
+            ..PoolOptions::default()
+        }
+    }
+}
+
 impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {

@@ -52,6 +52,18 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// The `database` key of the config section `[consumers.<consumer>]`,
+    /// parsed; the error names the key and what is expected (a password in
+    /// the value is masked).
+    pub fn from_setting(consumer: &str, value: &str) -> Result<DatabaseUrl, fedhub::ConfigError> {
+        DatabaseUrl::parse(value).map_err(|e| {
+            fedhub::ConfigError::Invalid(format!(
+                "[consumers.{consumer}] database: {}",
+                fedhub::error_chain(&e)
+            ))
+        })
+    }
+
     /// Parses a `database` setting (see the module docs).
     pub fn parse(text: &str) -> Result<DatabaseUrl, StorageError> {
         let trimmed = text.trim();

@@ -181,22 +181,16 @@ impl NommerConfig {
     /// The `database` setting, parsed; the error names the key and what is
     /// expected (a password in it is masked).
     pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
-        DatabaseUrl::parse(&self.database).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "[consumers.{NAME}] database: {}",
-                fedhub::error_chain(&e)
-            ))
-        })
+        DatabaseUrl::from_setting(NAME, &self.database)
     }
 
     /// How PostgreSQL connections are made (pool size, timeouts).
     pub fn pool_options(&self) -> PoolOptions {
-        PoolOptions {
-            max_connections: self.max_connections,
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
-            ..PoolOptions::default()
-        }
+        PoolOptions::from_settings(
+            self.max_connections,
+            self.connect_timeout_ms,
+            self.busy_timeout_ms,
+        )
     }
 
     /// Opens the store `database` names (SQLite or PostgreSQL), its schema

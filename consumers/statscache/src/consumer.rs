@@ -167,22 +167,16 @@ impl StatsConfig {
 
     /// The `database` setting, parsed.
     pub fn database_url(&self) -> Result<DatabaseUrl, ConfigError> {
-        DatabaseUrl::parse(&self.database).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "[consumers.{NAME}] database: {}",
-                fedhub::error_chain(&e)
-            ))
-        })
+        DatabaseUrl::from_setting(NAME, &self.database)
     }
 
     /// Pool settings.
     pub fn pool_options(&self) -> PoolOptions {
-        PoolOptions {
-            max_connections: self.max_connections,
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
-            ..PoolOptions::default()
-        }
+        PoolOptions::from_settings(
+            self.max_connections,
+            self.connect_timeout_ms,
+            self.busy_timeout_ms,
+        )
     }
 
     /// Keeps the plugins `plugins` names (all when empty); unknown names are
