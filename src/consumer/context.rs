@@ -214,6 +214,11 @@ impl StateCounter {
         self.add(1);
     }
 
+    /// Sets the value (for a counter that reports a level, such as progress).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)

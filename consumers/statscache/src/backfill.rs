@@ -20,9 +20,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use fedhub::Envelope;
+use fedhub::{Context, Envelope, StateCounter};
 use fedhub_history::{Filter, NommerConfig, Order};
 use fedhub_storage::{DatabaseUrl, StorageError};
 use serde::Serialize;
@@ -56,9 +56,24 @@ pub struct ProgressState {
     pub resume_at: HashMap<String, f64>,
 }
 
-/// The shared progress of the backfill.
-#[derive(Debug, Default)]
-pub struct BackfillProgress(Mutex<ProgressState>);
+/// The shared progress of the backfill, mirrored in the consumer's `/state`
+/// counters once [`show_in_state`](BackfillProgress::show_in_state) was called.
+#[derive(Default)]
+pub struct BackfillProgress(Mutex<ProgressState>, OnceLock<StateCounters>);
+
+/// The `/state` counters of a backfill: messages to replay, replayed, and
+/// whether it finished (1) or not (0).
+struct StateCounters {
+    total: StateCounter,
+    replayed: StateCounter,
+    finished: StateCounter,
+}
+
+impl std::fmt::Debug for BackfillProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BackfillProgress").field(&self.0).finish()
+    }
+}
 
 impl BackfillProgress {
     /// A snapshot.
@@ -71,7 +86,26 @@ impl BackfillProgress {
     }
 
     fn update(&self, f: impl FnOnce(&mut ProgressState)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state);
+        if let Some(counters) = self.1.get() {
+            counters.total.set(state.total_messages);
+            counters.replayed.set(state.replayed_messages);
+            let finished = matches!(state.status.as_str(), "done" | "skipped" | "failed");
+            counters.finished.set(u64::from(finished));
+        }
+    }
+
+    /// Shows the progress in the consumer's `/state` entry, as the counters
+    /// `backfill_total_messages`, `backfill_replayed_messages` and
+    /// `backfill_finished` (1 once done, skipped or failed).
+    pub fn show_in_state(&self, ctx: &Context) {
+        let _ = self.1.set(StateCounters {
+            total: ctx.state_counter("backfill_total_messages"),
+            replayed: ctx.state_counter("backfill_replayed_messages"),
+            finished: ctx.state_counter("backfill_finished"),
+        });
+        self.update(|_| {});
     }
 
     /// Whether the backfill finished (done, skipped or failed).

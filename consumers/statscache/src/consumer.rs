@@ -442,6 +442,7 @@ impl StatsConsumer {
 impl Consumer for StatsConsumer {
     fn start(&mut self, ctx: &mut Context) -> Result<(), ConsumerError> {
         self.metrics.register(ctx.metrics());
+        self.progress.show_in_state(ctx);
         self.stop.store(false, Ordering::SeqCst);
         // The PostgreSQL client blocks on a runtime of its own, which cannot
         // start on this (actix) thread: open and prepare on a plain thread.

@@ -128,5 +128,24 @@ fn restart_recomputes_open_windows_once() {
         progress["replayed_messages"].as_u64().unwrap() >= 40,
         "{progress}"
     );
+    // The same progress in /state, under the consumer's own counters.
+    let state: serde_json::Value = serde_json::from_str(&get(addr, "/state", None).body).unwrap();
+    let entry = state["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "StatsConsumer")
+        .unwrap()
+        .clone();
+    let counters = &entry["counters"];
+    assert_eq!(counters["backfill_finished"], 1, "{entry}");
+    assert_eq!(
+        counters["backfill_replayed_messages"], progress["replayed_messages"],
+        "{entry}"
+    );
+    assert_eq!(
+        counters["backfill_total_messages"], progress["total_messages"],
+        "{entry}"
+    );
     hub.shutdown();
 }
