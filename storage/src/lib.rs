@@ -25,6 +25,7 @@
 //! - `pool`: pools shared per URL, connections, transactions.
 //! - `migrate`: per-consumer schema migrations.
 //! - `writer`: the batched writer and the [`Sink`] it commits into.
+//! - [`sql`]: portable queries (`$N` placeholders, rows as JSON) for small tables.
 //! - [`metrics`]: metric names and series; `events`: typed events that log
 //!   and count in one place.
 //!
@@ -52,6 +53,7 @@ mod events;
 pub mod metrics;
 mod migrate;
 mod pool;
+pub mod sql;
 mod url;
 mod writer;
 

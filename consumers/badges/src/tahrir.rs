@@ -10,7 +10,8 @@
 //! inserted it publishes the award, before it commits: a publish that fails
 //! rolls the award back, so an award and its bus message go together.
 
-use fedhub_storage::{Backend, Database, Migrations, StorageError, Tx};
+use fedhub_storage::sql::{execute, now_sql, query, Param as P};
+use fedhub_storage::{BackendError, Database, Migrations, StorageError, Tx};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -169,180 +170,8 @@ pub struct RankAdvance {
     pub message: Value,
 }
 
-fn db_err<'a>(db: &'a Database, op: &'static str) -> impl Fn(BackendErr) -> StorageError + 'a {
-    move |e| match e {
-        BackendErr::Sqlite(e) => StorageError::database(db.url(), op, e),
-        BackendErr::Postgres(e) => StorageError::database(db.url(), op, e),
-    }
-}
-
-/// A backend error of either kind.
-enum BackendErr {
-    Sqlite(fedhub_storage::rusqlite::Error),
-    Postgres(fedhub_storage::postgres::Error),
-}
-
-impl From<fedhub_storage::rusqlite::Error> for BackendErr {
-    fn from(e: fedhub_storage::rusqlite::Error) -> Self {
-        BackendErr::Sqlite(e)
-    }
-}
-
-impl From<fedhub_storage::postgres::Error> for BackendErr {
-    fn from(e: fedhub_storage::postgres::Error) -> Self {
-        BackendErr::Postgres(e)
-    }
-}
-
-/// A parameter either backend binds.
-#[derive(Debug, Clone)]
-enum P<'a> {
-    Text(&'a str),
-    Int(i64),
-}
-
-impl fedhub_storage::rusqlite::ToSql for P<'_> {
-    fn to_sql(
-        &self,
-    ) -> fedhub_storage::rusqlite::Result<fedhub_storage::rusqlite::types::ToSqlOutput<'_>> {
-        match self {
-            P::Text(s) => s.to_sql(),
-            P::Int(i) => i.to_sql(),
-        }
-    }
-}
-
-/// One row, as the columns a query asked for.
-type Row = Vec<Value>;
-
-/// Runs `sql` (placeholders `$1`, `$2`, ... on both backends) and returns the
-/// rows, every column read as JSON (text, integer, boolean or null).
-fn query(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<Vec<Row>, BackendErr> {
-    match tx {
-        Tx::Sqlite(tx) => {
-            let mut stmt = tx.prepare_cached(&numbered(sql))?;
-            let n = stmt.column_count();
-            let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> = params
-                .iter()
-                .map(|p| p as &dyn fedhub_storage::rusqlite::ToSql)
-                .collect();
-            let rows = stmt.query_map(refs.as_slice(), |row| {
-                (0..n)
-                    .map(|i| {
-                        use fedhub_storage::rusqlite::types::ValueRef;
-                        Ok(match row.get_ref(i)? {
-                            ValueRef::Null => Value::Null,
-                            ValueRef::Integer(i) => json!(i),
-                            ValueRef::Real(f) => json!(f),
-                            ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
-                            ValueRef::Blob(_) => Value::Null,
-                        })
-                    })
-                    .collect::<Result<Row, _>>()
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }
-        Tx::Postgres(tx) => {
-            use fedhub_storage::postgres::types::{ToSql, Type};
-            let texts: Vec<String> = params
-                .iter()
-                .map(|p| match p {
-                    P::Text(s) => s.to_string(),
-                    P::Int(i) => i.to_string(),
-                })
-                .collect();
-            let stmt = tx.prepare(sql)?;
-            // Bind by the types the server inferred.
-            let mut ints = Vec::new();
-            for (i, ty) in stmt.params().iter().enumerate() {
-                ints.push(if *ty == Type::INT4 || *ty == Type::INT8 {
-                    texts[i].parse::<i64>().ok()
-                } else {
-                    None
-                });
-            }
-            let int4: Vec<Option<i32>> = ints.iter().map(|i| i.map(|v| v as i32)).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = stmt
-                .params()
-                .iter()
-                .enumerate()
-                .map(|(i, ty)| {
-                    if *ty == Type::INT8 {
-                        &ints[i] as &(dyn ToSql + Sync)
-                    } else if *ty == Type::INT4 {
-                        &int4[i] as &(dyn ToSql + Sync)
-                    } else {
-                        &texts[i] as &(dyn ToSql + Sync)
-                    }
-                })
-                .collect();
-            let rows = tx.query(&stmt, &refs)?;
-            Ok(rows
-                .iter()
-                .map(|row| {
-                    row.columns()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, col)| match *col.type_() {
-                            Type::INT4 => json!(row.get::<_, Option<i32>>(i)),
-                            Type::INT8 => json!(row.get::<_, Option<i64>>(i)),
-                            Type::BOOL => json!(row.get::<_, Option<bool>>(i)),
-                            Type::TIMESTAMP => json!(row
-                                .get::<_, Option<std::time::SystemTime>>(i)
-                                .map(|t| chrono::DateTime::<chrono::Utc>::from(t)
-                                    .format("%Y-%m-%d %H:%M:%S%.6f")
-                                    .to_string())),
-                            _ => json!(row.get::<_, Option<String>>(i)),
-                        })
-                        .collect()
-                })
-                .collect())
-        }
-    }
-}
-
-/// PostgreSQL's `$N` placeholders as SQLite's `?N`: SQLite numbers `$name`
-/// parameters in order of appearance, `?N` by their number.
-fn numbered(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Runs a statement; returns the rows it changed.
-fn execute(tx: &mut Tx<'_>, sql: &str, params: &[P<'_>]) -> Result<u64, BackendErr> {
-    match tx {
-        Tx::Sqlite(tx) => {
-            let refs: Vec<&dyn fedhub_storage::rusqlite::ToSql> = params
-                .iter()
-                .map(|p| p as &dyn fedhub_storage::rusqlite::ToSql)
-                .collect();
-            Ok(tx
-                .prepare_cached(&numbered(sql))?
-                .execute(refs.as_slice())? as u64)
-        }
-        Tx::Postgres(_) => {
-            // Through `query` so parameters bind by inferred type; a statement
-            // without RETURNING gives no rows, so count with RETURNING 1.
-            let sql = format!("{sql} RETURNING 1");
-            Ok(query(tx, &sql, params)?.len() as u64)
-        }
-    }
-}
-
-/// The current UTC time in SQL for `backend`.
-fn now_sql(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "strftime('%Y-%m-%d %H:%M:%f', 'now')",
-        Backend::Postgres => "(now() AT TIME ZONE 'utc')",
-    }
+fn db_err<'a>(db: &'a Database, op: &'static str) -> impl Fn(BackendError) -> StorageError + 'a {
+    move |e| StorageError::database(db.url(), op, e)
 }
 
 /// The badge tables of one database.
@@ -366,7 +195,7 @@ impl Tahrir {
     fn run<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendErr>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError>,
     ) -> Result<T, StorageError> {
         let err = db_err(&self.db, op);
         self.db.transaction(|tx| f(tx).map_err(err))
@@ -629,7 +458,7 @@ fn insert_award(
     nickname: &str,
     link: &str,
     now: &str,
-) -> Result<Option<Award>, BackendErr> {
+) -> Result<Option<Award>, BackendError> {
     let false_sql = if matches!(tx, Tx::Sqlite(_)) {
         "0"
     } else {
