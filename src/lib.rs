@@ -20,7 +20,9 @@
 //! - `actor`: one actix actor per consumer on its own thread: bounded mailbox,
 //!   panics caught, handling time recorded, restarts.
 //! - `consumer`: the [`Consumer`] trait developers implement, its [`Context`],
-//!   and the [`ConsumerFactory`] that registers it (routes, commands, defaults).
+//!   and the [`ConsumerFactory`] that registers it (routes, commands, defaults);
+//!   a consumer's periodic jobs (moksha "producers") report their runs through
+//!   a [`ProducerHandle`], shown by the monitoring socket, `/metrics` and `/state`.
 //! - `publish`: fedmsg envelopes built and sent from one PUB thread.
 //! - `stats`: the one registry of counters and gauges every exporter reads;
 //!   `metric_names`: every metric's name, in one place.
@@ -71,7 +73,7 @@ pub use config::{
 };
 pub use consumer::{
     BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
-    Context, HttpRoutes, NullConsumer, NullOptions, Readiness, StateCounter,
+    Context, HttpRoutes, NullConsumer, NullOptions, ProducerHandle, Readiness, StateCounter,
 };
 pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,

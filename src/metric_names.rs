@@ -23,6 +23,10 @@ pub const CONSUMER_DEAD_LETTER_ERRORS_TOTAL: &str = "fedhub_consumer_dead_letter
 pub const CONSUMER_RESTARTS_TOTAL: &str = "fedhub_consumer_restarts_total";
 /// Handling time per message (histogram).
 pub const CONSUMER_HANDLING_SECONDS: &str = "fedhub_consumer_handling_seconds";
+/// When a producer's periodic job last started a run, Unix seconds (gauge).
+pub const PRODUCER_LAST_RAN_SECONDS: &str = "fedhub_producer_last_ran_seconds";
+/// Runs of a producer's periodic job that failed in a row (gauge, 0 after a success).
+pub const PRODUCER_EXCEPTIONS: &str = "fedhub_producer_exceptions";
 /// ZeroMQ messages received on a bus socket, valid or not.
 pub const BUS_MESSAGES_RECEIVED_TOTAL: &str = "fedhub_bus_messages_received_total";
 /// Bytes of frames received on a bus socket.

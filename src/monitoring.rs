@@ -7,7 +7,9 @@
 //! moksha's counts are per window (reset at each publication) while the registry
 //! keeps monotonic totals, so this adapter sends the difference since the last
 //! document; `backlog` is the current value; `times` are the handling times of the
-//! window (at most 1024, in seconds).
+//! window (at most 1024, in seconds). `producers` lists the consumers' periodic
+//! jobs registered with `Context::producer` (sorted by name), then this adapter's
+//! own `MonitoringProducer`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +22,7 @@ use serde_json::Value;
 use crate::canonical::write_python_float;
 use crate::config::MonitoringConfig;
 use crate::socket::BusError;
-use crate::stats::{unix_seconds, ConsumerStats, Stats};
+use crate::stats::{unix_seconds, ConsumerStats, ProducerStats, Stats};
 
 /// What monitoring shows about a consumer besides its counters.
 #[derive(Debug, Clone)]
@@ -46,6 +48,7 @@ struct Window {
 
 /// Builds moksha documents from the registry.
 pub struct DocumentBuilder {
+    stats: Arc<Stats>,
     consumers: Vec<(ConsumerInfo, Arc<ConsumerStats>, Window)>,
     interval_secs: f64,
 }
@@ -61,6 +64,7 @@ impl DocumentBuilder {
             })
             .collect();
         DocumentBuilder {
+            stats,
             consumers,
             interval_secs,
         }
@@ -114,7 +118,12 @@ impl DocumentBuilder {
             out.push_str("]}");
             *window = now;
         }
-        out.push_str("], \"producers\": [{\"name\": \"");
+        out.push_str("], \"producers\": [");
+        for producer in self.stats.producers() {
+            push_producer(&mut out, &producer);
+            out.push_str(", ");
+        }
+        out.push_str("{\"name\": \"");
         out.push_str(PRODUCER_NAME);
         out.push_str("\", \"module\": \"fedhub.monitoring\", \"initialized\": true, \"exceptions\": 0, \"frequency\": ");
         write_python_float(&mut out, self.interval_secs);
@@ -123,6 +132,27 @@ impl DocumentBuilder {
         out.push_str("}]}");
         out
     }
+}
+
+/// One producer as moksha's `PollingProducer.__json__` gives it.
+fn push_producer(out: &mut String, producer: &ProducerStats) {
+    out.push_str("{\"name\": ");
+    push_string(out, producer.name());
+    out.push_str(", \"module\": ");
+    push_string(out, producer.module());
+    let _ = write!(
+        out,
+        ", \"initialized\": {}, \"exceptions\": {}, \"frequency\": ",
+        producer.initialized(),
+        producer.exceptions()
+    );
+    write_python_float(out, producer.frequency_secs());
+    out.push_str(", \"now\": false, \"last_ran\": ");
+    match producer.last_ran() {
+        Some(seconds) => write_python_float(out, seconds),
+        None => out.push_str("null"),
+    }
+    out.push('}');
 }
 
 fn push_string(out: &mut String, s: &str) {
@@ -307,5 +337,35 @@ mod tests {
         assert_eq!(doc["consumers"][0]["backlog"], Value::Null);
         assert_eq!(doc["consumers"][0]["initialized"], false);
         assert_eq!(doc["consumers"][0]["topic"], serde_json::json!(["a", "b"]));
+    }
+
+    #[test]
+    fn registered_producers_come_before_the_monitoring_producer() {
+        let stats = Stats::new();
+        let mut builder = DocumentBuilder::new(stats.clone(), Vec::new(), 5.0);
+        let digest = stats.producer("DigestProducer", "fmn.producers", Duration::from_secs(90));
+        stats.producer("Cleanup", "badges", Duration::from_millis(2500));
+        let last_ran = std::time::UNIX_EPOCH + Duration::from_micros(1_795_392_096_835_655);
+        let raw = builder.next_document(last_ran);
+        // moksha's key order and separators; `last_ran` null before the first run.
+        assert_eq!(
+            raw,
+            r#"{"consumers": [], "producers": [{"name": "Cleanup", "module": "badges", "initialized": true, "exceptions": 0, "frequency": 2.5, "now": false, "last_ran": null}, {"name": "DigestProducer", "module": "fmn.producers", "initialized": true, "exceptions": 0, "frequency": 90.0, "now": false, "last_ran": null}, {"name": "MonitoringProducer", "module": "fedhub.monitoring", "initialized": true, "exceptions": 0, "frequency": 5.0, "now": false, "last_ran": 1795392096.835655}]}"#
+        );
+        digest.record_ran(last_ran);
+        digest.record_failed();
+        digest.record_failed();
+        let doc: Value = serde_json::from_str(&builder.next_document(SystemTime::now())).unwrap();
+        let entry = &doc["producers"][1];
+        assert_eq!(entry["name"], "DigestProducer");
+        assert_eq!(entry["last_ran"], 1795392096.835655);
+        assert_eq!(
+            entry["exceptions"], 2,
+            "failures in a row are not per window"
+        );
+        digest.record_succeeded();
+        let doc: Value = serde_json::from_str(&builder.next_document(SystemTime::now())).unwrap();
+        assert_eq!(doc["producers"][1]["exceptions"], 0);
+        assert_eq!(doc["producers"][2]["name"], "MonitoringProducer");
     }
 }

@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fedhub_probe::state::{
-    BusEndpoint, BusState, ConsumerState, HandlingWindow, HttpRequests, RejectionState, State,
-    ValidationState,
+    BusEndpoint, BusState, ConsumerState, HandlingWindow, HttpRequests, ProducerState,
+    RejectionState, State, ValidationState,
 };
 use prometheus::{
-    Counter, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::events::HttpRejectReason;
@@ -141,7 +141,10 @@ pub struct Stats {
     published: IntCounter,
     publish_errors: IntCounterVec,
     http_rejected: IntCounterVec,
+    producer_last_ran: GaugeVec,
+    producer_exceptions: IntGaugeVec,
     consumers: DashMap<String, Arc<ConsumerStats>>,
+    producers: DashMap<String, Arc<ProducerStats>>,
     buses: DashMap<String, Arc<BusStats>>,
     security: Arc<SecurityStats>,
     started_at: SystemTime,
@@ -184,7 +187,10 @@ impl Stats {
             published: register(r, IntCounter::new(names::PUBLISHED_TOTAL, "Messages this hub published on the bus.").unwrap()),
             publish_errors: register(r, IntCounterVec::new(Opts::new(names::PUBLISH_ERRORS_TOTAL, "Messages that could not be published, by reason."), &["reason"]).unwrap()),
             http_rejected: register(r, IntCounterVec::new(Opts::new(names::HTTP_REQUESTS_REJECTED_TOTAL, "Requests the HTTP server dropped before any handler saw them (oversized or malformed head, slow client), by reason."), &["reason"]).unwrap()),
+            producer_last_ran: register(r, GaugeVec::new(Opts::new(names::PRODUCER_LAST_RAN_SECONDS, "When a producer's periodic job last started a run, Unix seconds (0: not yet)."), &["producer"]).unwrap()),
+            producer_exceptions: register(r, IntGaugeVec::new(Opts::new(names::PRODUCER_EXCEPTIONS, "Runs of a producer's periodic job that failed in a row (0 after a success)."), &["producer"]).unwrap()),
             consumers: DashMap::new(),
+            producers: DashMap::new(),
             buses: DashMap::new(),
             security: Arc::new(SecurityStats::register(r)),
             started_at: SystemTime::now(),
@@ -252,6 +258,41 @@ impl Stats {
     /// Every consumer's stats, sorted by name.
     pub fn consumers(&self) -> Vec<Arc<ConsumerStats>> {
         let mut all: Vec<_> = self.consumers.iter().map(|e| e.value().clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The producer (periodic job) called `name`, registered on first use with
+    /// `module` and `frequency`. Registering the name again returns the same
+    /// entry, with the new frequency (a consumer restarted by the hub registers
+    /// its producers again in `start`).
+    pub fn producer(&self, name: &str, module: &str, frequency: Duration) -> Arc<ProducerStats> {
+        let entry = self
+            .producers
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let label = &[name];
+                Arc::new(ProducerStats {
+                    name: name.to_string(),
+                    module: module.to_string(),
+                    frequency_bits: AtomicU64::new(0),
+                    initialized: AtomicBool::new(false),
+                    last_ran_bits: AtomicU64::new(NEVER_RAN),
+                    last_ran_gauge: self.producer_last_ran.with_label_values(label),
+                    exceptions: self.producer_exceptions.with_label_values(label),
+                })
+            })
+            .clone();
+        entry
+            .frequency_bits
+            .store(frequency.as_secs_f64().to_bits(), Ordering::Relaxed);
+        entry.initialized.store(true, Ordering::Release);
+        entry
+    }
+
+    /// Every registered producer's stats, sorted by name.
+    pub fn producers(&self) -> Vec<Arc<ProducerStats>> {
+        let mut all: Vec<_> = self.producers.iter().map(|e| e.value().clone()).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -378,6 +419,7 @@ impl Stats {
                 requests_rejected_total: self.http_rejected(),
             },
             ingress_blocked_seconds_total: self.ingress_blocked.get(),
+            producers: self.producers().iter().map(|p| p.state()).collect(),
             published_total: self.published(),
             started_at: unix_seconds(self.started_at),
             unrouted_total: self.unrouted(),
@@ -670,6 +712,86 @@ impl ConsumerStats {
             peak_backlog: self.peak_backlog(),
             received_total: self.received(),
             restarts_total: self.restarts(),
+        }
+    }
+}
+
+/// `last_ran_bits` before the first run (not the bits of any time a clock gives).
+const NEVER_RAN: u64 = u64::MAX;
+
+/// One producer's state: a periodic job a consumer runs (moksha's
+/// `PollingProducer`), shown in the monitoring socket's `producers` list, in
+/// `/metrics` and in `/state`. Cheap to update from any thread.
+pub struct ProducerStats {
+    name: String,
+    module: String,
+    frequency_bits: AtomicU64,
+    initialized: AtomicBool,
+    last_ran_bits: AtomicU64,
+    last_ran_gauge: Gauge,
+    exceptions: IntGauge,
+}
+
+impl ProducerStats {
+    /// The producer's name (moksha: class name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// moksha `module`.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    /// Time between runs, seconds.
+    pub fn frequency_secs(&self) -> f64 {
+        f64::from_bits(self.frequency_bits.load(Ordering::Relaxed))
+    }
+
+    /// Whether it was registered (moksha: initialised).
+    pub fn initialized(&self) -> bool {
+        self.initialized.load(Ordering::Acquire)
+    }
+
+    /// Runs that failed in a row (0 after a success), as moksha counts them.
+    pub fn exceptions(&self) -> u64 {
+        self.exceptions.get().max(0) as u64
+    }
+
+    /// When the last run started, Unix seconds; `None` before the first.
+    pub fn last_ran(&self) -> Option<f64> {
+        match self.last_ran_bits.load(Ordering::Acquire) {
+            NEVER_RAN => None,
+            bits => Some(f64::from_bits(bits)),
+        }
+    }
+
+    /// A run starts at `at`.
+    pub(crate) fn record_ran(&self, at: SystemTime) {
+        let seconds = unix_seconds(at);
+        self.last_ran_bits
+            .store(seconds.to_bits(), Ordering::Release);
+        self.last_ran_gauge.set(seconds);
+    }
+
+    /// The run succeeded: no failures in a row.
+    pub(crate) fn record_succeeded(&self) {
+        self.exceptions.set(0);
+    }
+
+    /// The run failed: one more failure in a row.
+    pub(crate) fn record_failed(&self) {
+        self.exceptions.inc();
+    }
+
+    /// This producer's entry in the `/state` document.
+    pub fn state(&self) -> ProducerState {
+        ProducerState {
+            exceptions: self.exceptions(),
+            frequency_secs: self.frequency_secs(),
+            last_ran: self.last_ran(),
+            module: self.module.clone(),
+            name: self.name.clone(),
         }
     }
 }

@@ -86,6 +86,36 @@ fn metrics_pass_promtool_with_traffic_errors_and_drops() {
 }
 
 #[test]
+fn producer_gauges_pass_promtool() {
+    let bus = TestBus::new();
+    let config = config(&bus);
+    let hub = HubBuilder::new(config)
+        .consumer(polling_consumer(
+            "Poller",
+            "DigestProducer",
+            "fmn.producers",
+            Duration::from_millis(50),
+        ))
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    let addr = hub.http_addr().unwrap();
+    let mut text = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            text = http_get(addr, "/metrics").1;
+            text.contains("fedhub_producer_last_ran_seconds{producer=\"DigestProducer\"} 1")
+        }),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE fedhub_producer_last_ran_seconds gauge"));
+    assert!(text.contains("fedhub_producer_exceptions{producer=\"DigestProducer\"} 0"));
+    let (ok, report) = promtool_check(&text);
+    assert!(ok, "promtool: {report}\n{text}");
+    hub.shutdown();
+}
+
+#[test]
 fn promtool_really_checks() {
     // The check above means something only if promtool rejects bad exposition.
     let (ok, _) = promtool_check("# TYPE bad_counter counter\nbad_counter 1\n");

@@ -156,3 +156,95 @@ fn http_get_slow(addr: std::net::SocketAddr, path: &str) -> String {
     let _ = stream.read_to_string(&mut response);
     response
 }
+
+#[test]
+fn a_consumers_producer_is_on_the_monitoring_socket_and_fedmsg_check_sees_it() {
+    let bus = TestBus::new();
+    let mut config = config(&bus);
+    config.monitoring.socket = "tcp://127.0.0.1:*".into();
+    config.monitoring.interval_secs = 0.5;
+    let hub = fedhub::HubBuilder::new(config)
+        .consumer(polling_consumer(
+            "Poller",
+            "DigestProducer",
+            "fmn.producers",
+            Duration::from_millis(200),
+        ))
+        .start()
+        .unwrap();
+    bus.wait_subscribed();
+    let endpoint = hub.monitoring_endpoint().unwrap().to_string();
+
+    // A real SUB on the monitoring socket: documents until the producer has run.
+    let context = zmq::Context::new();
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.set_subscribe(b"").unwrap();
+    sub.set_rcvtimeo(5000).unwrap();
+    sub.connect(&endpoint).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (raw, document) = loop {
+        assert!(Instant::now() < deadline, "the producer never ran");
+        let frame = sub.recv_bytes(0).expect("a document every 0.5 s");
+        let raw = String::from_utf8(frame).unwrap();
+        let document: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        if document["producers"][0]["last_ran"].is_f64() {
+            break (raw, document);
+        }
+    };
+    let producers = document["producers"].as_array().unwrap();
+    assert_eq!(producers.len(), 2, "{raw}");
+    let producer = &producers[0];
+    assert!(
+        raw.contains(r#"{"name": "DigestProducer", "module": "fmn.producers", "initialized": true, "exceptions": 0, "frequency": 0.2, "now": false, "last_ran": "#),
+        "moksha's key order and separators: {raw}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_ran = producer["last_ran"].as_f64().unwrap();
+    assert!(
+        (now - 5.0..=now + 0.1).contains(&last_ran),
+        "last_ran {last_ran} now {now}"
+    );
+    assert_eq!(producer["frequency"], 0.2);
+    assert_eq!(producers[1]["name"], "MonitoringProducer");
+
+    // /state and /metrics show it too.
+    let (status, body) = http_get(hub.http_addr().unwrap(), "/state");
+    assert_eq!(status, 200);
+    let state: fedhub_probe::state::StateView = serde_json::from_str(&body).unwrap();
+    let entry = state.producer("DigestProducer").expect("in /state");
+    assert_eq!(entry.module.as_deref(), Some("fmn.producers"));
+    assert_eq!(entry.frequency_secs, Some(0.2));
+    assert_eq!(entry.exceptions, Some(0));
+    assert!(entry.last_ran.unwrap() >= last_ran, "{body}");
+    let (_, metrics) = http_get(hub.http_addr().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("fedhub_producer_last_ran_seconds{producer=\"DigestProducer\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fedhub_producer_exceptions{producer=\"DigestProducer\"} 0"),
+        "{metrics}"
+    );
+
+    // The real fedmsg-check finds it active.
+    let (code, stdout, stderr) = fedmsg_check(
+        &endpoint,
+        &[
+            "--timeout",
+            "5",
+            "-c",
+            "Poller",
+            "--producer",
+            "DigestProducer",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("All consumers and producers are active!\n"),
+        "{stdout}"
+    );
+    hub.shutdown();
+}

@@ -123,6 +123,88 @@ fn every_form_against_a_live_hub_on_fedoras_socket_path() {
 }
 
 #[test]
+fn producer_last_ran_reads_a_consumers_producers() {
+    let dir = open_tempdir();
+    let bus = Bus::new();
+    let monitoring = ipc(dir.path(), "monitoring-fedmsg-hub.socket");
+    let hub = start_hub(
+        &bus,
+        hub_config(&bus, &monitoring, null_settings(0.0, 0)),
+        vec![
+            fedhub_testkit::polling_consumer(
+                "Digests",
+                "DigestProducer",
+                "fmn.producers",
+                Duration::from_millis(100),
+            ),
+            // Runs once an hour: has not run yet.
+            fedhub_testkit::polling_consumer(
+                "Hourly",
+                "HourlyProducer",
+                "fmn.producers",
+                Duration::from_secs(3600),
+            ),
+        ],
+    );
+    let d = dir_arg(dir.path());
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--socket-dir", &d]);
+        check(&all)
+    };
+    let ran = |name: &str| {
+        hub.stats()
+            .producers()
+            .iter()
+            .any(|p| p.name() == name && p.last_ran().is_some())
+    };
+    assert!(wait_until(Duration::from_secs(10), || ran(
+        "DigestProducer"
+    )));
+    let digests = run(&[
+        "producer-last-ran",
+        "fedmsg-hub",
+        "DigestProducer",
+        "90",
+        "600",
+    ]);
+    let line = digests.line();
+    assert_eq!(digests.code, 0, "{line}");
+    assert!(
+        line.starts_with("OK: DigestProducer last ran just now (")
+            && line.ends_with(" seconds ago)"),
+        "{line}"
+    );
+    assert_eq!(
+        run(&[
+            "producer-last-ran",
+            "fedmsg-hub",
+            "HourlyProducer",
+            "90",
+            "600"
+        ])
+        .result(),
+        (
+            3,
+            "UNKNOWN: fedmsg producer HourlyProducer has not run yet (last_ran is null)"
+        )
+    );
+    assert_eq!(
+        run(&[
+            "consumers",
+            "fedmsg-hub",
+            "Digests",
+            "DigestProducer",
+            "HourlyProducer",
+            "MonitoringProducer"
+        ])
+        .result(),
+        (0, "OK: fedmsg consumer(s) and producer(s) initialized")
+    );
+    drop(hub);
+}
+
+#[test]
 fn a_real_backlog_and_exceptions_over_tcp() {
     let bus = Bus::new();
     let hub = start_hub(

@@ -68,13 +68,16 @@ where
 }
 
 /// Declares a document struct and its lenient view from one field list:
-/// `field: Type => ViewType` (the view holds `Option<ViewType>`).
+/// `field: Type => ViewType` (the view holds `Option<ViewType>`). A field's
+/// `#[serde(...)]` attributes, after its doc comment, apply to the document
+/// struct only (the view reads every field leniently anyway).
 macro_rules! document {
     (
         $(#[doc = $doc:literal])*
         pub struct $name:ident, read as $view:ident {
             $(
                 $(#[doc = $field_doc:literal])*
+                $(#[serde($($serde:tt)*)])*
                 pub $field:ident: $ty:ty => $view_ty:ty,
             )*
         }
@@ -84,6 +87,7 @@ macro_rules! document {
         pub struct $name {
             $(
                 $(#[doc = $field_doc])*
+                $(#[serde($($serde)*)])*
                 pub $field: $ty,
             )*
         }
@@ -116,6 +120,10 @@ document! {
         pub http: HttpRequests => HttpRequestsView,
         /// Time ingress waited for room in a full mailbox, seconds (`when_full = block`).
         pub ingress_blocked_seconds_total: f64 => f64,
+        /// One entry per producer (a consumer's periodic job), sorted by name.
+        /// Absent from documents of hubs older than producers: read as empty.
+        #[serde(default)]
+        pub producers: Vec<ProducerState> => Vec<Lenient<ProducerView>>,
         /// Messages this hub published on the bus.
         pub published_total: u64 => u64,
         /// When the hub process started, Unix seconds (a new value means the totals restarted).
@@ -223,6 +231,22 @@ document! {
 }
 
 document! {
+    /// One producer: a periodic job a consumer runs (moksha's `PollingProducer`).
+    pub struct ProducerState, read as ProducerView {
+        /// Runs that failed in a row (0 after a success).
+        pub exceptions: u64 => u64,
+        /// Time between runs, seconds.
+        pub frequency_secs: f64 => f64,
+        /// When the last run started, Unix seconds; `null` before the first.
+        pub last_ran: Option<f64> => f64,
+        /// The module it belongs to (moksha `module`).
+        pub module: String => String,
+        /// The producer's name.
+        pub name: String => String,
+    }
+}
+
+document! {
     /// Handling times aggregated over one fixed window.
     pub struct HandlingWindow, read as HandlingWindowView {
         /// Mean handling time, seconds (0 when nothing was handled).
@@ -285,6 +309,15 @@ impl StateView {
             .filter_map(Lenient::get)
             .find(|c| c.name.as_deref() == Some(name))
     }
+
+    /// The producer entry called `name`, if there is one.
+    pub fn producer(&self, name: &str) -> Option<&ProducerView> {
+        self.producers
+            .iter()
+            .flatten()
+            .filter_map(Lenient::get)
+            .find(|p| p.name.as_deref() == Some(name))
+    }
 }
 
 #[cfg(test)]
@@ -293,7 +326,7 @@ mod tests {
 
     /// A `/state` document as the hub serves it (captured from `GET /state`
     /// after one message was handled with an error and one frame was rejected).
-    const SERVED: &str = r#"{"buses":[{"bytes_total":100,"endpoints":[],"malformed_by_reason":{"frame_count":1},"malformed_total":1,"messages_total":1,"name":"inbound"},{"bytes_total":0,"endpoints":[{"address":"tcp://127.0.0.1:9940","connect_retries_total":3,"connects_total":0,"disconnects_total":0,"last_connected_ms":0,"since_ms":1796036737190,"state":"retrying"}],"malformed_by_reason":{},"malformed_total":0,"messages_total":0,"name":"x"}],"consumers":[{"backlog":0,"counters":{},"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":0,"handled_total":0,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":0,"handling_seconds_sum":0.0,"initialized":false,"last_progress_ms":0,"mailbox_capacity":0,"mailbox_utilization":0.0,"name":"A","panics_total":0,"peak_backlog":0,"received_total":0,"restarts_total":0},{"backlog":1,"counters":{"too_old_ignored_total":3},"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":1,"handled_total":1,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":1,"handling_seconds_sum":0.003,"initialized":false,"last_progress_ms":1796036737183,"mailbox_capacity":10,"mailbox_utilization":0.1,"name":"B","panics_total":0,"peak_backlog":1,"received_total":1,"restarts_total":0}],"http":{"requests_rejected_total":{"body_too_large":0,"head_too_large":0,"malformed":0,"other":0,"timeout":0}},"ingress_blocked_seconds_total":0.0,"published_total":0,"started_at":1796036737.1835332,"unrouted_total":0,"validation":{"certificates_cached":1,"enabled":true,"last_rejection":{"at":1796036737.5,"detail":"signature does not match the message","reason":"bad_signature","signer":"shell-vm","topic":"org.fedoraproject.dev.x.y"},"rejected_by_reason":{"bad_signature":1},"rejected_total":1,"trust_loaded_at":1796036737.2,"trust_reload_error":null,"trust_reload_failures_total":0,"validated_total":2}}"#;
+    const SERVED: &str = r#"{"buses":[{"bytes_total":100,"endpoints":[],"malformed_by_reason":{"frame_count":1},"malformed_total":1,"messages_total":1,"name":"inbound"},{"bytes_total":0,"endpoints":[{"address":"tcp://127.0.0.1:9940","connect_retries_total":3,"connects_total":0,"disconnects_total":0,"last_connected_ms":0,"since_ms":1796036737190,"state":"retrying"}],"malformed_by_reason":{},"malformed_total":0,"messages_total":0,"name":"x"}],"consumers":[{"backlog":0,"counters":{},"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":0,"handled_total":0,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":0,"handling_seconds_sum":0.0,"initialized":false,"last_progress_ms":0,"mailbox_capacity":0,"mailbox_utilization":0.0,"name":"A","panics_total":0,"peak_backlog":0,"received_total":0,"restarts_total":0},{"backlog":1,"counters":{"too_old_ignored_total":3},"dead_letter_errors_total":0,"dropped_total":0,"exceptions_total":1,"handled_total":1,"handling_last_window":{"avg_seconds":0.0,"count":0,"max_seconds":0.0,"min_seconds":0.0,"window_secs":5},"handling_seconds_count":1,"handling_seconds_sum":0.003,"initialized":false,"last_progress_ms":1796036737183,"mailbox_capacity":10,"mailbox_utilization":0.1,"name":"B","panics_total":0,"peak_backlog":1,"received_total":1,"restarts_total":0}],"http":{"requests_rejected_total":{"body_too_large":0,"head_too_large":0,"malformed":0,"other":0,"timeout":0}},"ingress_blocked_seconds_total":0.0,"producers":[{"exceptions":0,"frequency_secs":60.0,"last_ran":1796036737.25,"module":"statscache","name":"Backfill"},{"exceptions":2,"frequency_secs":0.5,"last_ran":null,"module":"badges","name":"Never"}],"published_total":0,"started_at":1796036737.1835332,"unrouted_total":0,"validation":{"certificates_cached":1,"enabled":true,"last_rejection":{"at":1796036737.5,"detail":"signature does not match the message","reason":"bad_signature","signer":"shell-vm","topic":"org.fedoraproject.dev.x.y"},"rejected_by_reason":{"bad_signature":1},"rejected_total":1,"trust_loaded_at":1796036737.2,"trust_reload_error":null,"trust_reload_failures_total":0,"validated_total":2}}"#;
 
     #[test]
     fn a_served_document_round_trips_byte_for_byte() {
@@ -339,6 +372,13 @@ mod tests {
             HandlingWindow::FIELDS
         );
         assert_eq!(keys(&as_value["buses"][0]), BusState::FIELDS);
+        assert_eq!(keys(&as_value["producers"][0]), ProducerState::FIELDS);
+        let backfill = view.producer("Backfill").unwrap();
+        assert_eq!(backfill.last_ran, Some(1796036737.25));
+        assert_eq!(backfill.frequency_secs, Some(60.0));
+        assert_eq!(backfill.module.as_deref(), Some("statscache"));
+        let never = view.producer("Never").unwrap();
+        assert_eq!((never.last_ran, never.exceptions), (None, Some(2)));
         assert_eq!(keys(&as_value["validation"]), ValidationState::FIELDS);
         assert_eq!(
             keys(&as_value["validation"]["last_rejection"]),
@@ -350,6 +390,19 @@ mod tests {
         let last = validation.last_rejection.as_ref().unwrap();
         assert_eq!(last.signer.as_deref(), Some("shell-vm"));
         assert_eq!(last.reason.as_deref(), Some("bad_signature"));
+    }
+
+    #[test]
+    fn a_document_without_producers_still_parses() {
+        // Hubs older than producers served no `producers` key.
+        let mut older: serde_json::Value = serde_json::from_str(SERVED).unwrap();
+        older.as_object_mut().unwrap().remove("producers");
+        let state: State = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(state.producers, Vec::new());
+        assert_eq!(state.consumers.len(), 2);
+        let view: StateView = serde_json::from_value(older).unwrap();
+        assert_eq!(view.producers, None);
+        assert!(view.producer("Backfill").is_none());
     }
 
     #[test]

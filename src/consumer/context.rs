@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -11,7 +11,7 @@ use crate::backlog::BacklogGuard;
 use crate::config::Settings;
 use crate::publish::{PublishError, Publisher};
 use crate::reload::ReloadHook;
-use crate::stats::{ConsumerStats, Stats};
+use crate::stats::{ConsumerStats, ProducerStats, Stats};
 
 /// The source of time, replaceable in tests.
 #[derive(Clone)]
@@ -166,6 +166,28 @@ impl Context {
         StateCounter(self.own_stats().own_counter(name))
     }
 
+    /// Registers a producer: a periodic job of this consumer (moksha's
+    /// `PollingProducer`), run every `frequency` by a thread or timer of the
+    /// consumer's own. It is listed in the monitoring socket's `producers`
+    /// (`name`, `module`, `initialized`, `exceptions`, `frequency`, `now`,
+    /// `last_ran`), so `fedmsg-check --producer` and Fedora's
+    /// `check_fedmsg_producer_last_ran` watch it, and in `/metrics` and
+    /// `/state`. The job reports each run through the returned handle.
+    ///
+    /// The same name gives a handle on the same entry (keeping `last_ran` and
+    /// `exceptions`), so a consumer registers its producers in `start`, also
+    /// after a restart.
+    ///
+    /// `last_ran` is `null` until the first [`ran`](ProducerHandle::ran), as
+    /// with moksha (`now=False`): moksha-monitor-exporter reports itself down
+    /// while any producer has not run yet, exactly as it does for moksha.
+    pub fn producer(&self, name: &str, module: &str, frequency: Duration) -> ProducerHandle {
+        ProducerHandle {
+            stats: self.stats.producer(name, module, frequency),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// Sets the handoffs of the message about to be handled (the actor does).
     pub(crate) fn set_handoffs(&mut self, handoffs: crate::after::Handoffs) {
         self.handoffs = handoffs;
@@ -225,6 +247,52 @@ impl StateCounter {
     }
 }
 
+/// Reports the runs of a producer (a consumer's periodic job); cheap to clone
+/// and to call from any thread. See [`Context::producer`].
+///
+/// Call [`ran`](ProducerHandle::ran) when a run starts, then
+/// [`succeeded`](ProducerHandle::succeeded) or [`failed`](ProducerHandle::failed)
+/// when it ends, as moksha's `PollingProducer` does around `poll()`.
+#[derive(Clone)]
+pub struct ProducerHandle {
+    stats: Arc<ProducerStats>,
+    clock: Clock,
+}
+
+impl ProducerHandle {
+    /// A run starts now: sets `last_ran` (moksha sets it before calling `poll`).
+    pub fn ran(&self) {
+        self.stats.record_ran(self.clock.now());
+    }
+
+    /// The run succeeded: `exceptions` (failures in a row) goes back to 0.
+    pub fn succeeded(&self) {
+        self.stats.record_succeeded();
+    }
+
+    /// The run failed: `exceptions` (failures in a row) grows by one.
+    pub fn failed(&self) {
+        self.stats.record_failed();
+    }
+
+    /// When the last run started; `None` before the first.
+    pub fn last_ran(&self) -> Option<SystemTime> {
+        self.stats
+            .last_ran()
+            .map(|seconds| std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0)))
+    }
+
+    /// Runs that failed in a row (0 after a success).
+    pub fn exceptions(&self) -> u64 {
+        self.stats.exceptions()
+    }
+
+    /// The producer's name.
+    pub fn name(&self) -> &str {
+        self.stats.name()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +330,31 @@ mod tests {
         assert_eq!(own.backlog(), 0);
         drop(batch);
         assert_eq!(own.backlog(), 0, "nothing uncounted twice");
+    }
+
+    #[test]
+    fn producers_count_failures_in_a_row_and_survive_a_restart() {
+        let stats = Stats::new();
+        let publisher = Publisher::disconnected("org.fedoraproject", "dev", stats.clone());
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_795_392_096_500);
+        let ctx = Context::new("c", Settings::default(), publisher, stats.clone())
+            .with_clock(Clock::from_fn(move || at));
+        let job = ctx.producer("Digest", "fmn", Duration::from_secs(90));
+        assert_eq!(job.last_ran(), None);
+        job.ran();
+        job.failed();
+        job.ran();
+        job.failed();
+        assert_eq!(job.last_ran(), Some(at));
+        assert_eq!(job.exceptions(), 2);
+        // A restarted consumer registers again: the same entry.
+        let again = ctx.producer("Digest", "fmn", Duration::from_secs(60));
+        assert_eq!(again.exceptions(), 2);
+        again.succeeded();
+        assert_eq!(job.exceptions(), 0);
+        let all = stats.producers();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].frequency_secs(), 60.0);
+        assert_eq!(all[0].last_ran(), Some(1_795_392_096.5));
     }
 }

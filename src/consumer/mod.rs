@@ -21,7 +21,7 @@ mod context;
 mod factory;
 mod null;
 
-pub use context::{Clock, Context, Readiness, StateCounter};
+pub use context::{Clock, Context, ProducerHandle, Readiness, StateCounter};
 pub use factory::{CommandError, ConsumerCommand, ConsumerFactory};
 pub use null::{NullConsumer, NullOptions};
 

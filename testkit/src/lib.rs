@@ -220,6 +220,73 @@ pub fn recorder(name: &str, delay: Duration) -> (ConsumerFactory, Arc<Mutex<Vec<
     (factory, seen)
 }
 
+/// A consumer with one producer (a periodic job): its `start` registers the
+/// producer and starts a thread that, every `frequency` (the first time one
+/// `frequency` after start, like moksha's `now=False`), calls `ran` and then
+/// `succeeded`; its `stop` ends the thread.
+pub struct PollingConsumer {
+    producer: String,
+    module: String,
+    frequency: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Consumer for PollingConsumer {
+    fn start(&mut self, ctx: &mut Context) -> Result<(), ConsumerError> {
+        use std::sync::atomic::Ordering;
+        let job = ctx.producer(&self.producer, &self.module, self.frequency);
+        self.stop.store(false, Ordering::Release);
+        let stop = self.stop.clone();
+        let frequency = self.frequency;
+        self.thread = Some(std::thread::spawn(move || {
+            let mut next = Instant::now() + frequency;
+            while !stop.load(Ordering::Acquire) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                next += frequency;
+                job.ran();
+                job.succeeded();
+            }
+        }));
+        Ok(())
+    }
+
+    fn consume(&mut self, _envelope: &Envelope, _ctx: &mut Context) -> Result<(), ConsumerError> {
+        Ok(())
+    }
+
+    fn stop(&mut self, _ctx: &mut Context) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An always-enabled [`PollingConsumer`] called `name`, whose producer
+/// `producer` (module `module`) runs every `frequency`.
+pub fn polling_consumer(
+    name: &str,
+    producer: &str,
+    module: &str,
+    frequency: Duration,
+) -> ConsumerFactory {
+    let (producer, module) = (producer.to_string(), module.to_string());
+    ConsumerFactory::new(name, move |_| {
+        Ok(Box::new(PollingConsumer {
+            producer: producer.clone(),
+            module: module.clone(),
+            frequency,
+            stop: Arc::default(),
+            thread: None,
+        }))
+    })
+    .enabled_by_default()
+}
+
 /// Fetches `path` from the hub's HTTP server; returns (status, body).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
