@@ -13,5 +13,6 @@ pub fn shipped_consumers() -> Vec<ConsumerFactory> {
         fedhub_history::factory(),
         fedhub_statscache::factory(),
         fedhub_badges::factory(),
+        fedhub_notifications::factory(),
     ]
 }

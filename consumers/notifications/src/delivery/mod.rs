@@ -48,3 +48,42 @@ pub enum Outgoing {
         notifications: Vec<Notification>,
     },
 }
+
+// TEMPORARY STUB (replaced by the real deliverer)
+/// stub
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// stub
+    pub workers: usize,
+}
+impl DeliveryConfig {
+    /// stub
+    pub fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+/// stub
+#[derive(Debug, thiserror::Error)]
+#[error("stub")]
+pub struct DeliveryError;
+/// stub
+pub struct Deliverer;
+impl Deliverer {
+    /// stub
+    pub fn start(
+        _db: fedhub_storage::Database,
+        _c: DeliveryConfig,
+        _r: &prometheus::Registry,
+    ) -> Result<Deliverer, DeliveryError> {
+        Ok(Deliverer)
+    }
+    /// stub
+    pub fn submit(&self, _o: Outgoing) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+    /// stub
+    pub fn pending_count(&self) -> u64 {
+        0
+    }
+}
