@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS preferences (
     markup_messages BOOLEAN DEFAULT 0,
     triggered_by_links BOOLEAN DEFAULT 1,
     shorten_links BOOLEAN DEFAULT 0,
-    verbose BOOLEAN DEFAULT 1,
+    \"verbose\" BOOLEAN DEFAULT 1,
     openid TEXT NOT NULL REFERENCES users(openid),
     context_name VARCHAR(50) NOT NULL REFERENCES contexts(name),
     UNIQUE (openid, context_name)
@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS preferences (
     markup_messages BOOLEAN DEFAULT false,
     triggered_by_links BOOLEAN DEFAULT true,
     shorten_links BOOLEAN DEFAULT false,
-    verbose BOOLEAN DEFAULT true,
+    \"verbose\" BOOLEAN DEFAULT true,
     openid TEXT NOT NULL REFERENCES users(openid),
     context_name VARCHAR(50) NOT NULL REFERENCES contexts(name),
     UNIQUE (openid, context_name)
@@ -468,7 +468,7 @@ impl FmnStore {
             let mut set = |column: &str, value: Param<'_>, name: &'static str, tx: &mut Tx<'_>| {
                 execute(
                     tx,
-                    &format!("UPDATE preferences SET {column} = $1 WHERE id = $2"),
+                    &format!("UPDATE preferences SET \"{column}\" = $1 WHERE id = $2"),
                     &[value, Param::Int(pref)],
                 )
                 .map(|_| {
@@ -852,7 +852,7 @@ fn ensure_preference(
     insert_returning_id(
         tx,
         &format!(
-            "INSERT INTO preferences (created_on, enabled, markup_messages, triggered_by_links, shorten_links, verbose, openid, context_name) \
+            "INSERT INTO preferences (created_on, enabled, markup_messages, triggered_by_links, shorten_links, \"verbose\", openid, context_name) \
              VALUES ({now}, $1, $2, $3, $4, $5, $6, $7)"
         ),
         &[
@@ -932,7 +932,7 @@ fn load(tx: &mut Tx<'_>, openid: Option<&str>) -> Result<Vec<Preference>, Backen
         tx,
         &format!(
             "SELECT p.id, p.openid, p.context_name, p.enabled, p.batch_delta, p.batch_count, \
-             p.markup_messages, p.triggered_by_links, p.shorten_links, p.verbose \
+             p.markup_messages, p.triggered_by_links, p.shorten_links, p.\"verbose\" \
              FROM preferences p {clause} ORDER BY p.openid, p.context_name"
         ),
         &params,
