@@ -176,7 +176,7 @@ fn entry(n: &Notification) -> String {
 /// Subject: <subtitle>
 ///
 /// <subtitle>
-/// 	<link>
+/// <TAB><link>
 ///
 /// Topic: <topic>
 /// Message: <msg_id>
@@ -185,19 +185,19 @@ fn entry(n: &Notification) -> String {
 /// You received this message because of your filter "<filter name>" (id <filter id>)
 /// for <openid>.
 /// ```
-/// A digest of several (a digest of one is sent as the single
-/// notification):
+/// (`<TAB>` stands for a tab character.) A digest of several (a digest of
+/// one is sent as the single notification):
 /// ```text
 /// Subject: Fedora Notifications Digest (<N> updates)
 ///
 /// Digest summary:
-/// 1.	<subtitle 1>
-/// 2.	<subtitle 2>
+/// 1.<TAB><subtitle 1>
+/// 2.<TAB><subtitle 2>
 ///
 /// -------------------------------------------------------------------------------
 ///
 /// <subtitle 1>
-/// 	<link 1>
+/// <TAB><link 1>
 /// Topic: <topic 1>
 /// Message: <msg_id 1>
 ///
