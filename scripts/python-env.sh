@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or confirms) the Python venv with the real fedmsg tools that fedhub's
 # interoperability tests run: fedmsg 1.1.7 (fedmsg-logger, fedmsg-tail, fedmsg-check),
-# moksha.hub 1.5.17 and moksha-monitor-exporter, pinned by scripts/python/constraints.txt.
+# moksha.hub 1.5.17 and moksha-monitor-exporter, pinned by scripts/python/constraints.txt;
+# and aiosmtpd, the SMTP server that receives the notification e-mails in the delivery tests.
 #
 # The venv lives at $FEDHUB_PYTHON_ENV, default target/python-env. A second run with unchanged
 # pins only re-checks the imports (about a second). Prints the venv path on stdout.
@@ -13,6 +14,8 @@ PY=${PYTHON:-python3}
 VPY=$ENV_DIR/bin/python
 REQ=$ROOT/scripts/python/requirements.txt
 CONS=$ROOT/scripts/python/constraints.txt
+# Installed after the fedmsg stack, within the same constraints.
+EXTRA=(aiosmtpd==1.4.6)
 log() { echo "[python-env] $*" >&2; }
 
 command -v "$PY" >/dev/null || { log "no $PY on PATH: install python3 (3.11 on Debian 12)"; exit 1; }
@@ -37,9 +40,10 @@ fi
 
 CHECK='import fedmsg, fedmsg.crypto.x509_ng as x, moksha.hub, zmq, pkg_resources
 import moksha_monitor_exporter.moksha_monitor_exporter
+import aiosmtpd.controller, aiosmtpd.handlers
 assert x._cryptography, "fedmsg x509 crypto failed to import"'
 STAMP=$ENV_DIR/.fedhub-stamp
-HASH=$(cat "$REQ" "$CONS" <("$VPY" -V 2>&1) | sha256sum | cut -d' ' -f1)
+HASH=$(cat "$REQ" "$CONS" <("$VPY" -V 2>&1) <(printf '%s\n' "${EXTRA[@]}") | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && "$VPY" -W ignore -c "$CHECK" 2>/dev/null; then
   log "up to date: $ENV_DIR"
 else
@@ -50,6 +54,7 @@ else
   # moksha-monitor-exporter's sdist builds without isolation against them.
   "$VPY" -m pip install -q -c "$CONS" 'setuptools<81' wheel >&2
   "$VPY" -m pip install -q --no-build-isolation -c "$CONS" -r "$REQ" >&2
+  "$VPY" -m pip install -q -c "$CONS" "${EXTRA[@]}" >&2
   "$VPY" -W ignore -c "$CHECK" >&2
   echo "$HASH" >"$STAMP"
   log "ready: $ENV_DIR"

@@ -1,14 +1,17 @@
 //! fedhub-testkit: what the workspace's end-to-end tests share: a real ZeroMQ publisher the hub connects
 //! to, hub configs on free ports, recording consumers, polling with timeouts, a
-//! throwaway PostgreSQL server ([`PgCluster`]), a throwaway PKI ([`TestPki`]) and
-//! headless Chromium for web pages ([`Chromium`]).
+//! throwaway PostgreSQL server ([`PgCluster`]), a throwaway PKI ([`TestPki`]),
+//! headless Chromium for web pages ([`Chromium`]) and an HTTP server recording
+//! webhook requests ([`HttpSink`]).
 
 mod browser;
 pub mod fuzz;
+mod http_sink;
 mod pki;
 mod postgres;
 
 pub use browser::{artifact_path, Chromium};
+pub use http_sink::{HttpSink, Recorded};
 pub use pki::TestPki;
 pub use postgres::{postgres_bin, PgCluster, PG_USER};
 
