@@ -236,7 +236,27 @@ impl Database {
     /// Runs `f` in one transaction on a pooled connection and commits it; an
     /// error from `f` rolls it back. `f` returns errors made with
     /// [`StorageError::database`] so they keep their cause and classification.
-    pub fn transaction<T>(
+    ///
+    /// PostgreSQL's synchronous client drives a runtime of its own, which
+    /// cannot run on a thread inside another runtime (a consumer's actor
+    /// thread): there the transaction runs on a short-lived thread of its own,
+    /// and this call waits for it.
+    pub fn transaction<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError> + Send,
+    ) -> Result<T, StorageError> {
+        if self.backend() == Backend::Postgres && tokio::runtime::Handle::try_current().is_ok() {
+            return std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.transaction_here(f))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+        }
+        self.transaction_here(f)
+    }
+
+    pub(crate) fn transaction_here<T>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {

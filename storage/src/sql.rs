@@ -214,11 +214,13 @@ fn pg_row(row: &postgres::Row) -> Row {
             Type::BOOL => json!(row.get::<_, Option<bool>>(i)),
             Type::FLOAT4 => json!(row.get::<_, Option<f32>>(i)),
             Type::FLOAT8 => json!(row.get::<_, Option<f64>>(i)),
-            Type::TIMESTAMP => json!(row
-                .get::<_, Option<std::time::SystemTime>>(i)
-                .map(|t| chrono::DateTime::<chrono::Utc>::from(t)
-                    .format("%Y-%m-%d %H:%M:%S%.6f")
-                    .to_string())),
+            Type::TIMESTAMP => {
+                json!(row
+                    .get::<_, Option<std::time::SystemTime>>(i)
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t)
+                        .format("%Y-%m-%d %H:%M:%S%.6f")
+                        .to_string()))
+            }
             _ => json!(row.get::<_, Option<String>>(i)),
         })
         .collect()

@@ -118,7 +118,8 @@ where
 
     fn write(&mut self, items: &[T]) -> Result<(), StorageError> {
         let write = &mut self.write;
-        self.database.transaction(|tx| write(tx, items))
+        // The writer has a thread of its own, outside any runtime.
+        self.database.transaction_here(|tx| write(tx, items))
     }
 
     fn describe(&self, item: &T) -> String {

@@ -252,7 +252,7 @@ pub struct Outcome {
 }
 
 /// Publishes a message (`modname.event` topic, body); an error names why.
-pub type PublishFn<'a> = &'a dyn Fn(&str, Value) -> Result<(), String>;
+pub type PublishFn<'a> = &'a (dyn Fn(&str, Value) -> Result<(), String> + Sync);
 
 /// The matching engine.
 pub struct Awarder {

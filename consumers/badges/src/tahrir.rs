@@ -192,10 +192,10 @@ impl Tahrir {
         &self.db
     }
 
-    fn run<T>(
+    fn run<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
     ) -> Result<T, StorageError> {
         let err = db_err(&self.db, op);
         self.db.transaction(|tx| f(tx).map_err(err))
@@ -277,7 +277,7 @@ impl Tahrir {
         badge: &Badge,
         nickname: &str,
         link: &str,
-        publish: impl FnOnce(&Award) -> Result<(), String>,
+        publish: impl FnOnce(&Award) -> Result<(), String> + Send,
     ) -> Result<Option<Award>, AwardError> {
         let email = format!("{nickname}@{EMAIL_DOMAIN}");
         let now = now_sql(self.db.backend());

@@ -267,10 +267,10 @@ impl FmnStore {
         &self.db
     }
 
-    fn run<T>(
+    fn run<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
     ) -> Result<T, StorageError> {
         let err = db_err(&self.db, op);
         self.db.transaction(|tx| f(tx).map_err(err))
@@ -403,9 +403,9 @@ impl FmnStore {
 
     /// Runs a change in one transaction. Every refusal is decided before the
     /// change writes anything, so a refused change commits nothing.
-    fn change<T>(
+    fn change<T: Send>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, ChangeError>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, ChangeError> + Send,
     ) -> Result<T, ChangeError> {
         let mut refused = None;
         let value = self.db.transaction(|tx| match f(tx) {

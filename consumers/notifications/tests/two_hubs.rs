@@ -74,22 +74,46 @@ fn a_change_through_hub_a_takes_effect_on_hub_b() {
     // The user is created through A; B learns of it from A's announcement.
     let user = json!({"openid": RALPH, "email": "ralph@example.org"});
     assert_eq!(api(a, "POST", "/users", Some(TOKEN), Some(user)).0, 200);
-    assert!(wait_until(Duration::from_secs(10), || api(b, "GET", &format!("/cache/{RALPH}"), None, None).0 == 200));
+    assert!(wait_until(Duration::from_secs(10), || api(
+        b,
+        "GET",
+        &format!("/cache/{RALPH}"),
+        None,
+        None
+    )
+    .0 == 200));
 
     let mut timings = Vec::new();
     for round in 0..5 {
         let name = format!("requests {round}");
         let filter = json!({"name": name, "rules": [{"code_path": "fmn.rules:package_filter", "arguments": {"package": format!("python-requests{round}")}}]});
         let began = Instant::now();
-        let (status, body) = api(a, "POST", &format!("/users/{RALPH}/email/filters"), Some(TOKEN), Some(filter));
+        let (status, body) = api(
+            a,
+            "POST",
+            &format!("/users/{RALPH}/email/filters"),
+            Some(TOKEN),
+            Some(filter),
+        );
         assert_eq!(status, 200, "{body}");
         let on_a = began.elapsed();
-        assert!(has_filter(a, &name), "hub A applies its own change before answering");
-        assert!(wait_until(Duration::from_secs(10), || has_filter(b, &name)), "hub B never loaded {name:?}");
+        assert!(
+            has_filter(a, &name),
+            "hub A applies its own change before answering"
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || has_filter(b, &name)),
+            "hub B never loaded {name:?}"
+        );
         let on_b = began.elapsed();
         timings.push((on_a, on_b));
         // B's next notification follows the new rules.
-        send(&bus, "buildsys.build.state.change", &format!("b{round}"), build("kevin", &format!("python-requests{round}"), 1));
+        send(
+            &bus,
+            "buildsys.build.state.change",
+            &format!("b{round}"),
+            build("kevin", &format!("python-requests{round}"), 1),
+        );
         let (_, n) = next(&sub_b, "fmn.notification");
         assert_eq!(n["msg"]["filter"], name.as_str(), "{n}");
         assert_eq!(n["msg"]["msg_id"], format!("b{round}"));

@@ -94,10 +94,10 @@ impl Outbox {
         Ok(Outbox { db })
     }
 
-    fn run<T>(
+    fn run<T: Send>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError>,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
     ) -> Result<T, StorageError> {
         let url = self.db.url().clone();
         self.db
@@ -138,7 +138,7 @@ impl Outbox {
         &self,
         now_ms: i64,
         lease_until_ms: i64,
-        busy: impl Fn(&str) -> bool,
+        busy: impl Fn(&str) -> bool + Sync,
     ) -> Result<Option<Claimed>, StorageError> {
         self.run("claim a delivery", |tx| {
             let due = query(

@@ -69,6 +69,8 @@ pub fn subscribe(hub: &fedhub::RunningHub, prefix: &str) -> (zmq::Context, zmq::
     let context = zmq::Context::new();
     let sub = context.socket(zmq::SUB).unwrap();
     sub.set_subscribe(prefix.as_bytes()).unwrap();
+    sub.set_subscribe(b"org.fedoraproject.prod.fmn.probe")
+        .unwrap();
     sub.connect(&hub.publish_endpoints()[0]).unwrap();
     sub.set_rcvtimeo(200).unwrap();
     let mut joined = false;
