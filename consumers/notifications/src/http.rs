@@ -426,6 +426,40 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     }
                 })),
         );
+        let s = shared.clone();
+        cfg.service(
+            web::resource("/deliveries/dead").route(web::get().to(move || {
+                let deliverer = s.deliverer.clone();
+                async move {
+                    match web::block(move || deliverer.dead_letters(1000)).await {
+                        Ok(Ok(dead)) => HttpResponse::Ok().json(dead),
+                        Ok(Err(e)) => error(503, fedhub::error_chain(&e)),
+                        Err(e) => error(500, e.to_string()),
+                    }
+                }
+            })),
+        );
+        let s = shared.clone();
+        cfg.service(
+            web::resource("/deliveries/{id}/retry").route(web::post().to(
+                move |req: HttpRequest, id: web::Path<i64>| {
+                    let s = s.clone();
+                    async move {
+                        if let Err(r) = authorize(&s, &req) {
+                            return r;
+                        }
+                        let id = id.into_inner();
+                        let deliverer = s.deliverer.clone();
+                        match web::block(move || deliverer.retry_dead(id)).await {
+                            Ok(Ok(true)) => HttpResponse::Ok().json(json!({"ok": id})),
+                            Ok(Ok(false)) => error(404, format!("no dead-lettered delivery {id}")),
+                            Ok(Err(e)) => error(503, fedhub::error_chain(&e)),
+                            Err(e) => error(500, e.to_string()),
+                        }
+                    }
+                },
+            )),
+        );
     })
 }
 
