@@ -28,8 +28,11 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The three filters of user `i`: (name, [(code_path, arguments, negated)]).
-fn filters(i: usize) -> Vec<(String, Vec<(&'static str, Value, bool)>)> {
+/// A rule: code path, arguments, negated.
+type BenchRule = (&'static str, Value, bool);
+
+/// The three filters of user `i`: (name, rules).
+fn filters(i: usize) -> Vec<(String, Vec<BenchRule>)> {
     let nick = format!("user{i}");
     vec![
         (

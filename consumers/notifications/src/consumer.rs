@@ -169,7 +169,7 @@ impl FmnConfig {
             ("distgit_url", &self.distgit_url),
             ("fasjson_url", &self.fasjson_url),
         ] {
-            if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
                     key,
                     format!("{url:?}"),

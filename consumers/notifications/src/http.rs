@@ -57,12 +57,12 @@ fn change_error(e: ChangeError) -> HttpResponse {
 }
 
 /// Whether the request may change things: a token is configured and given.
-fn authorize(shared: &Shared, req: &HttpRequest) -> Result<(), HttpResponse> {
+fn authorize(shared: &Shared, req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
     if shared.api_token.is_empty() {
-        return Err(error(
+        return Err(Box::new(error(
             403,
             "changing endpoints are off: set api_token in [consumers.FMNConsumer] to enable them",
-        ));
+        )));
     }
     let given = req
         .headers()
@@ -71,9 +71,11 @@ fn authorize(shared: &Shared, req: &HttpRequest) -> Result<(), HttpResponse> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !constant_time_eq(given.as_bytes(), shared.api_token.as_bytes()) {
-        return Err(HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Bearer realm=\"fedhub notifications\""))
-            .json(json!({"error": "expected the header Authorization: Bearer <api_token>"})));
+        return Err(Box::new(
+            HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer realm=\"fedhub notifications\""))
+                .json(json!({"error": "expected the header Authorization: Bearer <api_token>"})),
+        ));
     }
     Ok(())
 }
@@ -85,9 +87,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpResponse> {
+fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Box<HttpResponse>> {
     serde_json::from_slice(body)
-        .map_err(|e| error(400, format!("request body: {e}: expected {what}")))
+        .map_err(|e| Box::new(error(400, format!("request body: {e}: expected {what}"))))
 }
 
 /// Runs a change on a blocking thread; on success announces it and answers `ok`.
@@ -226,14 +228,14 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                 let s = s.clone();
                 async move {
                     if let Err(r) = authorize(&s, &req) {
-                        return r;
+                        return *r;
                     }
                     let user: NewUser = match parse_body(
                         &body,
                         "{\"openid\": ..., \"email\"?: ..., \"irc\"?: ..., \"webhook\"?: ...}",
                     ) {
                         Ok(u) => u,
-                        Err(r) => return r,
+                        Err(r) => return *r,
                     };
                     let mut details = Vec::new();
                     for (ctx, value) in [
@@ -266,12 +268,12 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                 let s = s.clone();
                 async move {
                     if let Err(r) = authorize(&s, &req) {
-                        return r;
+                        return *r;
                     }
                     let (openid, context) = path.into_inner();
                     let update: PreferenceUpdate = match parse_body(&body, "an object of enabled, batch_delta, batch_count, markup_messages, triggered_by_links, shorten_links, verbose, detail_values") {
                         Ok(u) => u,
-                        Err(r) => return r,
+                        Err(r) => return *r,
                     };
                     let changed = describe_update(&update);
                     let (o, c) = (openid.clone(), context.clone());
@@ -290,12 +292,12 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                 let s = s.clone();
                 async move {
                     if let Err(r) = authorize(&s, &req) {
-                        return r;
+                        return *r;
                     }
                     let (openid, context) = path.into_inner();
                     let filter: NewFilter = match parse_body(&body, "{\"name\": ..., \"oneshot\"?: bool, \"rules\": [{\"code_path\": \"fmn.rules:...\", \"arguments\"?: {...}, \"negated\"?: bool}]}") {
                         Ok(f) => f,
-                        Err(r) => return r,
+                        Err(r) => return *r,
                     };
                     let (o, c) = (openid.clone(), context.clone());
                     apply(
@@ -316,7 +318,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                         let s = s.clone();
                         async move {
                             if let Err(r) = authorize(&s, &req) {
-                                return r;
+                                return *r;
                             }
                             let (openid, context, id) = path.into_inner();
                             let change: FilterChange = match parse_body(
@@ -324,7 +326,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                                 "{\"active\"?: bool, \"oneshot\"?: bool}",
                             ) {
                                 Ok(c) => c,
-                                Err(r) => return r,
+                                Err(r) => return *r,
                             };
                             let (o, c) = (openid.clone(), context.clone());
                             apply(
@@ -343,7 +345,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     let s = s2.clone();
                     async move {
                         if let Err(r) = authorize(&s, &req) {
-                            return r;
+                            return *r;
                         }
                         let (openid, context, id) = path.into_inner();
                         let (o, c) = (openid.clone(), context.clone());
@@ -362,12 +364,12 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                 let s = s.clone();
                 async move {
                     if let Err(r) = authorize(&s, &req) {
-                        return r;
+                        return *r;
                     }
                     let (openid, context, id) = path.into_inner();
                     let rule: NewRule = match parse_body(&body, "{\"code_path\": \"fmn.rules:...\", \"arguments\"?: {...}, \"negated\"?: bool}") {
                         Ok(r) => r,
-                        Err(r) => return r,
+                        Err(r) => return *r,
                     };
                     let (o, c) = (openid.clone(), context.clone());
                     apply(
@@ -388,13 +390,13 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                         let s = s.clone();
                         async move {
                             if let Err(r) = authorize(&s, &req) {
-                                return r;
+                                return *r;
                             }
                             let (openid, context, filter, rule) = path.into_inner();
                             let change: RuleChange = match parse_body(&body, "{\"negated\": bool}")
                             {
                                 Ok(c) => c,
-                                Err(r) => return r,
+                                Err(r) => return *r,
                             };
                             let (o, c) = (openid.clone(), context.clone());
                             apply(
@@ -413,7 +415,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     let s = s2.clone();
                     async move {
                         if let Err(r) = authorize(&s, &req) {
-                            return r;
+                            return *r;
                         }
                         let (openid, context, filter, rule) = path.into_inner();
                         let (o, c) = (openid.clone(), context.clone());
@@ -446,7 +448,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     let s = s.clone();
                     async move {
                         if let Err(r) = authorize(&s, &req) {
-                            return r;
+                            return *r;
                         }
                         let id = id.into_inner();
                         let deliverer = s.deliverer.clone();
