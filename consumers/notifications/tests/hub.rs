@@ -238,90 +238,75 @@ fn users_filters_invalidation_and_oneshot_in_a_live_hub() {
     let (_, prefs) = api(addr, "GET", &format!("/users/{RALPH}"), None, None);
     assert_eq!(filter_named(&prefs, "email", "glibc once")["active"], false);
 
-    // Bad input: named in the answer, nothing changed.
-    let bad = json!({"name": "x", "rules": [{"code_path": "fmn.rules:no_such_rule"}]});
-    let (status, body) = api(
-        addr,
+    // Bad input: refused with the input named, nothing changed.
+    let filters = format!("/users/{RALPH}/email/filters");
+    let refused = |method: &str, path: &str, body: Option<Value>, status: u16, needle: &str| {
+        let (got, answer) = api(addr, method, path, Some(TOKEN), body);
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(needle),
+            "{method} {path}: {error:?} lacks {needle:?}"
+        );
+    };
+    refused(
         "POST",
-        &format!("/users/{RALPH}/email/filters"),
-        Some(TOKEN),
-        Some(bad),
+        &filters,
+        Some(json!({"name": "x", "rules": [{"code_path": "fmn.rules:no_such_rule"}]})),
+        400,
+        "fmn.rules:no_such_rule",
     );
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("fmn.rules:no_such_rule"),
-        "{body}"
-    );
-    let bad = json!({"name": "x", "rules": [{"code_path": "fmn.rules:user_filter", "arguments": {"nick": "x"}}]});
-    let (status, body) = api(
-        addr,
+    refused(
         "POST",
-        &format!("/users/{RALPH}/email/filters"),
-        Some(TOKEN),
-        Some(bad),
+        &filters,
+        Some(
+            json!({"name": "x", "rules": [{"code_path": "fmn.rules:user_filter", "arguments": {"nick": "x"}}]}),
+        ),
+        400,
+        "unknown argument \"nick\"",
     );
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown argument \"nick\""),
-        "{body}"
-    );
-    let (status, body) = api(
-        addr,
+    refused(
         "PATCH",
         "/users/nobody.id.fedoraproject.org/email",
-        Some(TOKEN),
         Some(json!({"enabled": true})),
+        404,
+        "no user \"nobody.id.fedoraproject.org\"",
     );
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = api(
-        addr,
+    refused(
         "PATCH",
         &format!("/users/{RALPH}/pager"),
-        Some(TOKEN),
         Some(json!({"enabled": true})),
+        400,
+        "no context \"pager\"",
     );
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("no context \"pager\""),
-        "{body}"
-    );
-    let (status, body) = api(
-        addr,
+    refused(
         "DELETE",
-        &format!("/users/{RALPH}/email/filters/99999"),
-        Some(TOKEN),
+        &format!("{filters}/99999"),
         None,
+        404,
+        "no filter 99999",
     );
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = api(
-        addr,
+    refused(
         "PATCH",
         &format!("/users/{RALPH}/email"),
-        Some(TOKEN),
         Some(json!({"enabeld": true})),
+        400,
+        "enabeld",
     );
-    assert_eq!(status, 400);
-    assert!(
-        body["error"].as_str().unwrap().contains("enabeld"),
-        "{body}"
-    );
-    let (status, body) = api(
-        addr,
+    refused(
         "PATCH",
         &format!("/users/{RALPH}/email"),
-        Some(TOKEN),
         Some(json!({"batch_count": -1})),
+        400,
+        "batch value -1",
     );
-    assert_eq!(status, 400, "{body}");
+    refused(
+        "POST",
+        &filters,
+        Some(json!("not an object")),
+        400,
+        "request body",
+    );
     // Invalidations naming nobody, or an unknown user, are counted.
     send(
         &bus,
