@@ -160,9 +160,12 @@ fn backlog_is_counted_exactly_and_drains() {
         let handled = null.handled() as i64;
         let backlog = null.backlog();
         let handled_after = null.handled() as i64;
-        // backlog = received - handled, read between two reads of handled
+        // backlog = received - handled, read between two reads of handled;
+        // a message is counted handled just before its envelope is dropped and
+        // its backlog released (a drained backlog means no message is held),
+        // so one more may show for that instant.
         assert!(
-            backlog <= 200 - handled && backlog >= 200 - handled_after - 1,
+            backlog <= 200 - handled + 1 && backlog >= 200 - handled_after - 1,
             "backlog {backlog}, handled {handled}..{handled_after}"
         );
         samples += 1;
