@@ -315,8 +315,7 @@ impl Store for PgStore {
                     tx.execute(
                         &format!(
                             "INSERT INTO {table} ({column}, topic_id, timestamp, msg)
-                             SELECT * FROM unnest($1::int4[], $2::int4[], $3::float8[], $4::int8[])
-                             ON CONFLICT DO NOTHING"
+                             SELECT * FROM unnest($1::int4[], $2::int4[], $3::float8[], $4::int8[])"
                         ),
                         &[&name_col, &topic_col, &time_col, &msg_col],
                     )?;

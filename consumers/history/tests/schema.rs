@@ -43,7 +43,7 @@ fn a_new_file_is_migrated_to_the_latest_version() {
     let store = SqliteStore::open(&path).unwrap();
     store.insert_batch(&[message(1)]).unwrap();
     drop(store);
-    assert_eq!(migration_versions(&path), [1, 2, 3]);
+    assert_eq!(migration_versions(&path), [1, 2, 3, 4]);
     assert_eq!(user_version(&path), 1, "older binaries still open it");
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.message_count().unwrap(), 1);
@@ -80,7 +80,7 @@ fn a_file_made_before_migrations_is_adopted_with_its_messages() {
     drop(store);
     assert_eq!(
         migration_versions(&path),
-        [1, 2, 3],
+        [1, 2, 3, 4],
         "adopted as version 1, then migrated"
     );
     assert_eq!(user_version(&path), 1);
