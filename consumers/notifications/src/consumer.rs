@@ -287,6 +287,7 @@ pub struct FMNConsumer {
     metrics: Option<Metrics>,
     state: Option<StateCounters>,
     digest: Option<DigestProducer>,
+    publish_failing: AtomicBool,
 }
 
 struct StateCounters {
@@ -480,6 +481,7 @@ impl FMNConsumer {
             metrics: None,
             state: None,
             digest: None,
+            publish_failing: AtomicBool::new(false),
         })
     }
 
@@ -608,6 +610,7 @@ impl FMNConsumer {
             }),
         ) {
             Ok(_) => {
+                self.publish_failing.store(false, Ordering::Relaxed);
                 if let Some(m) = &self.metrics {
                     m.published.inc();
                 }
@@ -616,7 +619,11 @@ impl FMNConsumer {
                 if let Some(m) = &self.metrics {
                     m.publish_errors.inc();
                 }
-                tracing::warn!(openid = %recipient.openid, error = %e, "fmn.notification not published");
+                // Once per failure streak: a hub without [publish] would
+                // otherwise log every match.
+                if !self.publish_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(openid = %recipient.openid, error = %e, "fmn.notification not published (counted in fedhub_fmn_publish_errors_total; logged again after a success)");
+                }
             }
         }
         if !matches!(recipient.context.as_str(), "email" | "webhook") {
