@@ -624,6 +624,11 @@ fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: A
         .as_ref()
         .map(|v| validation_workers(v.config().validation_threads))
         .unwrap_or(1);
+    // Started here, so that the helpers share this thread's priority.
+    let pool = match &stage.validator {
+        Some(validator) if workers > 1 => Some(ValidationPool::start(validator, workers - 1)),
+        _ => None,
+    };
     while let Ok(batch) = batches.recv() {
         let mut next = Some(batch);
         while let Some(mut batch) = next {
@@ -637,7 +642,7 @@ fn decode_loop(batches: Receiver<Vec<Received>>, mut stage: DecodeStage, stop: A
                     }
                 }
             }
-            decode_batch(batch, &mut stage, workers, &stop);
+            decode_batch(batch, &mut stage, pool.as_ref(), &stop);
             next = batches.try_recv().ok();
         }
         stage.dispatcher.flush(&stop);
@@ -661,27 +666,33 @@ fn validation_workers(configured: usize) -> usize {
 /// quiet bus does not pay for handing work to other threads.
 const PARALLEL_VALIDATION_MIN: usize = 16;
 
-/// Decodes a batch, validates the messages that need it (in parallel when
-/// `workers` > 1 and the batch is large enough), then delivers or rejects
-/// each one in arrival order.
-fn decode_batch(batch: Vec<Received>, stage: &mut DecodeStage, workers: usize, stop: &AtomicBool) {
+/// Decodes a batch, validates the messages that need it (in parallel on
+/// `pool` when there is one and the batch is large enough), then delivers or
+/// rejects each one in arrival order.
+fn decode_batch(
+    batch: Vec<Received>,
+    stage: &mut DecodeStage,
+    pool: Option<&ValidationPool>,
+    stop: &AtomicBool,
+) {
     let mut decoded = Vec::with_capacity(batch.len());
     for mut message in batch {
         if message.admitted.routes.is_empty() {
             stage.unadmitted.leave();
         }
         // The body frame becomes the envelope's body, without a copy.
-        let envelope = Envelope::from_received(&mut message.frames, stage.max_message_bytes);
+        let envelope =
+            Envelope::from_received(&mut message.frames, stage.max_message_bytes).map(Arc::new);
         decoded.push((message, envelope));
     }
     let verdicts = match &stage.validator {
         Some(validator) => {
-            let wanted: Vec<&Envelope> = decoded
+            let wanted: Vec<Arc<Envelope>> = decoded
                 .iter()
-                .filter(|(m, e)| m.admitted.matched && e.is_ok())
-                .filter_map(|(_, e)| e.as_ref().ok())
+                .filter(|(m, _)| m.admitted.matched)
+                .filter_map(|(_, e)| e.as_ref().ok().cloned())
                 .collect();
-            validate_all(validator, &wanted, workers)
+            validate_all(validator, &wanted, pool)
         }
         None => Vec::new(),
     };
@@ -701,9 +712,7 @@ fn decode_batch(batch: Vec<Received>, stage: &mut DecodeStage, workers: usize, s
                 if let Some(outbound) = &stage.outbound {
                     outbound.send(&envelope);
                 }
-                stage
-                    .dispatcher
-                    .deliver(Arc::new(envelope), &message.admitted, stop)
+                stage.dispatcher.deliver(envelope, &message.admitted, stop)
             }
             Err(error) => {
                 stage.dispatcher.discard(&message.admitted);
@@ -719,46 +728,108 @@ fn decode_batch(batch: Vec<Received>, stage: &mut DecodeStage, workers: usize, s
     }
 }
 
-/// Validates `envelopes`, in their order; split across `workers` threads (the
-/// calling one included) when there are enough of them.
-fn validate_all(
-    validator: &Validator,
-    envelopes: &[&Envelope],
-    workers: usize,
-) -> Vec<Result<(), Rejection>> {
-    if workers <= 1 || envelopes.len() < PARALLEL_VALIDATION_MIN {
-        return envelopes.iter().map(|e| validator.validate(e)).collect();
-    }
-    let chunk = envelopes.len().div_ceil(workers);
-    let mut chunks = envelopes.chunks(chunk);
-    let first = chunks.next().unwrap_or_default();
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = chunks
-            .map(|part| {
-                std::thread::Builder::new()
+/// Threads that check signatures beside the decoding thread, started once
+/// (when `[security] validation_threads` asks for more than one) and given a
+/// share of every large enough batch.
+struct ValidationPool {
+    helpers: Vec<Helper>,
+}
+
+/// One thread of a [`ValidationPool`]: it validates the messages it is sent
+/// and answers with their verdicts, in their order.
+struct Helper {
+    jobs: Option<Sender<Vec<Arc<Envelope>>>>,
+    verdicts: Receiver<Vec<Result<(), Rejection>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ValidationPool {
+    /// Starts `helpers` threads (fewer if the system refuses some: their
+    /// share is then validated on the decoding thread).
+    fn start(validator: &Arc<Validator>, helpers: usize) -> ValidationPool {
+        let helpers = (0..helpers)
+            .filter_map(|_| {
+                let (jobs, work) = channel::<Vec<Arc<Envelope>>>();
+                let (answer, verdicts) = channel();
+                let validator = validator.clone();
+                let thread = std::thread::Builder::new()
                     .name("fedhub-validate".into())
-                    .spawn_scoped(scope, move || {
-                        part.iter()
-                            .map(|e| validator.validate(e))
-                            .collect::<Vec<_>>()
+                    .spawn(move || {
+                        while let Ok(job) = work.recv() {
+                            let part: Vec<Result<(), Rejection>> =
+                                job.iter().map(|e| validator.validate(e)).collect();
+                            drop(job);
+                            if answer.send(part).is_err() {
+                                break;
+                            }
+                        }
                     })
-                    .map_err(|_| part)
+                    .map_err(|error| {
+                        tracing::warn!(%error, "cannot start a validation thread; validating on the decoding thread")
+                    })
+                    .ok()?;
+                Some(Helper {
+                    jobs: Some(jobs),
+                    verdicts,
+                    thread: Some(thread),
+                })
             })
             .collect();
-        let mut verdicts: Vec<Result<(), Rejection>> =
-            first.iter().map(|e| validator.validate(e)).collect();
-        for helper in helpers {
-            match helper {
-                Ok(handle) => match handle.join() {
-                    Ok(part) => verdicts.extend(part),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                // No thread could be had: validate here.
-                Err(part) => verdicts.extend(part.iter().map(|e| validator.validate(e))),
+        ValidationPool { helpers }
+    }
+}
+
+impl Drop for ValidationPool {
+    fn drop(&mut self) {
+        for helper in &mut self.helpers {
+            // Closing its queue ends the helper's loop.
+            helper.jobs.take();
+        }
+        for helper in &mut self.helpers {
+            if let Some(thread) = helper.thread.take() {
+                let _ = thread.join();
             }
         }
-        verdicts
-    })
+    }
+}
+
+/// Validates `envelopes`, in their order; split between the decoding thread
+/// and the `pool`'s helpers when there is a pool and enough of them.
+fn validate_all(
+    validator: &Validator,
+    envelopes: &[Arc<Envelope>],
+    pool: Option<&ValidationPool>,
+) -> Vec<Result<(), Rejection>> {
+    let pool = match pool {
+        Some(pool) if !pool.helpers.is_empty() && envelopes.len() >= PARALLEL_VALIDATION_MIN => {
+            pool
+        }
+        _ => return envelopes.iter().map(|e| validator.validate(e)).collect(),
+    };
+    let chunk = envelopes.len().div_ceil(pool.helpers.len() + 1);
+    let mut chunks = envelopes.chunks(chunk);
+    let first = chunks.next().unwrap_or_default();
+    // At most one chunk per helper: the chunks are as many as the threads.
+    let handed: Vec<(&Helper, &[Arc<Envelope>], bool)> = chunks
+        .zip(&pool.helpers)
+        .map(|(part, helper)| {
+            let sent = helper
+                .jobs
+                .as_ref()
+                .is_some_and(|jobs| jobs.send(part.to_vec()).is_ok());
+            (helper, part, sent)
+        })
+        .collect();
+    let mut verdicts: Vec<Result<(), Rejection>> = Vec::with_capacity(envelopes.len());
+    verdicts.extend(first.iter().map(|e| validator.validate(e)));
+    for (helper, part, sent) in handed {
+        match sent.then(|| helper.verdicts.recv().ok()).flatten() {
+            Some(answer) if answer.len() == part.len() => verdicts.extend(answer),
+            // The helper is gone (it panicked): validate its share here.
+            _ => verdicts.extend(part.iter().map(|e| validator.validate(e))),
+        }
+    }
+    verdicts
 }
 
 /// Counts a validation verdict and logs a rejection; whether to deliver.

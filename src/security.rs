@@ -82,8 +82,11 @@
 //! the distribution's libssl, which gets its security updates.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -94,7 +97,8 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
-use openssl::sign::{Signer, Verifier};
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef};
 use openssl::x509::verify::X509VerifyFlags;
@@ -246,8 +250,83 @@ pub enum TrustError {
 
 /// A certificate that passed the chain and CRL checks: what each message needs.
 struct TrustedSigner {
-    key: PKey<Public>,
+    key: Rsa<Public>,
     cn: Arc<str>,
+}
+
+impl TrustedSigner {
+    /// Whether `signature` is the PKCS#1 v1.5 SHA-1 RSA signature of
+    /// `signed` by this signer (what `EVP_DigestVerify` with SHA-1 and
+    /// PKCS#1 padding checks, without setting up a digest context per message).
+    fn verifies(&self, signature: &[u8], signed: &[u8]) -> bool {
+        let digest = openssl::sha::sha1(signed);
+        let Ok(length) = std::os::raw::c_uint::try_from(signature.len()) else {
+            return false;
+        };
+        // SAFETY: the digest and the signature are valid for the lengths
+        // given, and the key is a valid RSA key for the duration of the call
+        // (RSA_verify only reads it, and is safe to call from several threads).
+        let verified = unsafe {
+            openssl_sys::RSA_verify(
+                openssl_sys::NID_sha1,
+                digest.as_ptr(),
+                digest.len() as std::os::raw::c_uint,
+                signature.as_ptr(),
+                length,
+                self.key.as_ptr(),
+            )
+        };
+        if verified != 1 {
+            // A mismatch leaves errors on this thread's queue: clear them.
+            drop(ErrorStack::get());
+        }
+        verified == 1
+    }
+}
+
+/// FxHash (rustc's hasher): the verdict cache is keyed by certificate texts
+/// of a few kilobytes, which SipHash is slow to hash, and an attacker gains
+/// nothing from collisions (the cache is bounded and emptied when full, and
+/// a hit compares the whole text).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Verdicts = HashMap<Box<str>, Verdict, BuildHasherDefault<FxHasher>>;
+
+/// Tells loaded [`Trust`]s apart (a thread's last signer belongs to one).
+static TRUST_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The last trusted signer a validating thread saw: a hub's messages mostly
+/// come from a few signers in runs, so most messages find their certificate
+/// here, compared in full, without taking the cache's lock or hashing it.
+struct LastSigner {
+    /// The [`Trust::generation`] the verdict was reached under.
+    generation: u64,
+    certificate: Box<str>,
+    signer: Arc<TrustedSigner>,
+    recheck_at: Instant,
+}
+
+thread_local! {
+    static LAST_SIGNER: RefCell<Option<LastSigner>> = const { RefCell::new(None) };
 }
 
 /// A cached verdict on one certificate.
@@ -258,10 +337,12 @@ struct Verdict {
 
 /// The CA and CRL as loaded, and the verdicts reached against them.
 struct Trust {
+    /// Unique to this load (see [`LastSigner`]).
+    generation: u64,
     store: X509Store,
     /// When the CRL stops being valid (verdicts are checked again then).
     crl_deadline: Option<Instant>,
-    verdicts: Mutex<HashMap<Box<str>, Verdict>>,
+    verdicts: Mutex<Verdicts>,
     /// The CA's and the CRL's bytes as read: a reload that reads the same
     /// keeps the verdicts.
     source: (Vec<u8>, Option<Vec<u8>>),
@@ -410,33 +491,67 @@ impl Trust {
                 .map(|left| Instant::now() + left);
         }
         Ok(Trust {
+            generation: TRUST_GENERATION.fetch_add(1, Ordering::Relaxed),
             store: builder.build(),
             crl_deadline,
-            verdicts: Mutex::new(HashMap::new()),
+            verdicts: Mutex::new(Verdicts::default()),
             source: (ca_pem, crl_pem),
         })
     }
 
-    /// The verdict on a `certificate` field, from the cache or reached now.
-    fn signer(&self, field: &str) -> Result<Arc<TrustedSigner>, Rejection> {
+    /// The verdict on a `certificate` field: from this thread's last signer,
+    /// from the cache, or reached now (counting the cache's size in `stats`).
+    fn signer(&self, field: &str, stats: &SecurityStats) -> Result<Arc<TrustedSigner>, Rejection> {
         let now = Instant::now();
+        let last = LAST_SIGNER.with(|last| match &*last.borrow() {
+            Some(last)
+                if last.generation == self.generation
+                    && last.recheck_at > now
+                    && *last.certificate == *field =>
+            {
+                Some(last.signer.clone())
+            }
+            _ => None,
+        });
+        if let Some(signer) = last {
+            return Ok(signer);
+        }
+        let (outcome, recheck_at) = self.cached_verdict(field, now, stats);
+        if let Ok(signer) = &outcome {
+            LAST_SIGNER.with(|last| {
+                *last.borrow_mut() = Some(LastSigner {
+                    generation: self.generation,
+                    certificate: field.into(),
+                    signer: signer.clone(),
+                    recheck_at,
+                })
+            });
+        }
+        outcome
+    }
+
+    /// The verdict on a `certificate` field from the cache, or reached now,
+    /// and until when it holds.
+    fn cached_verdict(
+        &self,
+        field: &str,
+        now: Instant,
+        stats: &SecurityStats,
+    ) -> (Result<Arc<TrustedSigner>, Rejection>, Instant) {
         let mut verdicts = self.verdicts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(verdict) = verdicts.get(field) {
             if verdict.recheck_at > now {
-                return verdict.outcome.clone();
+                return (verdict.outcome.clone(), verdict.recheck_at);
             }
         }
         let verdict = self.check(field, now);
-        let outcome = verdict.outcome.clone();
+        let reached = (verdict.outcome.clone(), verdict.recheck_at);
         if verdicts.len() >= MAX_CACHED_CERTIFICATES {
             verdicts.clear();
         }
         verdicts.insert(field.into(), verdict);
-        outcome
-    }
-
-    fn cached(&self) -> usize {
-        self.verdicts.lock().map(|v| v.len()).unwrap_or(0)
+        stats.set_certificates_cached(verdicts.len());
+        reached
     }
 
     /// Parses a `certificate` field and checks it against the CA and the CRL.
@@ -485,8 +600,12 @@ impl Trust {
             return untrusted("certificate subject has no CN");
         };
         let key = match cert.public_key() {
-            Ok(key) if key.id() == Id::RSA => key,
-            _ => {
+            Ok(key) if key.id() == Id::RSA => key.rsa().ok(),
+            _ => None,
+        };
+        let key = match key {
+            Some(key) => key,
+            None => {
                 return rejected(
                     Rejection::new(
                         RejectReason::UntrustedCertificate,
@@ -514,17 +633,39 @@ impl Trust {
 /// characters outside the alphabet (newlines, spaces) are skipped; the
 /// padding must be right.
 pub fn lenient_base64(text: &str) -> Option<Vec<u8>> {
-    let kept: Vec<u8> = text
-        .bytes()
-        .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-        .collect();
     const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_allow_trailing_bits(true)
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical),
     );
+    if let Some(decoded) = decode_lines(text, &ENGINE) {
+        return Some(decoded);
+    }
+    let mut kept: Vec<u8> = Vec::with_capacity(text.len());
+    kept.extend(
+        text.bytes()
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')),
+    );
     ENGINE.decode(kept).ok()
+}
+
+/// Decodes base64 wrapped in lines (fedmsg's 76 characters and `\n`) line
+/// by line, without copying the text first. `None` when the text is not of
+/// that shape: a line before the last whose length is not a multiple of 4 or
+/// that holds padding, or any character outside the alphabet (the general
+/// path of [`lenient_base64`] decides then). When it succeeds the result is
+/// the general path's: whole quanta decode the same alone as joined.
+fn decode_lines(text: &str, engine: &base64::engine::GeneralPurpose) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    let mut lines = text.split('\n').filter(|line| !line.is_empty()).peekable();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_some() && (line.len() % 4 != 0 || line.contains('=')) {
+            return None;
+        }
+        engine.decode_vec(line, &mut out).ok()?;
+    }
+    Some(out)
 }
 
 /// The routing policy: exact topics to the CNs allowed to sign them.
@@ -691,14 +832,12 @@ impl Validator {
                 "signature is not base64",
             ));
         };
-        let trust = self.trust.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let signer = trust.signer(certificate);
-        self.stats.set_certificates_cached(trust.cached());
-        let signer = signer?;
-        let matches = Verifier::new(MessageDigest::sha1(), &signer.key)
-            .and_then(|mut verifier| verifier.verify_oneshot(&signature, body.signed.as_bytes()))
-            .unwrap_or(false);
-        if !matches {
+        let signer = self
+            .trust
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .signer(certificate, &self.stats)?;
+        if !signer.verifies(&signature, body.signed.as_bytes()) {
             return Err(Rejection::new(
                 RejectReason::BadSignature,
                 "signature does not match the message",
@@ -959,6 +1098,21 @@ mod tests {
         assert_eq!(lenient_base64("aGVsbG8"), None, "padding is required");
         assert_eq!(lenient_base64("a"), None);
         assert_eq!(lenient_base64("").as_deref(), Some(&b""[..]));
+        // Line by line, or the general path: the same answers.
+        assert_eq!(
+            lenient_base64("aGVs\nbG8h\nISE=\n").as_deref(),
+            Some(&b"hello!!!"[..])
+        );
+        assert_eq!(lenient_base64("aGVsbG8=\nISE=\n"), None, "padding inside");
+        assert_eq!(lenient_base64("aGVsb\nG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            lenient_base64("\n\naGVsbG8=\n\n").as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(lenient_base64("aGVs\nbG8").as_deref(), None);
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(700).collect();
+        let wrapped = wrap76(&base64::engine::general_purpose::STANDARD.encode(&bytes));
+        assert_eq!(lenient_base64(&wrapped), Some(bytes));
     }
 
     #[test]
