@@ -692,7 +692,7 @@ fn decode_batch(
                 .filter(|(m, _)| m.admitted.matched)
                 .filter_map(|(_, e)| e.as_ref().ok().cloned())
                 .collect();
-            validate_all(validator, &wanted, pool)
+            validate_all(validator, wanted, pool)
         }
         None => Vec::new(),
     };
@@ -728,40 +728,93 @@ fn decode_batch(
     }
 }
 
+/// Messages a thread claims at a time from a batch being validated.
+const VALIDATION_CLAIM: usize = 4;
+
+/// A batch being validated by the decoding thread and the pool's helpers
+/// together: each claims the next few messages until none is left, so a
+/// helper that is slow to be scheduled (the machine's cores are busy) leaves
+/// its share to the decoding thread instead of making it wait.
+struct SharedBatch {
+    envelopes: Vec<Arc<Envelope>>,
+    /// The first message no thread has claimed yet.
+    next: AtomicUsize,
+    verdicts: Vec<std::sync::OnceLock<Result<(), Rejection>>>,
+    /// Messages whose validation ended (with a verdict, or a panic).
+    done: AtomicUsize,
+    /// Wakes the decoding thread when the last claimed message is done.
+    finished: (std::sync::Mutex<()>, std::sync::Condvar),
+}
+
+impl SharedBatch {
+    /// Validates claimed messages until none is left. A panic in `validate`
+    /// leaves the message without a verdict (the decoding thread validates
+    /// it again, and panics the same way).
+    fn work(&self, validator: &Validator) {
+        let total = self.envelopes.len();
+        loop {
+            let start = self.next.fetch_add(VALIDATION_CLAIM, Ordering::Relaxed);
+            if start >= total {
+                return;
+            }
+            let end = (start + VALIDATION_CLAIM).min(total);
+            for k in start..end {
+                let envelope = &self.envelopes[k];
+                let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    validator.validate(envelope)
+                }));
+                if let Ok(verdict) = verdict {
+                    let _ = self.verdicts[k].set(verdict);
+                }
+            }
+            if self.done.fetch_add(end - start, Ordering::AcqRel) + (end - start) == total {
+                let _guard = self.finished.0.lock().unwrap_or_else(|p| p.into_inner());
+                self.finished.1.notify_all();
+            }
+        }
+    }
+
+    /// Waits until every claimed message is done.
+    fn wait(&self) {
+        let total = self.envelopes.len();
+        let mut guard = self.finished.0.lock().unwrap_or_else(|p| p.into_inner());
+        while self.done.load(Ordering::Acquire) < total {
+            guard = self
+                .finished
+                .1
+                .wait_timeout(guard, std::time::Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 /// Threads that check signatures beside the decoding thread, started once
-/// (when `[security] validation_threads` asks for more than one) and given a
-/// share of every large enough batch.
+/// (when `[security] validation_threads` asks for more than one) and offered
+/// every large enough batch.
 struct ValidationPool {
     helpers: Vec<Helper>,
 }
 
-/// One thread of a [`ValidationPool`]: it validates the messages it is sent
-/// and answers with their verdicts, in their order.
+/// One thread of a [`ValidationPool`].
 struct Helper {
-    jobs: Option<Sender<Vec<Arc<Envelope>>>>,
-    verdicts: Receiver<Vec<Result<(), Rejection>>>,
+    batches: Option<Sender<Arc<SharedBatch>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ValidationPool {
-    /// Starts `helpers` threads (fewer if the system refuses some: their
-    /// share is then validated on the decoding thread).
+    /// Starts `helpers` threads (fewer if the system refuses some: the
+    /// decoding thread validates what they would have).
     fn start(validator: &Arc<Validator>, helpers: usize) -> ValidationPool {
         let helpers = (0..helpers)
             .filter_map(|_| {
-                let (jobs, work) = channel::<Vec<Arc<Envelope>>>();
-                let (answer, verdicts) = channel();
+                let (batches, offered) = channel::<Arc<SharedBatch>>();
                 let validator = validator.clone();
                 let thread = std::thread::Builder::new()
                     .name("fedhub-validate".into())
                     .spawn(move || {
-                        while let Ok(job) = work.recv() {
-                            let part: Vec<Result<(), Rejection>> =
-                                job.iter().map(|e| validator.validate(e)).collect();
-                            drop(job);
-                            if answer.send(part).is_err() {
-                                break;
-                            }
+                        while let Ok(batch) = offered.recv() {
+                            batch.work(&validator);
                         }
                     })
                     .map_err(|error| {
@@ -769,8 +822,7 @@ impl ValidationPool {
                     })
                     .ok()?;
                 Some(Helper {
-                    jobs: Some(jobs),
-                    verdicts,
+                    batches: Some(batches),
                     thread: Some(thread),
                 })
             })
@@ -783,7 +835,7 @@ impl Drop for ValidationPool {
     fn drop(&mut self) {
         for helper in &mut self.helpers {
             // Closing its queue ends the helper's loop.
-            helper.jobs.take();
+            helper.batches.take();
         }
         for helper in &mut self.helpers {
             if let Some(thread) = helper.thread.take() {
@@ -793,11 +845,11 @@ impl Drop for ValidationPool {
     }
 }
 
-/// Validates `envelopes`, in their order; split between the decoding thread
-/// and the `pool`'s helpers when there is a pool and enough of them.
+/// Validates `envelopes`, in their order; shared between the decoding
+/// thread and the `pool`'s helpers when there is a pool and enough of them.
 fn validate_all(
     validator: &Validator,
-    envelopes: &[Arc<Envelope>],
+    envelopes: Vec<Arc<Envelope>>,
     pool: Option<&ValidationPool>,
 ) -> Vec<Result<(), Rejection>> {
     let pool = match pool {
@@ -806,30 +858,31 @@ fn validate_all(
         }
         _ => return envelopes.iter().map(|e| validator.validate(e)).collect(),
     };
-    let chunk = envelopes.len().div_ceil(pool.helpers.len() + 1);
-    let mut chunks = envelopes.chunks(chunk);
-    let first = chunks.next().unwrap_or_default();
-    // At most one chunk per helper: the chunks are as many as the threads.
-    let handed: Vec<(&Helper, &[Arc<Envelope>], bool)> = chunks
-        .zip(&pool.helpers)
-        .map(|(part, helper)| {
-            let sent = helper
-                .jobs
-                .as_ref()
-                .is_some_and(|jobs| jobs.send(part.to_vec()).is_ok());
-            (helper, part, sent)
-        })
-        .collect();
-    let mut verdicts: Vec<Result<(), Rejection>> = Vec::with_capacity(envelopes.len());
-    verdicts.extend(first.iter().map(|e| validator.validate(e)));
-    for (helper, part, sent) in handed {
-        match sent.then(|| helper.verdicts.recv().ok()).flatten() {
-            Some(answer) if answer.len() == part.len() => verdicts.extend(answer),
-            // The helper is gone (it panicked): validate its share here.
-            _ => verdicts.extend(part.iter().map(|e| validator.validate(e))),
+    let batch = Arc::new(SharedBatch {
+        verdicts: (0..envelopes.len()).map(|_| Default::default()).collect(),
+        envelopes,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        finished: Default::default(),
+    });
+    for helper in &pool.helpers {
+        if let Some(batches) = &helper.batches {
+            // A helper that is gone (it panicked) leaves its share here.
+            let _ = batches.send(batch.clone());
         }
     }
-    verdicts
+    batch.work(validator);
+    batch.wait();
+    batch
+        .verdicts
+        .iter()
+        .zip(&batch.envelopes)
+        .map(|(verdict, envelope)| match verdict.get() {
+            Some(verdict) => verdict.clone(),
+            // Its validation panicked on a helper: again here.
+            None => validator.validate(envelope),
+        })
+        .collect()
 }
 
 /// Counts a validation verdict and logs a rejection; whether to deliver.

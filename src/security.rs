@@ -33,10 +33,14 @@
 //! ones. Parsing it, checking the chain and the CRL are done once per distinct
 //! certificate and cached with the verdict (the signer's public key and CN, or
 //! the rejection); only base64 decoding, canonical JSON and one RSA verification
-//! run per message. A trusted verdict is checked again when the certificate or
-//! the CRL expires (at the latest after an hour), a rejection after a minute;
-//! the cache holds at most [`MAX_CACHED_CERTIFICATES`] and is emptied when full,
-//! so a flood of distinct forged certificates costs CPU, not memory.
+//! run per message. Each validating thread also remembers the last few trusted
+//! certificates it saw (compared in full), so most messages neither take the
+//! cache's lock nor hash their certificate's text; the signature is checked
+//! with `RSA_verify` on the SHA-1 digest, without a digest context per message.
+//! A trusted verdict is checked again when the certificate or the CRL expires
+//! (at the latest after an hour), a rejection after a minute; the cache holds
+//! at most [`MAX_CACHED_CERTIFICATES`] and is emptied when full, so a flood of
+//! distinct forged certificates costs CPU, not memory.
 //!
 //! # Loading the CA and CRL again
 //!
@@ -84,7 +88,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -284,39 +287,15 @@ impl TrustedSigner {
     }
 }
 
-/// FxHash (rustc's hasher): the verdict cache is keyed by certificate texts
-/// of a few kilobytes, which SipHash is slow to hash, and an attacker gains
-/// nothing from collisions (the cache is bounded and emptied when full, and
-/// a hit compares the whole text).
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
-        }
-        for &byte in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Verdicts = HashMap<Box<str>, Verdict, BuildHasherDefault<FxHasher>>;
+type Verdicts = HashMap<Box<str>, Verdict>;
 
 /// Tells loaded [`Trust`]s apart (a thread's last signer belongs to one).
 static TRUST_GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// The last trusted signer a validating thread saw: a hub's messages mostly
-/// come from a few signers in runs, so most messages find their certificate
-/// here, compared in full, without taking the cache's lock or hashing it.
+/// Trusted signers a validating thread saw last: a hub hears few signers,
+/// so most messages find their certificate among these, compared in full
+/// (texts that differ mostly differ in their first bytes), without taking
+/// the cache's lock or hashing a text of kilobytes.
 struct LastSigner {
     /// The [`Trust::generation`] the verdict was reached under.
     generation: u64,
@@ -325,8 +304,11 @@ struct LastSigner {
     recheck_at: Instant,
 }
 
+/// How many [`LastSigner`]s each validating thread keeps.
+const LAST_SIGNERS: usize = 8;
+
 thread_local! {
-    static LAST_SIGNER: RefCell<Option<LastSigner>> = const { RefCell::new(None) };
+    static LAST_SIGNERS_SEEN: RefCell<Vec<LastSigner>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A cached verdict on one certificate.
@@ -503,28 +485,36 @@ impl Trust {
     /// from the cache, or reached now (counting the cache's size in `stats`).
     fn signer(&self, field: &str, stats: &SecurityStats) -> Result<Arc<TrustedSigner>, Rejection> {
         let now = Instant::now();
-        let last = LAST_SIGNER.with(|last| match &*last.borrow() {
-            Some(last)
-                if last.generation == self.generation
-                    && last.recheck_at > now
-                    && *last.certificate == *field =>
-            {
-                Some(last.signer.clone())
-            }
-            _ => None,
+        let seen = LAST_SIGNERS_SEEN.with(|seen| {
+            seen.borrow()
+                .iter()
+                .find(|last| {
+                    last.generation == self.generation
+                        && last.recheck_at > now
+                        && *last.certificate == *field
+                })
+                .map(|last| last.signer.clone())
         });
-        if let Some(signer) = last {
+        if let Some(signer) = seen {
             return Ok(signer);
         }
         let (outcome, recheck_at) = self.cached_verdict(field, now, stats);
         if let Ok(signer) = &outcome {
-            LAST_SIGNER.with(|last| {
-                *last.borrow_mut() = Some(LastSigner {
-                    generation: self.generation,
-                    certificate: field.into(),
-                    signer: signer.clone(),
-                    recheck_at,
-                })
+            LAST_SIGNERS_SEEN.with(|seen| {
+                let mut seen = seen.borrow_mut();
+                // Those of another load of the CA and CRL, or expired, go
+                // first; then the one seen longest ago.
+                seen.retain(|last| last.generation == self.generation && last.recheck_at > now);
+                seen.truncate(LAST_SIGNERS - 1);
+                seen.insert(
+                    0,
+                    LastSigner {
+                        generation: self.generation,
+                        certificate: field.into(),
+                        signer: signer.clone(),
+                        recheck_at,
+                    },
+                );
             });
         }
         outcome
