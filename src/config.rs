@@ -697,11 +697,29 @@ impl Config {
                     .required(true),
             );
         }
+        // Only `FEDHUB_<SECTION>__<KEY>` addresses a setting: every key is in a
+        // section. Other `FEDHUB_*` variables (the test kit's, a wrapper
+        // script's) are not the hub's to refuse.
+        let env: HashMap<String, String> = env
+            .unwrap_or_else(|| std::env::vars().collect())
+            .into_iter()
+            .filter(|(name, _)| match name.strip_prefix("FEDHUB_") {
+                Some(rest) if rest.contains("__") => true,
+                Some(_) => {
+                    tracing::warn!(
+                        variable = %name,
+                        "environment variable ignored: settings are FEDHUB_<SECTION>__<KEY> (two underscores before the key)"
+                    );
+                    false
+                }
+                None => false,
+            })
+            .collect();
         let environment = config::Environment::with_prefix("FEDHUB")
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
-            .source(env);
+            .source(Some(env));
         builder = builder.add_source(environment);
         let where_ = path
             .map(|p| p.display().to_string())
@@ -992,6 +1010,8 @@ database = "/tmp/x.sqlite"
         );
         let env = HashMap::from([
             ("FEDHUB_HUB__ENVIRONMENT".to_string(), "prod".to_string()),
+            // Not a setting (no section): another tool's variable, ignored.
+            ("FEDHUB_PYTHON_ENV".to_string(), "/opt/venv".to_string()),
             (
                 "FEDHUB_CONSUMERS__NOMMER__CAPACITY_MESSAGES".to_string(),
                 "5".to_string(),
