@@ -106,6 +106,8 @@ fn main() {
     let mut storing = Duration::ZERO;
     let mut handling = Duration::ZERO;
     let mut cpu = Duration::ZERO;
+    // Handling times of the messages that awarded nothing.
+    let mut quiet = Vec::with_capacity(traffic.len());
     // (handling time, awards) per 10k messages.
     let mut segments: Vec<(Duration, usize)> = Vec::new();
     for (n, chunk) in traffic.chunks(1000).enumerate() {
@@ -127,6 +129,9 @@ fn main() {
             let topic = body["topic"].as_str().unwrap_or_default();
             let outcome = awarder.handle(topic, body, std::time::SystemTime::now(), &publish);
             times.push(t.elapsed());
+            if outcome.awards.is_empty() {
+                quiet.push(*times.last().unwrap());
+            }
             awards += outcome.awards.len();
             errors += outcome.errors.len();
         }
@@ -169,6 +174,18 @@ fn main() {
         .map(|(d, a)| format!("{:.0} msg/s ({a} awards)", 10_000.0 / d.as_secs_f64()))
         .collect();
     println!("awarder: per 10k messages: {}", per_segment.join(", "));
+    quiet.sort();
+    let quiet_total: Duration = quiet.iter().sum();
+    println!(
+        "awarder: the {} messages that awarded nothing: {:.0} msg/s, p50 {:.3} ms, p99 {:.3} ms (the other {} took {:.1} s of {:.1} s)",
+        quiet.len(),
+        quiet.len() as f64 / quiet_total.as_secs_f64(),
+        ms(quiet[quiet.len() / 2]),
+        ms(quiet[(quiet.len() as f64 * 0.99) as usize]),
+        traffic.len() - quiet.len(),
+        (elapsed - quiet_total).as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
     println!(
         "awarder: CPU time handling {:.2} s of {:.2} s elapsed: {:.0} msg per CPU second (the machine's other load takes the rest)",
         cpu.as_secs_f64(),
