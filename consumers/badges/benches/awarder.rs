@@ -1,18 +1,28 @@
-//! Awarder throughput: 200 rules (topic, category and expression triggers;
-//! half of them long-term count criteria, half first-time ones), 100k messages
-//! of demo traffic, the history store (SQLite) already holding 1M messages.
-//! Prints messages per second through the awarder, p50/p99 handling time, the
-//! awards made and the load average. No timed assertion: figures only.
+//! Awarder throughput: 200 rules (a third each triggered by a topic, a
+//! category and an expression; half with a count threshold over the history
+//! store, half a first occurrence), 100k messages of demo traffic, the history
+//! store (SQLite) already holding 1M messages. Each message is stored in the
+//! history first, then handed to the awarder (as `after = ["Nommer"]` orders
+//! it in a hub). Prints messages per second through the awarder, p50/p99
+//! handling time, the awards made and the load average. No timed assertion:
+//! figures only. The same awarder inside a running hub, fed over ZeroMQ and
+//! watched on the monitoring socket: `benches/hub.rs`.
 //!
 //! `nice -n 15 cargo bench -p fedhub-badges --bench awarder`
 //! Settings: `BADGES_BENCH_HISTORY=N` (messages already stored, default
 //! 1000000), `BADGES_BENCH_MESSAGES=N` (default 100000), `BADGES_BENCH_RULES=N`
-//! (default 200), `BADGES_BENCH_DIR=path` (keep and reuse the databases).
+//! (default 200), `BADGES_BENCH_DIR=path` (keep the 1M-message history there
+//! and reuse it; each run works on a copy), `BADGES_BENCH_MATURE=0|1`
+//! (default 1: the badges database starts with the awards the history already
+//! earned, as on a hub that ran while the history grew; 0: empty, so nearly
+//! every message awards something).
 
-use std::path::Path;
+mod common;
+
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use common::*;
 use fedhub_badges::awarder::{Awarder, AwarderOptions, SharedRules};
 use fedhub_badges::consumer::load_rules;
 use fedhub_badges::expr::Sandbox;
@@ -22,121 +32,34 @@ use fedhub_storage::{Database, DatabaseUrl, PoolOptions};
 use fedhub_tools::demo::Generator;
 use serde_json::Value;
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-const SUFFIXES: [&str; 8] = [
-    "buildsys.build.state.change",
-    "git.receive",
-    "bodhi.update.request.testing",
-    "bodhi.update.comment",
-    "fedbadges.badge.award",
-    "planet.post.new",
-    "fas.user.update",
-    "meetbot.meeting.complete",
-];
-const RECIPIENTS: [&str; 8] = [
-    "%(msg.owner)s",
-    "%(msg.commit.username)s",
-    "%(msg.agent)s",
-    "%(msg.agent)s",
-    "%(msg.user.username)s",
-    "%(msg.username)s",
-    "%(msg.user)s",
-    "%(msg.owner)s",
-];
-const CATEGORIES: [&str; 7] = [
-    "buildsys",
-    "git",
-    "bodhi",
-    "fedbadges",
-    "planet",
-    "fas",
-    "meetbot",
-];
-
-fn write_rules(dir: &Path, n: usize) {
-    for k in 0..n {
-        let s = k % SUFFIXES.len();
-        let trigger = match k % 3 {
-            0 => format!("  topic: {}", SUFFIXES[s]),
-            1 => format!(
-                "  all:\n  - category: {{any: [{}]}}\n  - topic: {}",
-                CATEGORIES[s.min(CATEGORIES.len() - 1)],
-                SUFFIXES[s]
-            ),
-            _ => format!(
-                "  all:\n  - topic: {}\n  - expression: 'msg.topic.len() > 10 && msg.i % {} != 7'",
-                SUFFIXES[s],
-                2 + k % 5
-            ),
-        };
-        let threshold = if k % 2 == 0 { 10 + k } else { 1 };
-        let text = format!(
-            "name: Bench Badge {k}\ndescription: d\ncreator: bench\ndiscussion: https://example.org/{k}\nimage_url: https://example.org/{k}.png\nissuer_id: bench\ntrigger:\n{trigger}\ncriteria:\n  datanommer:\n    filter:\n      topics: [\"%(topic)s\"]\n      users: [\"{r}\"]\n    operation: count\n    condition:\n      greater than or equal to: {threshold}\nrecipient: \"{r}\"\n",
-            r = RECIPIENTS[s]
-        );
-        std::fs::write(dir.join(format!("rule-{k:03}.yml")), text).unwrap();
-    }
-}
-
-fn fill(store: &dyn Store, generator: &mut Generator, n: usize, t0: u64) -> Vec<Value> {
-    let mut kept = Vec::new();
-    let mut batch = Vec::with_capacity(10_000);
-    for i in 0..n {
-        let envelope = Value::Object(generator.next_envelope(t0 + i as u64 / 100));
-        let e = fedhub::Envelope::from_value(envelope.clone()).unwrap();
-        batch.push(NewMessage::from_envelope(&e));
-        kept.push(envelope);
-        if batch.len() == 10_000 {
-            store.insert_batch(&batch).unwrap();
-            batch.clear();
-        }
-    }
-    store.insert_batch(&batch).unwrap();
-    kept
-}
-
 fn main() {
     let history_n: usize = env_or("BADGES_BENCH_HISTORY", 1_000_000);
     let messages_n: usize = env_or("BADGES_BENCH_MESSAGES", 100_000);
     let rules_n: usize = env_or("BADGES_BENCH_RULES", 200);
-    let (dir, _temp) = match std::env::var("BADGES_BENCH_DIR") {
-        Ok(d) => {
-            std::fs::create_dir_all(&d).unwrap();
-            (std::path::PathBuf::from(d), None)
-        }
-        Err(_) => {
-            let t = tempfile::tempdir().unwrap();
-            (t.path().to_path_buf(), Some(t))
-        }
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let history_path = dir.join(format!("history-{history_n}.sqlite"));
-    let fresh = !history_path.exists();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&history_path).unwrap());
-    if fresh {
-        let began = Instant::now();
-        let mut old = Generator::new(1, "org.fedoraproject", "prod");
-        fill(&*store, &mut old, history_n, now - 30 * 86_400);
-        eprintln!(
-            "history: {history_n} messages stored in {:.1} s",
-            began.elapsed().as_secs_f64()
-        );
-    }
-    // The traffic to award on, stored first (the awarder runs after Nommer).
+    let (dir, _temp) = bench_dir();
+    let now = now_secs();
+    let (history_path, tally) = history_file(&dir, history_n);
+    let mature = env_or("BADGES_BENCH_MATURE", 1) == 1;
+    let run_path = dir.join(format!("history-run-{now}.sqlite"));
+    copy_history(&history_path, &run_path);
+    let began = Instant::now();
+    let sqlite = SqliteStore::open(&run_path).unwrap();
+    eprintln!(
+        "history: opened ({:?}) in {:.1} s",
+        sqlite.index_origin(),
+        began.elapsed().as_secs_f64()
+    );
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    // The traffic to award on, made up front; stored in steps of a thousand
+    // just before the awarder sees them (the awarder runs after Nommer,
+    // whose batches commit about that many at once under load).
     let mut traffic_gen = Generator::new(now, "org.fedoraproject", "prod");
-    let traffic = fill(&*store, &mut traffic_gen, messages_n, now - 600);
+    let traffic: Vec<Value> = (0..messages_n)
+        .map(|i| Value::Object(traffic_gen.next_envelope(now - 600 + i as u64 / 200)))
+        .collect();
     let rules_dir = dir.join(format!("rules-{now}"));
     std::fs::create_dir_all(&rules_dir).unwrap();
-    write_rules(&rules_dir, rules_n);
+    let mix = write_rules(&rules_dir, rules_n);
     let badges_path = dir.join(format!("badges-{now}.sqlite"));
     let db = Database::open(
         &DatabaseUrl::sqlite(&badges_path),
@@ -157,6 +80,11 @@ fn main() {
         .unwrap();
     let rules = load_rules(&rules_dir, &sandbox, &tahrir, issuer_id, None).unwrap();
     assert!(rules.errors.is_empty(), "{:?}", rules.errors);
+    let preawarded = if mature {
+        preaward(&tahrir, rules_n, &tally)
+    } else {
+        0
+    };
     let shared: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
     let mut awarder = Awarder::new(
         shared,
@@ -165,32 +93,111 @@ fn main() {
         tahrir.clone(),
         AwarderOptions::default(),
     );
-    let publish = |_: &str, _: Value| -> Result<(), String> { Ok(()) };
+    let advances = std::sync::atomic::AtomicU64::new(0);
+    let publish = |topic: &str, _: Value| -> Result<(), String> {
+        if topic == "fedbadges.person.rank.advance" {
+            advances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    };
     let mut times = Vec::with_capacity(traffic.len());
     let mut awards = 0usize;
     let mut errors = 0usize;
-    let began = Instant::now();
-    for body in &traffic {
+    let mut storing = Duration::ZERO;
+    let mut handling = Duration::ZERO;
+    let mut cpu = Duration::ZERO;
+    // Handling times of the messages that awarded nothing.
+    let mut quiet = Vec::with_capacity(traffic.len());
+    // (handling time, awards) per 10k messages.
+    let mut segments: Vec<(Duration, usize)> = Vec::new();
+    for (n, chunk) in traffic.chunks(1000).enumerate() {
+        if n % 10 == 0 {
+            segments.push((Duration::ZERO, 0));
+        }
+        let awards_before = awards;
         let t = Instant::now();
-        let topic = body["topic"].as_str().unwrap_or_default();
-        let outcome = awarder.handle(topic, body, std::time::SystemTime::now(), &publish);
-        times.push(t.elapsed());
-        awards += outcome.awards.len();
-        errors += outcome.errors.len();
+        let batch: Vec<NewMessage> = chunk
+            .iter()
+            .map(|b| NewMessage::from_envelope(&fedhub::Envelope::from_value(b.clone()).unwrap()))
+            .collect();
+        store.insert_batch(&batch).unwrap();
+        storing += t.elapsed();
+        let began = Instant::now();
+        let cpu_began = thread_cpu();
+        for body in chunk {
+            let t = Instant::now();
+            let topic = body["topic"].as_str().unwrap_or_default();
+            let outcome = awarder.handle(topic, body, std::time::SystemTime::now(), &publish);
+            times.push(t.elapsed());
+            if outcome.awards.is_empty() {
+                quiet.push(*times.last().unwrap());
+            }
+            awards += outcome.awards.len();
+            errors += outcome.errors.len();
+        }
+        handling += began.elapsed();
+        cpu += thread_cpu() - cpu_began;
+        let last = segments.last_mut().unwrap();
+        last.0 += began.elapsed();
+        last.1 += awards - awards_before;
     }
-    let elapsed = began.elapsed();
+    let elapsed = handling;
     times.sort();
     let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "awarder: {} messages, {rules_n} rules, history {} messages: {:.0} msg/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {awards} awards, {errors} rule errors; load average {}",
+        "rules: {rules_n} ({} topic, {} category, {} expression triggers ({} of them alone); {} count thresholds, {} first occurrences)",
+        mix.topic, mix.category, mix.expression, mix.expression_alone, mix.count_threshold, mix.first_time
+    );
+    println!(
+        "badges database: {} ({preawarded} awards the history earned already held)",
+        if mature {
+            "mature"
+        } else {
+            "empty (BADGES_BENCH_MATURE=0)"
+        }
+    );
+    println!(
+        "awarder: {} messages, history {} messages at the end: {:.0} msg/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {awards} awards, {} rank advances, {errors} rule errors; storing the traffic took {:.1} s (not counted); load average {}",
         traffic.len(),
         store.message_count().unwrap_or(0),
         traffic.len() as f64 / elapsed.as_secs_f64(),
         ms(pct(0.50)),
         ms(pct(0.99)),
         ms(*times.last().unwrap()),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        advances.load(std::sync::atomic::Ordering::Relaxed),
+        storing.as_secs_f64(),
+        load_average(),
+    );
+    let per_segment: Vec<String> = segments
+        .iter()
+        .map(|(d, a)| format!("{:.0} msg/s ({a} awards)", 10_000.0 / d.as_secs_f64()))
+        .collect();
+    println!("awarder: per 10k messages: {}", per_segment.join(", "));
+    quiet.sort();
+    let quiet_total: Duration = quiet.iter().sum();
+    println!(
+        "awarder: the {} messages that awarded nothing: {:.0} msg/s, p50 {:.3} ms, p99 {:.3} ms (the other {} took {:.1} s of {:.1} s)",
+        quiet.len(),
+        quiet.len() as f64 / quiet_total.as_secs_f64(),
+        ms(quiet[quiet.len() / 2]),
+        ms(quiet[(quiet.len() as f64 * 0.99) as usize]),
+        traffic.len() - quiet.len(),
+        (elapsed - quiet_total).as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+    println!(
+        "awarder: CPU time handling {:.2} s of {:.2} s elapsed: {:.0} msg per CPU second (the machine's other load takes the rest)",
+        cpu.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        traffic.len() as f64 / cpu.as_secs_f64()
     );
     println!("command: nice -n 15 cargo bench -p fedhub-badges --bench awarder");
+    drop(awarder);
+    drop(store);
+    for suffix in ["", "-wal", "-shm", ".index"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", run_path.display()));
+        let _ = std::fs::remove_file(format!("{}{suffix}", badges_path.display()));
+    }
+    let _ = std::fs::remove_dir_all(&rules_dir);
 }

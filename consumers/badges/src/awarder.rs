@@ -13,6 +13,22 @@
 //!    store's [`Store::count`];
 //! 6. the award (idempotent; published with it, see [`crate::tahrir`]).
 //!
+//! What makes this cheap per message:
+//!
+//! - the rules a topic can trigger are worked out once per topic (a trigger
+//!   made of `topic` and `category` leaves depends on the topic alone); only
+//!   those rules are looked at, and only triggers with an expression that the
+//!   topic does not decide run it;
+//! - who holds which badge, and who opted out, is read from Tahrir's tables
+//!   once per person and then kept (awards only add to it; it is read again
+//!   after [`PERSON_TTL`], and the award itself checks both again in its
+//!   transaction);
+//! - a count the criteria of several rules ask for with the same filter is
+//!   asked of the history store once per message (the store's in-memory index
+//!   answers it);
+//! - an award moves only the leaderboard ranks it changes
+//!   ([`Tahrir::award`]).
+//!
 //! Any error while a rule is evaluated (a template naming a missing field, an
 //! expression that fails or runs too long, a query the store refuses) skips
 //! that rule for that message, and is counted and kept as the rule's last
@@ -23,7 +39,7 @@ use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use fedhub_history::{Filter, Order, Store};
 use rhai::Dynamic;
@@ -31,10 +47,20 @@ use serde_json::{json, Value};
 
 use crate::expr::{to_dynamic, Expr, ExprError, Sandbox};
 use crate::rules::{
-    format_text, substitutions, trigger_matches, Condition, Criteria, LoadError, Operation, Rule,
-    Template,
+    format_text, substitutions, trigger_matches, Condition, Criteria, LoadError, Operation,
+    Pattern, Rule, Template, Trigger,
 };
 use crate::tahrir::{AwardError, Badge, Tahrir};
+
+/// How long what the awarder read of a person (badges held, opted out) is
+/// trusted before it is read again.
+pub const PERSON_TTL: Duration = Duration::from_secs(60);
+
+/// People remembered at most; past this the memory starts again.
+const PEOPLE_KEPT: usize = 200_000;
+
+/// Topics whose triggered rules are remembered at most (per rule set).
+const TOPICS_KEPT: usize = 10_000;
 
 /// Users never given badges on the default (message users) path: system
 /// accounts (fedbadges' `banned_usernames`).
@@ -263,9 +289,112 @@ pub struct Awarder {
     options: AwarderOptions,
     counters: Arc<Counters>,
     seen: Seen,
-    /// (badge, user) known to be held: holding never ends, so this never goes stale.
-    held: HashSet<(String, String)>,
+    /// What is known of each person lately seen as a candidate.
+    people: HashMap<String, Person>,
+    /// The rules each topic can trigger, for the rules in force.
+    topics: TopicIndex,
 }
+
+/// A person as the awarder knows them.
+struct Person {
+    opted_out: bool,
+    /// The badges they hold (holding never ends, so this only grows).
+    held: HashSet<String>,
+    read_at: Instant,
+}
+
+/// Whether a trigger matches, from the topic alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decided {
+    Yes,
+    No,
+    /// An expression has to run.
+    Expression,
+}
+
+/// What one topic triggers: rule positions, each with whether an expression
+/// still has to run.
+type Triggered = Arc<[(usize, bool)]>;
+
+/// The rules a topic can trigger, per topic, for one rule set.
+#[derive(Default)]
+struct TopicIndex {
+    /// The rule set this is for (held, so its address is not reused).
+    rules: Option<Arc<Rules>>,
+    by_topic: HashMap<String, Triggered>,
+}
+
+impl TopicIndex {
+    fn triggered(&mut self, rules: &Arc<Rules>, topic: &str) -> Triggered {
+        let current = self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules));
+        if !current || self.by_topic.len() >= TOPICS_KEPT {
+            self.rules = Some(rules.clone());
+            self.by_topic.clear();
+        }
+        if let Some(t) = self.by_topic.get(topic) {
+            return t.clone();
+        }
+        let t: Triggered = rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match decide(&r.rule.trigger, topic) {
+                Decided::Yes => Some((i, false)),
+                Decided::No => None,
+                Decided::Expression => Some((i, true)),
+            })
+            .collect();
+        self.by_topic.insert(topic.to_string(), t.clone());
+        t
+    }
+}
+
+/// Decides a trigger from the topic where [`trigger_matches`] would not run
+/// an expression before the answer is known (so the expressions that run, and
+/// their errors, are the same).
+fn decide(trigger: &Trigger, topic: &str) -> Decided {
+    let yes = |b: bool| if b { Decided::Yes } else { Decided::No };
+    match trigger {
+        Trigger::Topic(p) => yes(pattern_matches(p, &|v| topic.ends_with(v))),
+        Trigger::Category(p) => {
+            let category = topic.split('.').nth(3).unwrap_or("");
+            yes(pattern_matches(p, &|v| category == v))
+        }
+        Trigger::Expression(_) => Decided::Expression,
+        Trigger::All(c) => fold(c, topic, Decided::No, Decided::Yes),
+        Trigger::Any(c) => fold(c, topic, Decided::Yes, Decided::No),
+        Trigger::Not(c) => match fold(c, topic, Decided::Yes, Decided::No) {
+            Decided::Yes => Decided::No,
+            Decided::No => Decided::Yes,
+            Decided::Expression => Decided::Expression,
+        },
+    }
+}
+
+/// Children in order: the first `stop` reached before any expression is the
+/// answer; all children past with none is `otherwise`.
+fn fold(children: &[Trigger], topic: &str, stop: Decided, otherwise: Decided) -> Decided {
+    for c in children {
+        match decide(c, topic) {
+            d if d == stop => return stop,
+            Decided::Expression => return Decided::Expression,
+            _ => {}
+        }
+    }
+    otherwise
+}
+
+fn pattern_matches(p: &Pattern, f: &impl Fn(&str) -> bool) -> bool {
+    match p {
+        Pattern::Is(v) => f(v),
+        Pattern::Any(ps) => ps.iter().any(|p| pattern_matches(p, f)),
+        Pattern::All(ps) => ps.iter().all(|p| pattern_matches(p, f)),
+        Pattern::Not(ps) => !ps.iter().any(|p| pattern_matches(p, f)),
+    }
+}
+
+/// A criteria filter after substitution: (key, value) in rule order.
+type FilterValues = Vec<(String, Value)>;
 
 /// The message as the rules see it, each view made once when first needed.
 struct View<'a> {
@@ -273,11 +402,17 @@ struct View<'a> {
     body: &'a Value,
     dynamic: OnceCell<Dynamic>,
     subs: OnceCell<HashMap<String, Value>>,
+    /// Counts asked of the history store for this message, by filter.
+    counts: std::cell::RefCell<Vec<(FilterValues, u64)>>,
 }
 
 impl View<'_> {
+    /// The message for expressions: shared, so binding it to each
+    /// expression does not copy it.
     fn dynamic(&self) -> Dynamic {
-        self.dynamic.get_or_init(|| to_dynamic(self.body)).clone()
+        self.dynamic
+            .get_or_init(|| to_dynamic(self.body).into_shared())
+            .clone()
     }
 
     fn subs(&self) -> &HashMap<String, Value> {
@@ -294,6 +429,10 @@ impl Awarder {
         tahrir: Tahrir,
         options: AwarderOptions,
     ) -> Awarder {
+        // Awards move the ranks from where they are: start from right ones.
+        if let Err(e) = tahrir.rank_everyone() {
+            tracing::warn!(error = %e, "cannot rank the leaderboard");
+        }
         Awarder {
             rules,
             sandbox,
@@ -305,7 +444,8 @@ impl Awarder {
             },
             options,
             counters: Arc::default(),
-            held: HashSet::new(),
+            people: HashMap::new(),
+            topics: TopicIndex::default(),
         }
     }
 
@@ -354,40 +494,148 @@ impl Awarder {
             body,
             dynamic: OnceCell::new(),
             subs: OnceCell::new(),
+            counts: Default::default(),
         };
-        for loaded in &rules.rules {
-            match self.evaluate(loaded, &view, publish) {
-                Ok(awards) => outcome.awards.extend(awards),
-                Err(error) => {
-                    let text = error.to_string();
-                    self.counters.rule_errors.fetch_add(1, Ordering::Relaxed);
-                    loaded.errors.fetch_add(1, Ordering::Relaxed);
-                    *loaded.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(text.clone());
-                    tracing::warn!(
-                        rule = %loaded.rule.name,
-                        msg_id = body.get("msg_id").and_then(serde_json::Value::as_str).unwrap_or(""),
-                        error = %text,
-                        "badge rule skipped for this message"
-                    );
-                    outcome.errors.push((loaded.rule.name.clone(), text));
-                }
+        let triggered = self.topics.triggered(&rules, topic);
+        // Who earned what, awarded together once every rule has been looked at.
+        let mut earned: Vec<(usize, String)> = Vec::new();
+        for &(index, expression) in triggered.iter() {
+            let loaded = &rules.rules[index];
+            match self.evaluate(loaded, expression, &view) {
+                Ok(users) => earned.extend(users.into_iter().map(|u| (index, u))),
+                Err(error) => self.failed(loaded, body, &error.to_string(), &mut outcome),
             }
+        }
+        if !earned.is_empty() {
+            self.award(&rules, &earned, body, publish, &mut outcome);
         }
         outcome
     }
 
+    /// Counts and reports a rule that could not be evaluated for a message.
+    fn failed(&self, loaded: &LoadedRule, body: &Value, text: &str, outcome: &mut Outcome) {
+        self.counters.rule_errors.fetch_add(1, Ordering::Relaxed);
+        loaded.errors.fetch_add(1, Ordering::Relaxed);
+        *loaded.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.to_string());
+        tracing::warn!(
+            rule = %loaded.rule.name,
+            msg_id = body.get("msg_id").and_then(serde_json::Value::as_str).unwrap_or(""),
+            error = %text,
+            "badge rule skipped for this message"
+        );
+        outcome
+            .errors
+            .push((loaded.rule.name.clone(), text.to_string()));
+    }
+
+    /// Awards what a message earned (rule position, person), in one
+    /// transaction; each award is published as it is made, its rank advance
+    /// once they are committed.
+    fn award(
+        &mut self,
+        rules: &Rules,
+        earned: &[(usize, String)],
+        body: &Value,
+        publish: PublishFn<'_>,
+        outcome: &mut Outcome,
+    ) {
+        let msg_id = body.get("msg_id").and_then(Value::as_str).unwrap_or("");
+        let link = format!(
+            "{}/id?id={}&is_raw=true&size=extra-large",
+            self.options.datagrepper_url.trim_end_matches('/'),
+            msg_id
+        );
+        let requests: Vec<(&Badge, &str)> = earned
+            .iter()
+            .map(|(i, user)| (&rules.rules[*i].badge, user.as_str()))
+            .collect();
+        let results = match self.tahrir.award_all(&requests, &link, |award| {
+            publish("fedbadges.badge.award", award.message.clone())
+        }) {
+            Ok(results) => results,
+            Err(error) => {
+                let text = RuleError::from(error).to_string();
+                let mut failed: Vec<usize> = earned.iter().map(|(i, _)| *i).collect();
+                failed.dedup();
+                for i in failed {
+                    self.failed(&rules.rules[i], body, &text, outcome);
+                }
+                return;
+            }
+        };
+        let mut advances = Vec::new();
+        for ((index, user), result) in earned.iter().zip(results) {
+            let loaded = &rules.rules[*index];
+            let made = match result {
+                Ok(made) => made,
+                Err(error) => {
+                    self.failed(loaded, body, &RuleError::from(error).to_string(), outcome);
+                    continue;
+                }
+            };
+            if let Some(person) = self.people.get_mut(user) {
+                person.held.insert(loaded.rule.badge_id.clone());
+            }
+            let Some(award) = made else {
+                self.counters.already_held.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.counters.awards.fetch_add(1, Ordering::Relaxed);
+            loaded.awarded.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(badge = %loaded.rule.badge_id, user = %award.nickname, msg_id, "badge awarded");
+            if let Some(advance) = award.rank_advance {
+                advances.push((award.nickname.clone(), advance));
+            }
+            outcome.awards.push(Awarded {
+                badge_id: loaded.rule.badge_id.clone(),
+                user: award.nickname,
+            });
+        }
+        for (user, advance) in advances {
+            if let Err(e) = publish("fedbadges.person.rank.advance", advance.message) {
+                tracing::warn!(user = %user, error = %e, "cannot publish the rank advance");
+            }
+        }
+    }
+
+    /// What is known of `user`, read from Tahrir's tables if not lately.
+    fn person(&mut self, user: &str) -> Result<&mut Person, RuleError> {
+        let fresh = self
+            .people
+            .get(user)
+            .is_some_and(|p| p.read_at.elapsed() < PERSON_TTL);
+        if !fresh {
+            let standing = self.tahrir.person_standing(user)?.unwrap_or_default();
+            if self.people.len() >= PEOPLE_KEPT {
+                self.people.clear();
+            }
+            self.people.insert(
+                user.to_string(),
+                Person {
+                    opted_out: standing.opted_out,
+                    held: standing.badges.into_iter().collect(),
+                    read_at: Instant::now(),
+                },
+            );
+        }
+        Ok(self.people.get_mut(user).expect("just read"))
+    }
+
+    /// The people who earned the rule's badge with this message (not yet
+    /// awarded).
     fn evaluate(
         &mut self,
         loaded: &LoadedRule,
+        expression: bool,
         view: &View<'_>,
-        publish: PublishFn<'_>,
-    ) -> Result<Vec<Awarded>, RuleError> {
+    ) -> Result<Vec<String>, RuleError> {
         let rule = &loaded.rule;
-        let sandbox = &self.sandbox;
-        let mut eval = |e: &Expr| sandbox.eval_bool(e, &[("msg", view.dynamic())]);
-        if !trigger_matches(&rule.trigger, view.topic, &mut eval)? {
-            return Ok(Vec::new());
+        if expression {
+            let sandbox = &self.sandbox;
+            let mut eval = |e: &Expr| sandbox.eval_bool(e, &[("msg", view.dynamic())]);
+            if !trigger_matches(&rule.trigger, view.topic, &mut eval)? {
+                return Ok(Vec::new());
+            }
         }
         loaded.triggered.fetch_add(1, Ordering::Relaxed);
         let mut candidates: BTreeSet<String> = match &rule.recipient {
@@ -408,15 +656,8 @@ impl Awarder {
         }
         let mut eligible = Vec::new();
         for user in candidates {
-            if self.held.contains(&(rule.badge_id.clone(), user.clone())) {
-                continue;
-            }
-            let standing = self.tahrir.standing(&rule.badge_id, &user)?;
-            if standing.holds {
-                self.held.insert((rule.badge_id.clone(), user));
-                continue;
-            }
-            if !standing.opted_out {
+            let person = self.person(&user)?;
+            if !person.opted_out && !person.held.contains(&rule.badge_id) {
                 eligible.push(user);
             }
         }
@@ -426,44 +667,7 @@ impl Awarder {
         if !self.criteria(&rule.criteria, view)? {
             return Ok(Vec::new());
         }
-        let msg_id = view
-            .body
-            .get("msg_id")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let link = format!(
-            "{}/id?id={}&is_raw=true&size=extra-large",
-            self.options.datagrepper_url.trim_end_matches('/'),
-            msg_id
-        );
-        let mut awards = Vec::new();
-        for user in eligible {
-            let made = self.tahrir.award(&loaded.badge, &user, &link, |award| {
-                publish("fedbadges.badge.award", award.message.clone())
-            })?;
-            self.held.insert((rule.badge_id.clone(), user.clone()));
-            let Some(award) = made else {
-                self.counters.already_held.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            self.counters.awards.fetch_add(1, Ordering::Relaxed);
-            loaded.awarded.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(badge = %rule.badge_id, user = %award.nickname, msg_id, "badge awarded");
-            match self.tahrir.adjust_ranks(award.person_id) {
-                Ok(Some(advance)) => {
-                    if let Err(e) = publish("fedbadges.person.rank.advance", advance.message) {
-                        tracing::warn!(user = %award.nickname, error = %e, "cannot publish the rank advance");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(user = %award.nickname, error = %e, "cannot adjust ranks"),
-            }
-            awards.push(Awarded {
-                badge_id: rule.badge_id.clone(),
-                user: award.nickname,
-            });
-        }
-        Ok(awards)
+        Ok(eligible)
     }
 
     fn format(&self, template: &Template, view: &View<'_>) -> Result<Value, RuleError> {
@@ -522,7 +726,27 @@ impl Awarder {
                     values.push((key.as_str(), self.format(template, view)?));
                 }
                 let filter = build_filter(&values)?;
-                let total = self.history.count(&filter)?;
+                let known = view.counts.borrow().iter().find_map(|(k, n)| {
+                    (k.len() == values.len()
+                        && k.iter()
+                            .zip(&values)
+                            .all(|((a, av), (b, bv))| a == b && av == bv))
+                    .then_some(*n)
+                });
+                let total = match known {
+                    Some(n) => n,
+                    None => {
+                        let n = self.history.count(&filter)?;
+                        view.counts.borrow_mut().push((
+                            values
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.clone()))
+                                .collect(),
+                            n,
+                        ));
+                        n
+                    }
+                };
                 let value = match operation {
                     Operation::Count => json!(total),
                     Operation::Expression(e) => {

@@ -106,9 +106,16 @@ CREATE INDEX IF NOT EXISTS assertions_person ON assertions (person_id);
 CREATE INDEX IF NOT EXISTS assertions_badge ON assertions (badge_id);
 ";
 
-/// The badges consumer's schema (scope `badges`): tahrir-api's tables.
+/// An index on the leaderboard rank: an award moves only the people of one
+/// rank (see [`Tahrir::award`]), found through it.
+const RANK_INDEX: &str = "CREATE INDEX IF NOT EXISTS persons_rank ON persons (rank);";
+
+/// The badges consumer's schema (scope `badges`): tahrir-api's tables, and an
+/// index on `persons.rank`.
 pub fn migrations() -> Migrations {
-    Migrations::new("badges").step_per_backend(1, "tahrir_tables", SQLITE_SCHEMA, POSTGRES_SCHEMA)
+    Migrations::new("badges")
+        .step_per_backend(1, "tahrir_tables", SQLITE_SCHEMA, POSTGRES_SCHEMA)
+        .step(2, "persons_rank_index", RANK_INDEX)
 }
 
 /// The issuer badges are awarded by (`badges_global.badge_issuer`).
@@ -161,6 +168,18 @@ pub struct Award {
     pub nickname: String,
     /// The `fedbadges.badge.award` message body (tahrir's shape).
     pub message: Value,
+    /// The person's leaderboard rank got better with this award: the
+    /// `fedbadges.person.rank.advance` to publish once the award is committed.
+    pub rank_advance: Option<RankAdvance>,
+}
+
+/// What the awarder needs to know about a person before evaluating criteria.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PersonStanding {
+    /// They opted out of badges.
+    pub opted_out: bool,
+    /// The ids of the badges they hold.
+    pub badges: Vec<String>,
 }
 
 /// A person whose leaderboard rank got better.
@@ -269,9 +288,49 @@ impl Tahrir {
         })
     }
 
+    /// A person's standing by nickname: opted out or not, and the badges
+    /// held (`None`: no such person, so nothing held and not opted out).
+    pub fn person_standing(&self, nickname: &str) -> Result<Option<PersonStanding>, StorageError> {
+        let email = format!("{nickname}@{EMAIL_DOMAIN}");
+        self.run("read standing", |tx| {
+            let person = query(
+                tx,
+                "SELECT id, opt_out FROM persons WHERE email = $1",
+                &[P::Text(&email)],
+            )?;
+            let Some(p) = person.first() else {
+                return Ok(None);
+            };
+            let badges = query(
+                tx,
+                "SELECT badge_id FROM assertions WHERE person_id = $1",
+                &[P::Int(p[0].as_i64().unwrap_or_default())],
+            )?;
+            Ok(Some(PersonStanding {
+                opted_out: p[1].as_bool().unwrap_or_else(|| p[1].as_i64() == Some(1)),
+                badges: badges
+                    .iter()
+                    .filter_map(|r| r[0].as_str().map(str::to_string))
+                    .collect(),
+            }))
+        })
+    }
+
     /// Awards `badge` to `nickname` for the message at `link`, unless they
-    /// hold it already (then `None`). `publish` is called with the award
-    /// before the transaction commits; its error rolls the award back.
+    /// hold it already or opted out (then `None`). `publish` is called with
+    /// the award before the transaction commits; its error rolls the award
+    /// back.
+    ///
+    /// The leaderboard moves in the same transaction, touching only the people
+    /// it changes (tahrir's ranks: by badge count, ties share a rank, opted-out
+    /// people unranked). The winner, from `c - 1` to `c` badges, joins the rank
+    /// of the people holding `c` if there are any and keeps theirs otherwise;
+    /// the people still holding `c - 1` move down one place; nobody else
+    /// moves. A winner whose stored rank does not fit their count (a database
+    /// ranked by something else) has everyone ranked again. When the rank got
+    /// better the award carries the `fedbadges.person.rank.advance` to publish
+    /// after the commit. On PostgreSQL awards take a lock on `persons` first,
+    /// so the awards of several hubs move the leaderboard one at a time.
     pub fn award(
         &self,
         badge: &Badge,
@@ -279,84 +338,79 @@ impl Tahrir {
         link: &str,
         publish: impl FnOnce(&Award) -> Result<(), String> + Send,
     ) -> Result<Option<Award>, AwardError> {
-        let email = format!("{nickname}@{EMAIL_DOMAIN}");
-        let now = now_sql(self.db.backend());
-        let mut published = Err(String::new());
-        let err = db_err(&self.db, "award");
-        let result = self.db.transaction(|tx| {
-            let award = insert_award(tx, badge, &email, nickname, link, now).map_err(&err)?;
-            if let Some(award) = &award {
-                published = publish(award);
-                if let Err(reason) = &published {
-                    return Err(StorageError::InvalidMigration {
-                        scope: "badges".into(),
-                        name: "publish".into(),
-                        reason: reason.clone(),
-                    });
-                }
-            }
-            Ok(award)
-        });
-        match (result, published) {
-            (Ok(award), _) => Ok(award),
-            (Err(_), Err(reason)) if !reason.is_empty() => Err(AwardError::Publish(reason)),
-            (Err(e), _) => Err(AwardError::Storage(e)),
-        }
+        let mut publish = Some(publish);
+        let mut results =
+            self.award_all(&[(badge, nickname)], link, |award| match publish.take() {
+                Some(p) => p(award),
+                None => Ok(()),
+            })?;
+        results.pop().unwrap_or(Ok(None))
     }
 
-    /// Recomputes every rank (tahrir's `adjust_ranks`: by badge count, ties
+    /// Several awards for one message, in one transaction: each is made as
+    /// [`award`](Self::award) makes it, in order, inside a savepoint of its
+    /// own, so an award whose publication fails is rolled back alone and the
+    /// others commit. One result per request: the award, `None` (held
+    /// already, or opted out), or why it was rolled back. The outer error: the
+    /// transaction failed and nothing was awarded.
+    pub fn award_all(
+        &self,
+        requests: &[(&Badge, &str)],
+        link: &str,
+        mut publish: impl FnMut(&Award) -> Result<(), String> + Send,
+    ) -> Result<Vec<Result<Option<Award>, AwardError>>, AwardError> {
+        let now = now_sql(self.db.backend());
+        let err = db_err(&self.db, "award");
+        let results = self.db.transaction(|tx| {
+            if matches!(tx, Tx::Postgres(_)) {
+                statement(tx, "LOCK TABLE persons IN SHARE ROW EXCLUSIVE MODE").map_err(&err)?;
+            }
+            let mut results = Vec::with_capacity(requests.len());
+            for (badge, nickname) in requests {
+                let email = format!("{nickname}@{EMAIL_DOMAIN}");
+                statement(tx, "SAVEPOINT award").map_err(&err)?;
+                let Some(mut award) =
+                    insert_award(tx, badge, &email, nickname, link, now).map_err(&err)?
+                else {
+                    statement(tx, "RELEASE SAVEPOINT award").map_err(&err)?;
+                    results.push(Ok(None));
+                    continue;
+                };
+                award.rank_advance = advance_rank(tx, award.person_id).map_err(&err)?;
+                match publish(&award) {
+                    Ok(()) => {
+                        statement(tx, "RELEASE SAVEPOINT award").map_err(&err)?;
+                        results.push(Ok(Some(award)));
+                    }
+                    Err(reason) => {
+                        statement(tx, "ROLLBACK TO SAVEPOINT award").map_err(&err)?;
+                        statement(tx, "RELEASE SAVEPOINT award").map_err(&err)?;
+                        results.push(Err(AwardError::Publish(reason)));
+                    }
+                }
+            }
+            Ok(results)
+        });
+        results.map_err(AwardError::Storage)
+    }
+
+    /// Ranks everyone again (tahrir's `adjust_ranks`: by badge count, ties
     /// share a rank, opted-out people unranked) and reports whether
-    /// `person_id` advanced.
+    /// `person_id` advanced. Awards keep the ranks up to date by themselves
+    /// ([`award`](Self::award)); this repairs ranks written by something else.
     pub fn adjust_ranks(&self, person_id: i64) -> Result<Option<RankAdvance>, StorageError> {
         self.run("adjust ranks", |tx| {
-            let old = query(
-                tx,
-                "SELECT rank FROM persons WHERE id = $1",
-                &[P::Int(person_id)],
-            )?
-            .first()
-            .and_then(|r| r[0].as_i64());
-            let not_opted = if matches!(tx, Tx::Sqlite(_)) {
-                "p.opt_out = 0"
-            } else {
-                "NOT p.opt_out"
-            };
-            execute(
-                tx,
-                &format!(
-                    "UPDATE persons SET rank = r.rank FROM (
-                        SELECT p.id AS id, RANK() OVER (ORDER BY count(a.id) DESC) AS rank
-                        FROM persons p JOIN assertions a ON a.person_id = p.id
-                        WHERE {not_opted} GROUP BY p.id) r
-                     WHERE persons.id = r.id AND persons.rank IS DISTINCT FROM r.rank"
-                ),
-                &[],
-            )?;
-            let rows = query(
-                tx,
-                "SELECT id, email, nickname, rank, opt_out, created_on FROM persons WHERE id = $1",
-                &[P::Int(person_id)],
-            )?;
-            let Some(row) = rows.first() else {
-                return Ok(None);
-            };
-            let new = row[3].as_i64();
-            let advanced = match (old, new) {
-                (None, Some(_)) => true,
-                (Some(o), Some(n)) => n < o,
-                _ => false,
-            };
-            Ok(advanced.then(|| RankAdvance {
-                message: json!({
-                    "person": {
-                        "id": row[0], "email": row[1], "nickname": row[2], "rank": row[3],
-                        "opt_out": row[4].as_bool().unwrap_or_else(|| row[4].as_i64() == Some(1)),
-                        "created_on": row[5],
-                    },
-                    "old_rank": old,
-                }),
-            }))
+            let old = rank_of(tx, person_id)?;
+            rank_everyone(tx)?;
+            rank_message(tx, person_id, old)
         })
+    }
+
+    /// Ranks everyone again from the badge counts (see
+    /// [`adjust_ranks`](Self::adjust_ranks)): the awarder does this once when
+    /// it starts, so the ranks its awards move from are right.
+    pub fn rank_everyone(&self) -> Result<(), StorageError> {
+        self.run("rank everyone", rank_everyone)
     }
 
     /// A person's badges (`None` if nobody has that nickname).
@@ -473,13 +527,20 @@ fn insert_award(
         )?;
     let rows = query(
         tx,
-        "SELECT id, nickname FROM persons WHERE email = $1",
+        "SELECT id, nickname, opt_out FROM persons WHERE email = $1",
         &[P::Text(email)],
     )?;
     let Some(row) = rows.first() else {
         // The nickname belongs to another e-mail address.
         return Ok(None);
     };
+    if row[2]
+        .as_bool()
+        .unwrap_or_else(|| row[2].as_i64() == Some(1))
+    {
+        // Opted out (perhaps since the awarder last looked).
+        return Ok(None);
+    }
     let person_id = row[0].as_i64().unwrap_or_default();
     let nick = row[1].as_str().unwrap_or(nickname).to_string();
     let assertion_id = format!("{} -> {}", badge.id, person_id);
@@ -515,7 +576,169 @@ fn insert_award(
         assertion_id,
         person_id,
         nickname: nick,
+        rank_advance: None,
     }))
+}
+
+/// A statement without parameters or rows (a lock, a savepoint).
+fn statement(tx: &mut Tx<'_>, sql: &str) -> Result<(), BackendError> {
+    match tx {
+        Tx::Sqlite(t) => t.execute_batch(sql)?,
+        Tx::Postgres(t) => t.batch_execute(sql)?,
+    }
+    Ok(())
+}
+
+fn first_i64(rows: &[fedhub_storage::sql::Row]) -> Option<i64> {
+    rows.first().and_then(|r| r[0].as_i64())
+}
+
+fn rank_of(tx: &mut Tx<'_>, person_id: i64) -> Result<Option<i64>, BackendError> {
+    Ok(first_i64(&query(
+        tx,
+        "SELECT rank FROM persons WHERE id = $1",
+        &[P::Int(person_id)],
+    )?))
+}
+
+/// The badge count of someone ranked `rank` (opted-out people are not
+/// ranked), other than `not`.
+fn count_at_rank(tx: &mut Tx<'_>, rank: i64, not: i64) -> Result<Option<i64>, BackendError> {
+    Ok(first_i64(&query(
+        tx,
+        "SELECT (SELECT count(*) FROM assertions a WHERE a.person_id = p.id) FROM persons p WHERE p.rank = $1 AND p.opt_out = $2 AND p.id <> $3 LIMIT 1",
+        &[P::Int(rank), P::Bool(false), P::Int(not)],
+    )?))
+}
+
+/// Moves the leaderboard for `person_id`'s new badge (see [`Tahrir::award`]).
+fn advance_rank(tx: &mut Tx<'_>, person_id: i64) -> Result<Option<RankAdvance>, BackendError> {
+    let rows = query(
+        tx,
+        "SELECT p.id, p.email, p.nickname, p.rank, p.opt_out, p.created_on, (SELECT count(*) FROM assertions a WHERE a.person_id = p.id) FROM persons p WHERE p.id = $1",
+        &[P::Int(person_id)],
+    )?;
+    let Some(mut person) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let count = person[6].as_i64().unwrap_or(0);
+    let old = person[3].as_i64();
+    let new = match old {
+        // A first badge: the rank of the people holding one, if any; below
+        // everyone ranked otherwise. Nobody else moves.
+        None if count == 1 => {
+            let last = first_i64(&query(
+                tx,
+                "SELECT max(rank) FROM persons WHERE opt_out = $1 AND id <> $2",
+                &[P::Bool(false), P::Int(person_id)],
+            )?);
+            match last {
+                None => 1,
+                Some(last) if count_at_rank(tx, last, person_id)? == Some(1) => last,
+                Some(last) => {
+                    let tied = first_i64(&query(
+                        tx,
+                        "SELECT count(*) FROM persons WHERE rank = $1 AND opt_out = $2 AND id <> $3",
+                        &[P::Int(last), P::Bool(false), P::Int(person_id)],
+                    )?)
+                    .unwrap_or(0);
+                    last + tied
+                }
+            }
+        }
+        // From count - 1 to count badges: join the next rank up if its people
+        // hold `count`, else stay; those left at the old rank move down one.
+        Some(old) if count >= 2 => {
+            let above = first_i64(&query(
+                tx,
+                "SELECT max(rank) FROM persons WHERE rank < $1 AND opt_out = $2",
+                &[P::Int(old), P::Bool(false)],
+            )?);
+            let new = match above {
+                None => 1,
+                Some(above) if count_at_rank(tx, above, person_id)? == Some(count) => above,
+                Some(_) => old,
+            };
+            execute(
+                tx,
+                "UPDATE persons SET rank = rank + 1 WHERE rank = $1 AND opt_out = $2 AND id <> $3",
+                &[P::Int(old), P::Bool(false), P::Int(person_id)],
+            )?;
+            new
+        }
+        // The stored rank does not fit the badge count.
+        _ => {
+            rank_everyone(tx)?;
+            return rank_message(tx, person_id, old);
+        }
+    };
+    if Some(new) == old {
+        return Ok(None);
+    }
+    execute(
+        tx,
+        "UPDATE persons SET rank = $1 WHERE id = $2",
+        &[P::Int(new), P::Int(person_id)],
+    )?;
+    person[3] = json!(new);
+    person.truncate(6);
+    Ok(advance_message(&person, old))
+}
+
+/// Ranks every person who is not opted out and holds a badge.
+fn rank_everyone(tx: &mut Tx<'_>) -> Result<(), BackendError> {
+    let not_opted = if matches!(tx, Tx::Sqlite(_)) {
+        "p.opt_out = 0"
+    } else {
+        "NOT p.opt_out"
+    };
+    execute(
+        tx,
+        &format!(
+            "UPDATE persons SET rank = r.rank FROM (
+                SELECT p.id AS id, RANK() OVER (ORDER BY count(a.id) DESC) AS rank
+                FROM persons p JOIN assertions a ON a.person_id = p.id
+                WHERE {not_opted} GROUP BY p.id) r
+             WHERE persons.id = r.id AND persons.rank IS DISTINCT FROM r.rank"
+        ),
+        &[],
+    )?;
+    Ok(())
+}
+
+/// The rank advance message, when `person_id`'s rank is now better than `old`.
+fn rank_message(
+    tx: &mut Tx<'_>,
+    person_id: i64,
+    old: Option<i64>,
+) -> Result<Option<RankAdvance>, BackendError> {
+    let rows = query(
+        tx,
+        "SELECT id, email, nickname, rank, opt_out, created_on FROM persons WHERE id = $1",
+        &[P::Int(person_id)],
+    )?;
+    Ok(rows.first().and_then(|row| advance_message(row, old)))
+}
+
+/// The rank advance message for a person row (`id, email, nickname, rank,
+/// opt_out, created_on`), when their rank is now better than `old`.
+fn advance_message(row: &[Value], old: Option<i64>) -> Option<RankAdvance> {
+    let new = row[3].as_i64();
+    let advanced = match (old, new) {
+        (None, Some(_)) => true,
+        (Some(o), Some(n)) => n < o,
+        _ => false,
+    };
+    advanced.then(|| RankAdvance {
+        message: json!({
+            "person": {
+                "id": row[0], "email": row[1], "nickname": row[2], "rank": row[3],
+                "opt_out": row[4].as_bool().unwrap_or_else(|| row[4].as_i64() == Some(1)),
+                "created_on": row[5],
+            },
+            "old_rank": old,
+        }),
+    })
 }
 
 /// Why an award failed.

@@ -361,3 +361,92 @@ fn two_hubs_on_one_postgres_award_each_badge_once() {
         .collect();
     assert_eq!(ranks, vec![1; 4], "{board}");
 }
+
+/// Every (nickname, rank) stored, and the ranks a full recount gives
+/// (tahrir's: by badge count, ties share a rank, opted-out people unranked).
+fn stored_and_recounted(
+    tahrir: &fedhub_badges::Tahrir,
+) -> (
+    std::collections::BTreeMap<String, i64>,
+    std::collections::BTreeMap<String, i64>,
+) {
+    use fedhub_storage::sql::query;
+    tahrir
+        .database()
+        .transaction(|tx| {
+            let e = |e| fedhub_storage::StorageError::database(tahrir.database().url(), "read", e);
+            let pairs = |rows: Vec<Vec<Value>>| {
+                rows.into_iter()
+                    .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap()))
+                    .collect()
+            };
+            let stored = query(
+                tx,
+                "SELECT nickname, rank FROM persons WHERE rank IS NOT NULL AND opt_out = 0",
+                &[],
+            )
+            .map_err(e)?;
+            let recounted = query(
+                tx,
+                "SELECT p.nickname, RANK() OVER (ORDER BY count(a.id) DESC) FROM persons p JOIN assertions a ON a.person_id = p.id WHERE p.opt_out = 0 GROUP BY p.id",
+                &[],
+            )
+            .map_err(e)?;
+            Ok((pairs(stored), pairs(recounted)))
+        })
+        .unwrap()
+}
+
+#[test]
+fn each_award_moves_the_ranks_to_those_of_a_full_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
+    let issuer_id = tahrir.ensure_issuer(&issuer()).unwrap();
+    let badges: Vec<fedhub_badges::tahrir::Badge> = (0..12)
+        .map(|k| fedhub_badges::tahrir::Badge {
+            id: format!("badge-{k}"),
+            name: format!("Badge {k}"),
+            image: "https://example.org/i.png".into(),
+            description: "d".into(),
+            criteria: "https://example.org/c".into(),
+            tags: String::new(),
+        })
+        .collect();
+    for badge in &badges {
+        tahrir.ensure_badge(badge, issuer_id).unwrap();
+    }
+    let users: Vec<String> = (0..25).map(|i| format!("user{i}")).collect();
+    tahrir.set_opt_out("user0", true).unwrap();
+    let mut rng = fedhub_testkit::fuzz::Rng::new(11);
+    let mut previous = std::collections::BTreeMap::new();
+    let (mut awards, mut advances) = (0, 0);
+    for step in 0..400 {
+        // Skewed: a few people collect most badges, so ranks tie and split.
+        let user = &users[rng.below(users.len()).min(rng.below(users.len()))];
+        let badge = &badges[rng.below(badges.len())];
+        let made = tahrir.award(badge, user, "link", |_| Ok(())).unwrap();
+        let (stored, recounted) = stored_and_recounted(&tahrir);
+        assert_eq!(stored, recounted, "step {step}: {user} got {}", badge.id);
+        if user == "user0" {
+            assert!(made.is_none(), "an opted-out person gets nothing");
+        }
+        if let Some(award) = made {
+            awards += 1;
+            let old: Option<&i64> = previous.get(user);
+            let new = recounted[user];
+            let advanced = old.is_none_or(|o| new < *o);
+            assert_eq!(award.rank_advance.is_some(), advanced, "step {step}");
+            if let Some(advance) = award.rank_advance {
+                advances += 1;
+                assert_eq!(advance.message["person"]["nickname"], user.as_str());
+                assert_eq!(advance.message["person"]["rank"], new);
+                assert_eq!(advance.message["old_rank"], json!(old));
+            }
+        }
+        previous = recounted;
+    }
+    assert!(
+        awards > 100 && advances > 20,
+        "{awards} awards, {advances} advances"
+    );
+}
