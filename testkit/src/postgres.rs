@@ -35,6 +35,14 @@ impl PgCluster {
     /// Panics (the test fails) when PostgreSQL is not installed, naming the
     /// Debian package.
     pub fn start() -> PgCluster {
+        PgCluster::start_with("")
+    }
+
+    /// Like [`start`](Self::start), with `settings` (postgresql.conf lines)
+    /// after the test defaults, which they override: a benchmark gives the
+    /// server PostgreSQL's own defaults (`shared_buffers = 128MB`) rather than
+    /// the small footprint that lets many test clusters run at once.
+    pub fn start_with(settings: &str) -> PgCluster {
         let bin = postgres_bin();
         let dir = tempfile::Builder::new()
             .prefix("fedhub-pg-")
@@ -75,6 +83,7 @@ impl PgCluster {
                 &format!("--pwfile={}", path_str(&password_file)),
             ],
         );
+        let settings_extra = settings;
         let settings = format!(
             "\n# fedhub test cluster\nport = {}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\n\
@@ -85,6 +94,10 @@ impl PgCluster {
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).expect("initdb wrote postgresql.conf");
         text.push_str(&settings);
+        text.push_str(&format!(
+            "\n{settings_extra}\n",
+            settings_extra = settings_extra
+        ));
         std::fs::write(&conf, text).unwrap();
         cluster.start_server();
         let database = cluster.database.clone();

@@ -12,7 +12,9 @@
 //! SQLite databases go; default a temporary directory),
 //! `INGEST_BENCH_DATABASE` (`sqlite`, `postgres` or both, comma-separated;
 //! default `sqlite`), `INGEST_BENCH_SINGLE_MESSAGES` (PostgreSQL: messages of
-//! the one-per-transaction run, default 50000).
+//! the one-per-transaction run, default 50000), `INGEST_BENCH_PG_SETTINGS`
+//! (postgresql.conf lines for the cluster; default `shared_buffers = 128MB`,
+//! PostgreSQL's own default, where the test clusters use 16 MB).
 //!
 //! PostgreSQL is a throwaway cluster started by the testkit (as the tests
 //! start one: `fsync` and `synchronous_commit` off, so a commit costs a round
@@ -213,9 +215,13 @@ fn main() {
             other => panic!("INGEST_BENCH_DATABASE: sqlite and/or postgres, not {other}"),
         }
     }
+    // PostgreSQL's own default buffer size, not the test clusters' 16 MB
+    // (`INGEST_BENCH_PG_SETTINGS` replaces it: postgresql.conf lines).
+    let pg_settings = std::env::var("INGEST_BENCH_PG_SETTINGS")
+        .unwrap_or_else(|_| "shared_buffers = 128MB".into());
     let pg = modes
         .contains(&Mode::PgBatched)
-        .then(fedhub_testkit::PgCluster::start);
+        .then(|| fedhub_testkit::PgCluster::start_with(&pg_settings));
     let runs: usize = env_or("INGEST_BENCH_RUNS", 3).max(1);
     let (dir, _temp) = bench_dir("INGEST_BENCH_DIR");
     let cores = std::thread::available_parallelism()

@@ -13,14 +13,21 @@
 //! id learnt inside a transaction is cached only after that transaction
 //! commits. Nothing else is cached: no counts, no pages, no `msg_id`s.
 //!
-//! Writes are idempotent. A batch is one transaction: names, then the
+//! Writes are idempotent. A batch's new names are committed first, in a
+//! short transaction of their own. Its messages are then written in parts,
+//! contiguous in `msg_id` order, each part one transaction on its own
+//! connection, the parts at once (one per core, up to four; one for small
+//! batches): a PostgreSQL backend is one process, so a single connection
+//! keeps one server core busy whatever the batch size. A part inserts its
 //! messages with one multi-row `INSERT … ON CONFLICT (msg_id) DO NOTHING
-//! RETURNING id`, the bridge rows of the messages it stored, and the message
-//! count. A message another hub (or an earlier attempt of a batch whose
-//! commit was lost) already stored is skipped and counted as a duplicate.
-//! Rows are inserted in `msg_id` order and names in name order, so two hubs
-//! storing overlapping batches wait for each other rather than deadlock (a
-//! deadlock or serialization failure would be retried anyway).
+//! RETURNING id`, the bridge rows of the messages it stored, its running
+//! counts and the message count. A message another hub (or an earlier
+//! attempt of a batch whose commit was lost, or a part that committed before
+//! another failed) already stored is skipped and counted as a duplicate, so a
+//! retried batch stores each message once. Rows are inserted in `msg_id`
+//! order and names and counts in key order, so parts and hubs writing at once
+//! wait for each other rather than deadlock (a deadlock or serialization
+//! failure would be retried anyway).
 //!
 //! Queries are planned in [`crate::pg_query`]: names resolved to ids in the
 //! query's snapshot, counts from running counts and index ranges, pages
@@ -46,6 +53,25 @@ struct Names {
     topics: HashMap<String, i32>,
     users: HashMap<String, i32>,
     packages: HashMap<String, i32>,
+}
+
+/// The ids of a batch's names.
+struct NameIds {
+    topics: HashMap<String, i32>,
+    users: HashMap<String, i32>,
+    packages: HashMap<String, i32>,
+}
+
+/// How many transactions, on as many connections, write a batch of `rows`
+/// messages: one per core (at most 4), and one for small batches, where the
+/// connections would cost more than they give.
+fn write_parts(rows: usize) -> usize {
+    const MIN_PART: usize = 1000;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    (rows / MIN_PART).clamp(1, cores)
 }
 
 /// The PostgreSQL [`Store`].
@@ -113,6 +139,119 @@ impl PgStore {
             let out = f(&mut tx)?;
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    /// Writes one part of a batch (messages, their bridge rows, the running
+    /// counts) in one transaction; returns how many messages were new.
+    fn write_part(&self, rows: &[&NewMessage], ids: &NameIds) -> Result<u64, StoreError> {
+        let (topic_ids, user_ids, package_ids) = (&ids.topics, &ids.users, &ids.packages);
+        self.with_client(|client| {
+            let mut tx = client.transaction()?;
+            let n = rows.len();
+            let mut msg_ids = Vec::with_capacity(n);
+            let mut seq = Vec::with_capacity(n);
+            let mut topic_col = Vec::with_capacity(n);
+            let mut times = Vec::with_capacity(n);
+            let mut usernames = Vec::with_capacity(n);
+            let mut cryptos = Vec::with_capacity(n);
+            let mut certificates = Vec::with_capacity(n);
+            let mut signatures = Vec::with_capacity(n);
+            let mut msgs = Vec::with_capacity(n);
+            let mut headers = Vec::with_capacity(n);
+            let mut extras = Vec::with_capacity(n);
+            for m in rows {
+                msg_ids.push(m.msg_id.as_str());
+                seq.push(m.i);
+                topic_col.push(topic_ids[m.topic.as_str()]);
+                times.push(m.timestamp);
+                usernames.push(m.username.as_deref());
+                cryptos.push(m.crypto.as_deref());
+                certificates.push(m.certificate.as_deref());
+                signatures.push(m.signature.as_deref());
+                msgs.push(m.msg.as_str());
+                headers.push(m.headers.as_deref());
+                extras.push(m.extra.as_deref());
+            }
+            let inserted = tx.query(
+                "INSERT INTO history_messages (msg_id, i, topic_id, timestamp, username, crypto,
+                     certificate, signature, msg, headers, extra)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::float8[],
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::text[])
+                 ON CONFLICT (msg_id) DO NOTHING
+                 RETURNING id, msg_id",
+                &[
+                    &msg_ids,
+                    &seq,
+                    &topic_col,
+                    &times,
+                    &usernames,
+                    &cryptos,
+                    &certificates,
+                    &signatures,
+                    &msgs,
+                    &headers,
+                    &extras,
+                ],
+            )?;
+            let mut new_ids: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
+            for row in &inserted {
+                new_ids.insert(row.try_get(1)?, row.try_get(0)?);
+            }
+            for (names, ids, table, column) in [
+                (
+                    &user_ids,
+                    rows.iter().map(|m| &m.users).collect::<Vec<_>>(),
+                    "history_user_messages",
+                    "user_id",
+                ),
+                (
+                    &package_ids,
+                    rows.iter().map(|m| &m.packages).collect::<Vec<_>>(),
+                    "history_package_messages",
+                    "package_id",
+                ),
+            ] {
+                let mut name_col: Vec<i32> = Vec::new();
+                let mut topic_col: Vec<i32> = Vec::new();
+                let mut time_col: Vec<f64> = Vec::new();
+                let mut msg_col: Vec<i64> = Vec::new();
+                for (m, list) in rows.iter().zip(ids) {
+                    let Some(&msg) = new_ids.get(&m.msg_id) else {
+                        continue;
+                    };
+                    let unique: BTreeSet<&String> = list.iter().collect();
+                    for name in unique {
+                        if let Some(&id) = names.get(name.as_str()) {
+                            name_col.push(id);
+                            topic_col.push(topic_ids[m.topic.as_str()]);
+                            time_col.push(m.timestamp);
+                            msg_col.push(msg);
+                        }
+                    }
+                }
+                if !name_col.is_empty() {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {table} ({column}, topic_id, timestamp, msg)
+                             SELECT * FROM unnest($1::int4[], $2::int4[], $3::float8[], $4::int8[])"
+                        ),
+                        &[&name_col, &topic_col, &time_col, &msg_col],
+                    )?;
+                }
+            }
+            let counts = RunningCounts::of(rows, &new_ids, topic_ids, user_ids, package_ids);
+            counts.add(&mut tx)?;
+            let stored = new_ids.len() as i64;
+            if stored > 0 {
+                tx.execute(
+                    "UPDATE history_stats SET messages = messages + $1 WHERE id = 1",
+                    &[&stored],
+                )?;
+            }
+            tx.commit()?;
+            Ok(stored as u64)
         })
     }
 
@@ -212,9 +351,11 @@ impl Store for PgStore {
             users.extend(m.users.iter().map(|u| (u.as_str(), "")));
             packages.extend(m.packages.iter().map(|p| (p.as_str(), "")));
         }
-        let (learnt, stored) = self.with_client(|client| {
+        // Names first, in a short transaction of their own: the parts below
+        // then only read them, and never wait for each other's new names.
+        let (topic_ids, user_ids, package_ids) = self.with_client(|client| {
             let mut tx = client.transaction()?;
-            let (topic_ids, user_ids, package_ids) = {
+            let ids = {
                 let cache = self.names.read().unwrap_or_else(|p| p.into_inner());
                 (
                     Self::resolve(&mut tx, "history_topics", &cache.topics, &topics, true)?,
@@ -228,117 +369,54 @@ impl Store for PgStore {
                     )?,
                 )
             };
-            let n = rows.len();
-            let mut msg_ids = Vec::with_capacity(n);
-            let mut seq = Vec::with_capacity(n);
-            let mut topic_col = Vec::with_capacity(n);
-            let mut times = Vec::with_capacity(n);
-            let mut usernames = Vec::with_capacity(n);
-            let mut cryptos = Vec::with_capacity(n);
-            let mut certificates = Vec::with_capacity(n);
-            let mut signatures = Vec::with_capacity(n);
-            let mut msgs = Vec::with_capacity(n);
-            let mut headers = Vec::with_capacity(n);
-            let mut extras = Vec::with_capacity(n);
-            for m in &rows {
-                msg_ids.push(m.msg_id.as_str());
-                seq.push(m.i);
-                topic_col.push(topic_ids[m.topic.as_str()]);
-                times.push(m.timestamp);
-                usernames.push(m.username.as_deref());
-                cryptos.push(m.crypto.as_deref());
-                certificates.push(m.certificate.as_deref());
-                signatures.push(m.signature.as_deref());
-                msgs.push(m.msg.as_str());
-                headers.push(m.headers.as_deref());
-                extras.push(m.extra.as_deref());
-            }
-            let inserted = tx.query(
-                "INSERT INTO history_messages (msg_id, i, topic_id, timestamp, username, crypto,
-                     certificate, signature, msg, headers, extra)
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::float8[],
-                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[])
-                 ON CONFLICT (msg_id) DO NOTHING
-                 RETURNING id, msg_id",
-                &[
-                    &msg_ids,
-                    &seq,
-                    &topic_col,
-                    &times,
-                    &usernames,
-                    &cryptos,
-                    &certificates,
-                    &signatures,
-                    &msgs,
-                    &headers,
-                    &extras,
-                ],
-            )?;
-            let mut new_ids: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
-            for row in &inserted {
-                new_ids.insert(row.try_get(1)?, row.try_get(0)?);
-            }
-            for (names, ids, table, column) in [
-                (
-                    &user_ids,
-                    rows.iter().map(|m| &m.users).collect::<Vec<_>>(),
-                    "history_user_messages",
-                    "user_id",
-                ),
-                (
-                    &package_ids,
-                    rows.iter().map(|m| &m.packages).collect::<Vec<_>>(),
-                    "history_package_messages",
-                    "package_id",
-                ),
-            ] {
-                let mut name_col: Vec<i32> = Vec::new();
-                let mut topic_col: Vec<i32> = Vec::new();
-                let mut time_col: Vec<f64> = Vec::new();
-                let mut msg_col: Vec<i64> = Vec::new();
-                for (m, list) in rows.iter().zip(ids) {
-                    let Some(&msg) = new_ids.get(&m.msg_id) else {
-                        continue;
-                    };
-                    let unique: BTreeSet<&String> = list.iter().collect();
-                    for name in unique {
-                        if let Some(&id) = names.get(name.as_str()) {
-                            name_col.push(id);
-                            topic_col.push(topic_ids[m.topic.as_str()]);
-                            time_col.push(m.timestamp);
-                            msg_col.push(msg);
-                        }
-                    }
-                }
-                if !name_col.is_empty() {
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {table} ({column}, topic_id, timestamp, msg)
-                             SELECT * FROM unnest($1::int4[], $2::int4[], $3::float8[], $4::int8[])"
-                        ),
-                        &[&name_col, &topic_col, &time_col, &msg_col],
-                    )?;
-                }
-            }
-            let counts = RunningCounts::of(&rows, &new_ids, &topic_ids, &user_ids, &package_ids);
-            counts.add(&mut tx)?;
-            let stored = new_ids.len() as i64;
-            if stored > 0 {
-                tx.execute(
-                    "UPDATE history_stats SET messages = messages + $1 WHERE id = 1",
-                    &[&stored],
-                )?;
-            }
             tx.commit()?;
-            Ok(((topic_ids, user_ids, package_ids), stored as u64))
+            Ok(ids)
         })?;
+        {
+            let mut cache = self.names.write().unwrap_or_else(|p| p.into_inner());
+            cache
+                .topics
+                .extend(topic_ids.iter().map(|(k, v)| (k.clone(), *v)));
+            cache
+                .users
+                .extend(user_ids.iter().map(|(k, v)| (k.clone(), *v)));
+            cache
+                .packages
+                .extend(package_ids.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        let ids = NameIds {
+            topics: topic_ids,
+            users: user_ids,
+            packages: package_ids,
+        };
+        // The messages in parts, each a transaction on its own connection, run
+        // at once: one PostgreSQL backend writes a part while another writes
+        // the next (a single connection keeps one server core busy and leaves
+        // the others idle). Parts are contiguous in msg_id order and every part
+        // takes its row locks in key order, so concurrent parts, and other
+        // hubs, wait for each other rather than deadlock.
+        let parts = write_parts(rows.len());
+        let chunk = rows.len().div_ceil(parts);
+        let results: Vec<Result<u64, StoreError>> = if parts == 1 {
+            vec![self.write_part(&rows, &ids)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = rows
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(|| self.write_part(part, &ids)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
+        let mut stored = 0;
+        for r in results {
+            stored += r?;
+        }
         report.stored = stored;
         report.duplicates += rows.len() as u64 - stored;
-        let mut cache = self.names.write().unwrap_or_else(|p| p.into_inner());
-        cache.topics.extend(learnt.0);
-        cache.users.extend(learnt.1);
-        cache.packages.extend(learnt.2);
         Ok(report)
     }
 

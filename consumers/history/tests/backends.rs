@@ -495,3 +495,54 @@ fn users_of_many_topics_and_of_few_are_paged_alike_on_both_backends() {
         "the extraction found the user"
     );
 }
+
+/// A batch large enough to be written by several transactions at once on
+/// PostgreSQL (one per core) stores every message once, with the same counts
+/// as SQLite, and a replay of it stores nothing.
+#[test]
+fn a_large_batch_written_in_parallel_parts_counts_as_sqlite_does() {
+    use fedhub_history::{Filter, Store};
+    let mut generator = fedhub_tools::demo::Generator::new(11, "org.fedoraproject", "prod");
+    let messages: Vec<fedhub_history::NewMessage> = (0..6000)
+        .map(|k| {
+            let (topic, body) = generator.next_frames(1_700_000_000 + k);
+            let envelope =
+                fedhub::Envelope::from_frames(&[topic.as_bytes(), body.as_bytes()], usize::MAX)
+                    .unwrap();
+            fedhub_history::NewMessage::from_envelope(&envelope)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = fedhub_history::SqliteStore::open(dir.path().join("h.sqlite")).unwrap();
+    let pg = PgCluster::start();
+    let postgres = fedhub_history::PgStore::open(
+        &fedhub_storage::DatabaseUrl::parse(&pg.url()).unwrap(),
+        &fedhub_storage::PoolOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    for store in [&sqlite as &dyn Store, &postgres] {
+        let first = store.insert_batch(&messages).unwrap();
+        assert_eq!((first.stored, first.duplicates), (6000, 0));
+        let again = store.insert_batch(&messages).unwrap();
+        assert_eq!((again.stored, again.duplicates), (0, 6000));
+        assert_eq!(store.message_count().unwrap(), 6000);
+    }
+    let mut filters = vec![Filter::new()];
+    for m in messages.iter().step_by(500) {
+        filters.push(Filter::new().topic(&m.topic));
+        for u in &m.users {
+            filters.push(Filter::new().user(u));
+        }
+        for p in &m.packages {
+            filters.push(Filter::new().package(p));
+        }
+    }
+    for filter in filters {
+        assert_eq!(
+            postgres.count(&filter).unwrap(),
+            sqlite.count(&filter).unwrap(),
+            "{filter:?}"
+        );
+    }
+}
