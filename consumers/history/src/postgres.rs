@@ -15,7 +15,7 @@
 //!
 //! Writes are idempotent. A batch's new names are committed first, in a
 //! short transaction of their own. Its messages are then written in parts,
-//! contiguous in `msg_id` order, each part one transaction on its own
+//! contiguous in `(timestamp, msg_id)` order, each part one transaction on its own
 //! connection, the parts at once (one per core, up to four; one for small
 //! batches): a PostgreSQL backend is one process, so a single connection
 //! keeps one server core busy whatever the batch size. A part inserts its
@@ -24,8 +24,8 @@
 //! counts and the message count. A message another hub (or an earlier
 //! attempt of a batch whose commit was lost, or a part that committed before
 //! another failed) already stored is skipped and counted as a duplicate, so a
-//! retried batch stores each message once. Rows are inserted in `msg_id`
-//! order and names and counts in key order, so parts and hubs writing at once
+//! retried batch stores each message once. Rows are inserted in `(timestamp,
+//! msg_id)` order and names and counts in key order, so parts and hubs writing at once
 //! wait for each other rather than deadlock (a deadlock or serialization
 //! failure would be retried anyway).
 //!
@@ -334,14 +334,20 @@ impl Store for PgStore {
         if batch.is_empty() {
             return Ok(report);
         }
-        // One row per msg_id, in msg_id order (the lock order of every hub).
+        // One row per msg_id, in (timestamp, msg_id) order: the lock order of
+        // every hub (the same messages sort the same everywhere), and the
+        // order the history is read in, so a time window's rows sit together.
         let mut seen: HashSet<&str> = HashSet::with_capacity(batch.len());
         let mut rows: Vec<&NewMessage> = batch
             .iter()
             .filter(|m| seen.insert(m.msg_id.as_str()))
             .collect();
         report.duplicates = (batch.len() - rows.len()) as u64;
-        rows.sort_by(|a, b| a.msg_id.cmp(&b.msg_id));
+        rows.sort_by(|a, b| {
+            a.timestamp
+                .total_cmp(&b.timestamp)
+                .then_with(|| a.msg_id.cmp(&b.msg_id))
+        });
 
         let mut topics: BTreeMap<&str, &str> = BTreeMap::new();
         let mut users: BTreeMap<&str, &str> = BTreeMap::new();
@@ -392,7 +398,7 @@ impl Store for PgStore {
         // The messages in parts, each a transaction on its own connection, run
         // at once: one PostgreSQL backend writes a part while another writes
         // the next (a single connection keeps one server core busy and leaves
-        // the others idle). Parts are contiguous in msg_id order and every part
+        // the others idle). Parts are contiguous in (timestamp, msg_id) order and every part
         // takes its row locks in key order, so concurrent parts, and other
         // hubs, wait for each other rather than deadlock.
         let parts = write_parts(rows.len());
