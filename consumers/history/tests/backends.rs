@@ -413,12 +413,7 @@ fn sqlite_pages_are_bounded_in_bytes() {
 #[test]
 fn postgres_pages_are_bounded_in_bytes() {
     let pg = PgCluster::start();
-    let store = fedhub_history::PgStore::open(
-        &fedhub_storage::DatabaseUrl::parse(&pg.url()).unwrap(),
-        &fedhub_storage::PoolOptions::default(),
-        &prometheus::Registry::new(),
-    )
-    .unwrap();
+    let store = pg_store(&pg);
     pages_are_bounded_in_bytes(&store);
 }
 
@@ -456,12 +451,7 @@ fn users_of_many_topics_and_of_few_are_paged_alike_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = fedhub_history::SqliteStore::open(dir.path().join("h.sqlite")).unwrap();
     let pg = PgCluster::start();
-    let postgres = fedhub_history::PgStore::open(
-        &fedhub_storage::DatabaseUrl::parse(&pg.url()).unwrap(),
-        &fedhub_storage::PoolOptions::default(),
-        &prometheus::Registry::new(),
-    )
-    .unwrap();
+    let postgres = pg_store(&pg);
     for store in [&sqlite as &dyn Store, &postgres] {
         for chunk in messages.chunks(97) {
             store.insert_batch(chunk).unwrap();
@@ -515,12 +505,7 @@ fn a_large_batch_written_in_parallel_parts_counts_as_sqlite_does() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = fedhub_history::SqliteStore::open(dir.path().join("h.sqlite")).unwrap();
     let pg = PgCluster::start();
-    let postgres = fedhub_history::PgStore::open(
-        &fedhub_storage::DatabaseUrl::parse(&pg.url()).unwrap(),
-        &fedhub_storage::PoolOptions::default(),
-        &prometheus::Registry::new(),
-    )
-    .unwrap();
+    let postgres = pg_store(&pg);
     for store in [&sqlite as &dyn Store, &postgres] {
         let first = store.insert_batch(&messages).unwrap();
         assert_eq!((first.stored, first.duplicates), (6000, 0));
@@ -545,4 +530,14 @@ fn a_large_batch_written_in_parallel_parts_counts_as_sqlite_does() {
             "{filter:?}"
         );
     }
+}
+
+/// The history store on the cluster's database.
+fn pg_store(pg: &PgCluster) -> fedhub_history::PgStore {
+    fedhub_history::PgStore::open(
+        &fedhub_storage::DatabaseUrl::parse(&pg.url()).unwrap(),
+        &fedhub_storage::PoolOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .unwrap()
 }
