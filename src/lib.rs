@@ -89,7 +89,7 @@ pub use security::{
     TrustReloader, Validator,
 };
 pub use socket::BusError;
-pub use stats::{SecurityStats, Stats};
+pub use stats::{register_metrics, SecurityStats, Stats};
 pub use topic::category;
 
 /// The README's examples, compiled as doctests so they stay true.

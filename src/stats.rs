@@ -1189,6 +1189,23 @@ pub fn unix_millis(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Registers a consumer's own metrics in `registry`, keeping the ones already
+/// registered under the same names (a consumer started again after a restart
+/// registers the same metrics twice). Other errors (a bad name, a clash of
+/// label sets) are returned.
+pub fn register_metrics(
+    registry: &Registry,
+    collectors: Vec<Box<dyn prometheus::core::Collector>>,
+) -> Result<(), prometheus::Error> {
+    for collector in collectors {
+        match registry.register(collector) {
+            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

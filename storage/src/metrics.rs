@@ -125,7 +125,7 @@ impl StorageMetrics {
     }
 
     fn register(&self, registry: &Registry) -> prometheus::Result<()> {
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.commit_seconds.clone()),
             Box::new(self.batch_items.clone()),
             Box::new(self.committed.clone()),
@@ -134,13 +134,7 @@ impl StorageMetrics {
             Box::new(self.pool_wait_seconds.clone()),
             Box::new(self.queue.clone()),
         ];
-        for collector in collectors {
-            match registry.register(collector) {
-                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        fedhub::register_metrics(registry, collectors)
     }
 
     /// Items committed so far.

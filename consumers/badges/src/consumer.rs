@@ -273,16 +273,14 @@ impl Metrics {
             "fedhub_badges_rule_errors_total",
             "Rule evaluations skipped because of an error (named in /badges/rules)",
         )?;
-        for c in [
-            Box::new(ignored.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(awards.clone()),
-            Box::new(rule_errors.clone()),
-        ] {
-            match registry.register(c) {
-                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        fedhub::register_metrics(
+            registry,
+            vec![
+                Box::new(ignored.clone()),
+                Box::new(awards.clone()),
+                Box::new(rule_errors.clone()),
+            ],
+        )?;
         Ok(Metrics {
             ignored,
             awards,

@@ -206,18 +206,16 @@ impl WriterState {
                 &["endpoint"],
             )?,
         };
-        for c in [
-            Box::new(metrics.stored.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(metrics.duplicates.clone()),
-            Box::new(metrics.write_errors.clone()),
-            Box::new(metrics.queued.clone()),
-            Box::new(metrics.bad_requests.clone()),
-        ] {
-            match registry.register(c) {
-                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        fedhub::register_metrics(
+            registry,
+            vec![
+                Box::new(metrics.stored.clone()),
+                Box::new(metrics.duplicates.clone()),
+                Box::new(metrics.write_errors.clone()),
+                Box::new(metrics.queued.clone()),
+                Box::new(metrics.bad_requests.clone()),
+            ],
+        )?;
         metrics.stored.inc_by(self.stored.load(Ordering::Relaxed));
         metrics
             .duplicates

@@ -378,26 +378,24 @@ impl Metrics {
             "fedhub_fmn_delivery_submit_errors_total",
             "Matches that could not be handed to delivery or queued for a digest",
         )?;
-        for c in [
-            Box::new(ignored.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(matches.clone()),
-            Box::new(rule_cache.clone()),
-            Box::new(ownership_cache.clone()),
-            Box::new(reloads.clone()),
-            Box::new(reload_seconds.clone()),
-            Box::new(rule_errors.clone()),
-            Box::new(invalidation_errors.clone()),
-            Box::new(cached_users.clone()),
-            Box::new(candidates.clone()),
-            Box::new(published.clone()),
-            Box::new(publish_errors.clone()),
-            Box::new(delivery_errors.clone()),
-        ] {
-            match registry.register(c) {
-                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        fedhub::register_metrics(
+            registry,
+            vec![
+                Box::new(ignored.clone()),
+                Box::new(matches.clone()),
+                Box::new(rule_cache.clone()),
+                Box::new(ownership_cache.clone()),
+                Box::new(reloads.clone()),
+                Box::new(reload_seconds.clone()),
+                Box::new(rule_errors.clone()),
+                Box::new(invalidation_errors.clone()),
+                Box::new(cached_users.clone()),
+                Box::new(candidates.clone()),
+                Box::new(published.clone()),
+                Box::new(publish_errors.clone()),
+                Box::new(delivery_errors.clone()),
+            ],
+        )?;
         Ok(Metrics {
             ignored,
             matches,

@@ -84,18 +84,15 @@ impl Metrics {
 
     /// Registers them in `registry` (already registered ones are kept).
     pub fn register(&self, registry: &Registry) {
-        let all: [Box<dyn prometheus::core::Collector>; 5] = [
+        let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.plugin_errors.clone()),
             Box::new(self.plugin_skipped.clone()),
             Box::new(self.backfilled.clone()),
             Box::new(self.duplicates.clone()),
             Box::new(self.bad_requests.clone()),
         ];
-        for collector in all {
-            match registry.register(collector) {
-                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot register a statscache metric"),
-            }
+        if let Err(e) = fedhub::register_metrics(registry, all) {
+            tracing::warn!(error = %e, "cannot register a statscache metric");
         }
     }
 }

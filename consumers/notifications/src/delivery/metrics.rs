@@ -48,17 +48,15 @@ impl Metrics {
             "fedhub_fmn_deliveries_dead",
             "Notification deliveries that gave up and wait in the dead-letter state",
         )?;
-        for collector in [
-            Box::new(deliveries.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(seconds.clone()),
-            Box::new(pending_gauge.clone()),
-            Box::new(dead_gauge.clone()),
-        ] {
-            match registry.register(collector) {
-                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        fedhub::register_metrics(
+            registry,
+            vec![
+                Box::new(deliveries.clone()),
+                Box::new(seconds.clone()),
+                Box::new(pending_gauge.clone()),
+                Box::new(dead_gauge.clone()),
+            ],
+        )?;
         Ok(Metrics {
             deliveries,
             seconds,
