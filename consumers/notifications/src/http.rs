@@ -87,25 +87,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Box<HttpResponse>> {
+/// The body of a changing request, once the request is authorized.
+fn authorized_body<T: DeserializeOwned>(
+    shared: &Shared,
+    req: &HttpRequest,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Box<HttpResponse>> {
+    authorize(shared, req)?;
     serde_json::from_slice(body)
         .map_err(|e| Box::new(error(400, format!("request body: {e}: expected {what}"))))
 }
 
-/// Runs a change on a blocking thread; on success announces it and answers `ok`.
+/// Runs a change on a blocking thread; on success announces it (FMN's
+/// invalidation message: title, openid, context, changed) and answers `ok`.
 async fn apply<T: serde::Serialize + Send + 'static>(
     shared: Shared,
-    announce: Option<(&'static str, String, String, String)>,
+    (title, openid, context, changed): (&'static str, String, String, String),
     f: impl FnOnce(&Shared) -> Result<T, ChangeError> + Send + 'static,
 ) -> HttpResponse {
     let result = web::block(move || {
         let value = f(&shared)?;
-        let published = match announce {
-            Some((title, openid, context, changed)) => {
-                shared.announce(title, &openid, &context, &changed)
-            }
-            None => Ok(()),
-        };
+        let published = shared.announce(title, &openid, &context, &changed);
         Ok::<_, ChangeError>((value, published))
     })
     .await;
@@ -227,10 +230,9 @@ pub fn routes(shared: Shared) -> HttpRoutes {
             move |req: HttpRequest, body: web::Bytes| {
                 let s = s.clone();
                 async move {
-                    if let Err(r) = authorize(&s, &req) {
-                        return *r;
-                    }
-                    let user: NewUser = match parse_body(
+                    let user: NewUser = match authorized_body(
+                        &s,
+                        &req,
                         &body,
                         "{\"openid\": ..., \"email\"?: ..., \"irc\"?: ..., \"webhook\"?: ...}",
                     ) {
@@ -250,12 +252,12 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     let openid = user.openid.clone();
                     apply(
                         s,
-                        Some((
+                        (
                             "fmn.preference.update",
                             openid.clone(),
                             "email".into(),
                             "filters".into(),
-                        )),
+                        ),
                         move |s| s.store.create_user(&openid, &details, s.cache.library()),
                     )
                     .await
@@ -267,11 +269,8 @@ pub fn routes(shared: Shared) -> HttpRoutes {
             move |req: HttpRequest, path: Pref, body: web::Bytes| {
                 let s = s.clone();
                 async move {
-                    if let Err(r) = authorize(&s, &req) {
-                        return *r;
-                    }
                     let (openid, context) = path.into_inner();
-                    let update: PreferenceUpdate = match parse_body(&body, "an object of enabled, batch_delta, batch_count, markup_messages, triggered_by_links, shorten_links, verbose, detail_values") {
+                    let update: PreferenceUpdate = match authorized_body(&s, &req, &body, "an object of enabled, batch_delta, batch_count, markup_messages, triggered_by_links, shorten_links, verbose, detail_values") {
                         Ok(u) => u,
                         Err(r) => return *r,
                     };
@@ -279,7 +278,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     let (o, c) = (openid.clone(), context.clone());
                     apply(
                         s,
-                        Some(("fmn.preference.update", openid, context, changed)),
+                        ("fmn.preference.update", openid, context, changed),
                         move |s| s.store.update_preference(&o, &c, &update),
                     )
                     .await
@@ -291,18 +290,15 @@ pub fn routes(shared: Shared) -> HttpRoutes {
             move |req: HttpRequest, path: Pref, body: web::Bytes| {
                 let s = s.clone();
                 async move {
-                    if let Err(r) = authorize(&s, &req) {
-                        return *r;
-                    }
                     let (openid, context) = path.into_inner();
-                    let filter: NewFilter = match parse_body(&body, "{\"name\": ..., \"oneshot\"?: bool, \"rules\": [{\"code_path\": \"fmn.rules:...\", \"arguments\"?: {...}, \"negated\"?: bool}]}") {
+                    let filter: NewFilter = match authorized_body(&s, &req, &body, "{\"name\": ..., \"oneshot\"?: bool, \"rules\": [{\"code_path\": \"fmn.rules:...\", \"arguments\"?: {...}, \"negated\"?: bool}]}") {
                         Ok(f) => f,
                         Err(r) => return *r,
                     };
                     let (o, c) = (openid.clone(), context.clone());
                     apply(
                         s,
-                        Some(("fmn.preference.update", openid, context, "filters".into())),
+                        ("fmn.preference.update", openid, context, "filters".into()),
                         move |s| s.store.add_filter(&o, &c, &filter, s.cache.library()),
                     )
                     .await
@@ -317,11 +313,10 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     move |req: HttpRequest, path: FilterPath, body: web::Bytes| {
                         let s = s.clone();
                         async move {
-                            if let Err(r) = authorize(&s, &req) {
-                                return *r;
-                            }
                             let (openid, context, id) = path.into_inner();
-                            let change: FilterChange = match parse_body(
+                            let change: FilterChange = match authorized_body(
+                                &s,
+                                &req,
                                 &body,
                                 "{\"active\"?: bool, \"oneshot\"?: bool}",
                             ) {
@@ -331,7 +326,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                             let (o, c) = (openid.clone(), context.clone());
                             apply(
                                 s,
-                                Some(("fmn.filter.update", openid, context, "filter".into())),
+                                ("fmn.filter.update", openid, context, "filter".into()),
                                 move |s| {
                                     s.store
                                         .set_filter(&o, &c, id, change.active, change.oneshot)
@@ -351,7 +346,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                         let (o, c) = (openid.clone(), context.clone());
                         apply(
                             s,
-                            Some(("fmn.preference.update", openid, context, "filters".into())),
+                            ("fmn.preference.update", openid, context, "filters".into()),
                             move |s| s.store.delete_filter(&o, &c, id),
                         )
                         .await
@@ -363,18 +358,15 @@ pub fn routes(shared: Shared) -> HttpRoutes {
             move |req: HttpRequest, path: FilterPath, body: web::Bytes| {
                 let s = s.clone();
                 async move {
-                    if let Err(r) = authorize(&s, &req) {
-                        return *r;
-                    }
                     let (openid, context, id) = path.into_inner();
-                    let rule: NewRule = match parse_body(&body, "{\"code_path\": \"fmn.rules:...\", \"arguments\"?: {...}, \"negated\"?: bool}") {
+                    let rule: NewRule = match authorized_body(&s, &req, &body, "{\"code_path\": \"fmn.rules:...\", \"arguments\"?: {...}, \"negated\"?: bool}") {
                         Ok(r) => r,
                         Err(r) => return *r,
                     };
                     let (o, c) = (openid.clone(), context.clone());
                     apply(
                         s,
-                        Some(("fmn.filter.update", openid, context, "rules".into())),
+                        ("fmn.filter.update", openid, context, "rules".into()),
                         move |s| s.store.add_rule(&o, &c, id, &rule, s.cache.library()),
                     )
                     .await
@@ -389,19 +381,16 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                     move |req: HttpRequest, path: RulePath, body: web::Bytes| {
                         let s = s.clone();
                         async move {
-                            if let Err(r) = authorize(&s, &req) {
-                                return *r;
-                            }
                             let (openid, context, filter, rule) = path.into_inner();
-                            let change: RuleChange = match parse_body(&body, "{\"negated\": bool}")
-                            {
-                                Ok(c) => c,
-                                Err(r) => return *r,
-                            };
+                            let change: RuleChange =
+                                match authorized_body(&s, &req, &body, "{\"negated\": bool}") {
+                                    Ok(c) => c,
+                                    Err(r) => return *r,
+                                };
                             let (o, c) = (openid.clone(), context.clone());
                             apply(
                                 s,
-                                Some(("fmn.rule.update", openid, context, "negated".into())),
+                                ("fmn.rule.update", openid, context, "negated".into()),
                                 move |s| {
                                     s.store
                                         .set_rule_negated(&o, &c, filter, rule, change.negated)
@@ -421,7 +410,7 @@ pub fn routes(shared: Shared) -> HttpRoutes {
                         let (o, c) = (openid.clone(), context.clone());
                         apply(
                             s,
-                            Some(("fmn.filter.update", openid, context, "rules".into())),
+                            ("fmn.filter.update", openid, context, "rules".into()),
                             move |s| s.store.delete_rule(&o, &c, filter, rule),
                         )
                         .await
