@@ -256,6 +256,24 @@ impl Database {
         self.transaction_here(f)
     }
 
+    /// [`transaction`](Self::transaction) for code written with the
+    /// [`sql`](crate::sql) helpers: `f`'s backend errors are reported as `op`
+    /// on this database.
+    pub fn run_sql<T: Send>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
+    ) -> Result<T, StorageError> {
+        let error = self.error_for(op);
+        self.transaction(|tx| f(tx).map_err(error))
+    }
+
+    /// Turns a backend error met doing `op` into a [`StorageError`] naming
+    /// this database.
+    pub fn error_for(&self, op: &'static str) -> impl Fn(BackendError) -> StorageError + '_ {
+        move |e| StorageError::database(self.url(), op, e)
+    }
+
     pub(crate) fn transaction_here<T>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError>,

@@ -189,10 +189,6 @@ pub struct RankAdvance {
     pub message: Value,
 }
 
-fn db_err<'a>(db: &'a Database, op: &'static str) -> impl Fn(BackendError) -> StorageError + 'a {
-    move |e| StorageError::database(db.url(), op, e)
-}
-
 /// The badge tables of one database.
 #[derive(Clone)]
 pub struct Tahrir {
@@ -216,8 +212,7 @@ impl Tahrir {
         op: &'static str,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
     ) -> Result<T, StorageError> {
-        let err = db_err(&self.db, op);
-        self.db.transaction(|tx| f(tx).map_err(err))
+        self.db.run_sql(op, f)
     }
 
     /// The issuer's id, adding it if it is new (`add_issuer`).
@@ -360,7 +355,7 @@ impl Tahrir {
         mut publish: impl FnMut(&Award) -> Result<(), String> + Send,
     ) -> Result<Vec<Result<Option<Award>, AwardError>>, AwardError> {
         let now = now_sql(self.db.backend());
-        let err = db_err(&self.db, "award");
+        let err = self.db.error_for("award");
         let results = self.db.transaction(|tx| {
             if matches!(tx, Tx::Postgres(_)) {
                 statement(tx, "LOCK TABLE persons IN SHARE ROW EXCLUSIVE MODE").map_err(&err)?;

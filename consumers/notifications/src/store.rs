@@ -206,10 +206,6 @@ pub struct FmnStore {
     db: Database,
 }
 
-fn db_err<'a>(db: &'a Database, op: &'static str) -> impl Fn(BackendError) -> StorageError + 'a {
-    move |e| StorageError::database(db.url(), op, e)
-}
-
 fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
@@ -272,8 +268,7 @@ impl FmnStore {
         op: &'static str,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
     ) -> Result<T, StorageError> {
-        let err = db_err(&self.db, op);
-        self.db.transaction(|tx| f(tx).map_err(err))
+        self.db.run_sql(op, f)
     }
 
     /// Every user's preferences (all contexts, enabled or not, all filters).
@@ -386,7 +381,7 @@ impl FmnStore {
     /// (disabled) when the user has none for that context.
     fn preference_id(&self, tx: &mut Tx<'_>, openid: &str, ctx: &str) -> Result<i64, ChangeError> {
         check_context(ctx)?;
-        let err = db_err(&self.db, "find preference");
+        let err = self.db.error_for("find preference");
         if query(
             tx,
             "SELECT 1 FROM users WHERE openid = $1",
@@ -448,7 +443,7 @@ impl FmnStore {
             }
         }
         let now = now_sql(self.db.backend());
-        let err = db_err(&self.db, "update preference");
+        let err = self.db.error_for("update preference");
         self.change(|tx| {
             let pref = self.preference_id(tx, openid, ctx)?;
             for v in update.detail_values.iter().flatten() {
@@ -539,7 +534,7 @@ impl FmnStore {
     ) -> Result<i64, ChangeError> {
         check_filter(filter, library)?;
         let now = now_sql(self.db.backend());
-        let err = db_err(&self.db, "add filter");
+        let err = self.db.error_for("add filter");
         self.change(|tx| {
             let pref = self.preference_id(tx, openid, ctx)?;
             Ok(insert_filter(tx, now, pref, filter).map_err(err)?)
@@ -560,7 +555,7 @@ impl FmnStore {
              WHERE f.id = $1 AND p.openid = $2 AND p.context_name = $3",
             &[Param::Int(filter_id), Param::Text(openid), Param::Text(ctx)],
         )
-        .map_err(db_err(&self.db, "find filter"))?;
+        .map_err(self.db.error_for("find filter"))?;
         if found.is_empty() {
             return Err(ChangeError::UnknownFilter {
                 openid: openid.to_string(),
@@ -578,7 +573,7 @@ impl FmnStore {
         ctx: &str,
         filter_id: i64,
     ) -> Result<(), ChangeError> {
-        let err = db_err(&self.db, "delete filter");
+        let err = self.db.error_for("delete filter");
         self.change(|tx| {
             self.filter_of(tx, openid, ctx, filter_id)?;
             execute(
@@ -606,7 +601,7 @@ impl FmnStore {
         active: Option<bool>,
         oneshot: Option<bool>,
     ) -> Result<(), ChangeError> {
-        let err = db_err(&self.db, "update filter");
+        let err = self.db.error_for("update filter");
         self.change(|tx| {
             self.filter_of(tx, openid, ctx, filter_id)?;
             if let Some(a) = active {
@@ -652,7 +647,7 @@ impl FmnStore {
     ) -> Result<i64, ChangeError> {
         check_rule(rule, library)?;
         let now = now_sql(self.db.backend());
-        let err = db_err(&self.db, "add rule");
+        let err = self.db.error_for("add rule");
         self.change(|tx| {
             self.filter_of(tx, openid, ctx, filter_id)?;
             Ok(insert_rule(tx, now, filter_id, rule).map_err(err)?)
@@ -667,7 +662,7 @@ impl FmnStore {
         filter_id: i64,
         rule_id: i64,
     ) -> Result<(), ChangeError> {
-        let err = db_err(&self.db, "delete rule");
+        let err = self.db.error_for("delete rule");
         self.change(|tx| {
             self.filter_of(tx, openid, ctx, filter_id)?;
             let n = execute(
@@ -692,7 +687,7 @@ impl FmnStore {
         rule_id: i64,
         negated: bool,
     ) -> Result<(), ChangeError> {
-        let err = db_err(&self.db, "update rule");
+        let err = self.db.error_for("update rule");
         self.change(|tx| {
             self.filter_of(tx, openid, ctx, filter_id)?;
             let n = execute(

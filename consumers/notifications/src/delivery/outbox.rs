@@ -99,9 +99,7 @@ impl Outbox {
         op: &'static str,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, BackendError> + Send,
     ) -> Result<T, StorageError> {
-        let url = self.db.url().clone();
-        self.db
-            .transaction(|tx| f(tx).map_err(|source| StorageError::database(&url, op, source)))
+        self.db.run_sql(op, f)
     }
 
     /// Inserts `items` (due now) in one transaction; returns their ids.
