@@ -161,7 +161,7 @@ fn main() {
     for i in 0..messages {
         let (topic, body) = &traffic[i % traffic.len()];
         let t = Instant::now();
-        let body: Value = serde_json::from_str(body).unwrap();
+        let body: serde_json::Map<String, Value> = serde_json::from_str(body).unwrap();
         let facts = MessageFacts::new(topic, &body);
         matches += cache.recipients(&facts, &ownership).len();
         times.push(t.elapsed().as_secs_f64());
@@ -181,7 +181,7 @@ fn main() {
     let mut old_matches = 0usize;
     let began = Instant::now();
     for (topic, body) in traffic.iter().take(old_messages) {
-        let body: Value = serde_json::from_str(body).unwrap();
+        let body: serde_json::Map<String, Value> = serde_json::from_str(body).unwrap();
         let facts = MessageFacts::new(topic, &body);
         let prefs = store.load_all().unwrap();
         let mut memo: HashMap<(String, String, bool), bool> = HashMap::new();
@@ -213,7 +213,7 @@ fn main() {
         .iter()
         .take(old_messages)
         .map(|(topic, body)| {
-            let body: Value = serde_json::from_str(body).unwrap();
+            let body: serde_json::Map<String, Value> = serde_json::from_str(body).unwrap();
             cache
                 .recipients(&MessageFacts::new(topic, &body), &ownership)
                 .len()

@@ -23,7 +23,7 @@ use fedhub_history::meta;
 use fedhub_storage::{Database, DatabaseUrl, PoolOptions};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::cache::{PreferenceCache, Recipient};
 use crate::delivery::{Deliverer, DeliveryConfig, Notification, Outgoing};
@@ -498,14 +498,18 @@ impl FMNConsumer {
     }
 
     /// Applies an `fmn.*.update`: reloads the user it names.
-    fn invalidate(&self, body: &Value) -> Result<(), ConsumerError> {
+    fn invalidate(&self, body: &Map<String, Value>) -> Result<(), ConsumerError> {
         let fail = |text: String| {
             if let Some(m) = &self.metrics {
                 m.invalidation_errors.inc();
             }
             ConsumerError::msg(text)
         };
-        let Some(openid) = body.pointer("/msg/openid").and_then(Value::as_str) else {
+        let Some(openid) = body
+            .get("msg")
+            .and_then(|m| m.get("openid"))
+            .and_then(Value::as_str)
+        else {
             return Err(fail(format!(
                 "invalidation message without msg.openid (got msg = {}): expected {{\"openid\": ..., \"context\": ..., \"changed\": ...}}",
                 truncate(&body.get("msg").cloned().unwrap_or(Value::Null).to_string(), 200)
@@ -550,7 +554,7 @@ impl FMNConsumer {
         }
     }
 
-    fn autocreate(&self, title: &str, body: &Value) {
+    fn autocreate(&self, title: &str, body: &Map<String, Value>) {
         let msg = body.get("msg").unwrap_or(&Value::Null);
         let user = match title {
             "fas.group.member.sponsor"
@@ -638,7 +642,7 @@ impl FMNConsumer {
                 topic: facts.topic().to_string(),
                 subtitle: subtitle.clone(),
                 link: link.clone(),
-                message: facts.body().clone(),
+                message: Value::Object(facts.body().clone()),
             };
             let result = if recipient.batch {
                 serde_json::to_string(&notification)
@@ -799,9 +803,14 @@ impl Consumer for FMNConsumer {
             self.ignore("junk");
             return Ok(());
         }
-        let body: Value = serde_json::from_str(envelope.body())?;
+        // The hub's parse of the body, shared with the other consumers.
+        let body = envelope.json();
         if title.starts_with("copr.") && !self.config.ignored_copr_owners.is_empty() {
-            if let Some(owner) = body.pointer("/msg/owner").and_then(Value::as_str) {
+            if let Some(owner) = body
+                .get("msg")
+                .and_then(|m| m.get("owner"))
+                .and_then(Value::as_str)
+            {
                 if self.config.ignored_copr_owners.iter().any(|o| o == owner) {
                     self.ignore("copr_owner");
                     return Ok(());
@@ -810,12 +819,12 @@ impl Consumer for FMNConsumer {
         }
         let mut outcome = Ok(());
         if INVALIDATION_TITLES.contains(&title) {
-            outcome = self.invalidate(&body);
+            outcome = self.invalidate(body);
         }
-        let facts = MessageFacts::new(topic, &body);
+        let facts = MessageFacts::new(topic, body);
         self.invalidate_ownership(title, &facts);
         if self.config.autocreate {
-            self.autocreate(title, &body);
+            self.autocreate(title, body);
         }
         let recipients = self.shared.cache.recipients(&facts, &self.shared.ownership);
         for r in &recipients {

@@ -4,12 +4,12 @@
 use std::cell::OnceCell;
 
 use fedhub_history::meta::{self, Names};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One message as the rules see it.
 pub struct MessageFacts<'a> {
     topic: &'a str,
-    body: &'a Value,
+    body: &'a Map<String, Value>,
     usernames: OnceCell<Names>,
     packages: OnceCell<Names>,
     msg_json: OnceCell<String>,
@@ -20,7 +20,7 @@ static NULL: Value = Value::Null;
 
 impl<'a> MessageFacts<'a> {
     /// The facts of a message with this topic and (whole fedmsg) body.
-    pub fn new(topic: &'a str, body: &'a Value) -> MessageFacts<'a> {
+    pub fn new(topic: &'a str, body: &'a Map<String, Value>) -> MessageFacts<'a> {
         MessageFacts {
             topic,
             body,
@@ -37,7 +37,7 @@ impl<'a> MessageFacts<'a> {
     }
 
     /// The whole body.
-    pub fn body(&self) -> &'a Value {
+    pub fn body(&self) -> &'a Map<String, Value> {
         self.body
     }
 

@@ -24,8 +24,11 @@ const BUILD: &str = "org.fedoraproject.prod.buildsys.build.state.change";
 
 fn eval(code_path: &str, args: Value, topic: &str, body: &Value) -> bool {
     let rule = RuleLibrary::standard().compile(code_path, &args).unwrap();
-    rule.evaluate(&MessageFacts::new(topic, body), &ownership())
-        .unwrap()
+    rule.evaluate(
+        &MessageFacts::new(topic, body.as_object().unwrap()),
+        &ownership(),
+    )
+    .unwrap()
 }
 
 #[test]
