@@ -325,7 +325,7 @@ struct TopicIndex {
 }
 
 impl TopicIndex {
-    fn triggered(&mut self, rules: &Arc<Rules>, topic: &str) -> Triggered {
+    fn triggered(&mut self, rules: &Arc<Rules>, topic: &str, sandbox: &Sandbox) -> Triggered {
         let current = self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, rules));
         if !current || self.by_topic.len() >= TOPICS_KEPT {
             self.rules = Some(rules.clone());
@@ -334,25 +334,32 @@ impl TopicIndex {
         if let Some(t) = self.by_topic.get(topic) {
             return t.clone();
         }
-        let t: Triggered = rules
-            .rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| match decide(&r.rule.trigger, topic) {
-                Decided::Yes => Some((i, false)),
-                Decided::No => None,
-                Decided::Expression => Some((i, true)),
-            })
-            .collect();
+        let t = triggered_by(rules, topic, Some(sandbox));
         self.by_topic.insert(topic.to_string(), t.clone());
         t
     }
 }
 
+/// The rules `topic` can trigger; expressions' topic guards are consulted
+/// when `guards` is given.
+fn triggered_by(rules: &Rules, topic: &str, guards: Option<&Sandbox>) -> Triggered {
+    rules
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match decide(&r.rule.trigger, topic, guards) {
+            Decided::Yes => Some((i, false)),
+            Decided::No => None,
+            Decided::Expression => Some((i, true)),
+        })
+        .collect()
+}
+
 /// Decides a trigger from the topic where [`trigger_matches`] would not run
-/// an expression before the answer is known (so the expressions that run, and
-/// their errors, are the same).
-fn decide(trigger: &Trigger, topic: &str) -> Decided {
+/// an expression before the answer is known, or where the expression's topic
+/// guard gives its answer ([`Sandbox::decide_by_topic`]): so the expressions
+/// that run, and their errors, are the same.
+fn decide(trigger: &Trigger, topic: &str, guards: Option<&Sandbox>) -> Decided {
     let yes = |b: bool| if b { Decided::Yes } else { Decided::No };
     match trigger {
         Trigger::Topic(p) => yes(pattern_matches(p, &|v| topic.ends_with(v))),
@@ -360,10 +367,13 @@ fn decide(trigger: &Trigger, topic: &str) -> Decided {
             let category = topic.split('.').nth(3).unwrap_or("");
             yes(pattern_matches(p, &|v| category == v))
         }
-        Trigger::Expression(_) => Decided::Expression,
-        Trigger::All(c) => fold(c, topic, Decided::No, Decided::Yes),
-        Trigger::Any(c) => fold(c, topic, Decided::Yes, Decided::No),
-        Trigger::Not(c) => match fold(c, topic, Decided::Yes, Decided::No) {
+        Trigger::Expression(e) => match guards.and_then(|g| g.decide_by_topic(e, topic)) {
+            Some(answer) => yes(answer),
+            None => Decided::Expression,
+        },
+        Trigger::All(c) => fold(c, topic, guards, Decided::No, Decided::Yes),
+        Trigger::Any(c) => fold(c, topic, guards, Decided::Yes, Decided::No),
+        Trigger::Not(c) => match fold(c, topic, guards, Decided::Yes, Decided::No) {
             Decided::Yes => Decided::No,
             Decided::No => Decided::Yes,
             Decided::Expression => Decided::Expression,
@@ -373,9 +383,15 @@ fn decide(trigger: &Trigger, topic: &str) -> Decided {
 
 /// Children in order: the first `stop` reached before any expression is the
 /// answer; all children past with none is `otherwise`.
-fn fold(children: &[Trigger], topic: &str, stop: Decided, otherwise: Decided) -> Decided {
+fn fold(
+    children: &[Trigger],
+    topic: &str,
+    guards: Option<&Sandbox>,
+    stop: Decided,
+    otherwise: Decided,
+) -> Decided {
     for c in children {
-        match decide(c, topic) {
+        match decide(c, topic, guards) {
             d if d == stop => return stop,
             Decided::Expression => return Decided::Expression,
             _ => {}
@@ -404,9 +420,12 @@ struct View<'a> {
     subs: OnceCell<HashMap<String, Value>>,
     /// Counts asked of the history store for this message, by filter.
     counts: std::cell::RefCell<Vec<(FilterValues, u64)>>,
+    /// Trigger expressions evaluated on this message, by text (several rules
+    /// often share one).
+    triggers: std::cell::RefCell<Vec<(&'a str, Result<bool, ExprError>)>>,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
     /// The message for expressions: shared, so binding it to each
     /// expression does not copy it.
     fn dynamic(&self) -> Dynamic {
@@ -417,6 +436,25 @@ impl View<'_> {
 
     fn subs(&self) -> &HashMap<String, Value> {
         self.subs.get_or_init(|| substitutions(self.body))
+    }
+
+    /// A trigger expression's answer for this message, evaluated once per
+    /// distinct text.
+    fn trigger(&self, sandbox: &Sandbox, expr: &'a Expr) -> Result<bool, ExprError> {
+        let known = self
+            .triggers
+            .borrow()
+            .iter()
+            .find(|(text, _)| *text == expr.text())
+            .map(|(_, answer)| answer.clone());
+        if let Some(answer) = known {
+            return answer;
+        }
+        let answer = sandbox.eval_bool(expr, &[("msg", self.dynamic())]);
+        self.triggers
+            .borrow_mut()
+            .push((expr.text(), answer.clone()));
+        answer
     }
 }
 
@@ -495,8 +533,15 @@ impl Awarder {
             dynamic: OnceCell::new(),
             subs: OnceCell::new(),
             counts: Default::default(),
+            triggers: Default::default(),
         };
-        let triggered = self.topics.triggered(&rules, topic);
+        // Expressions see the body's topic: what the envelope's topic decides
+        // holds only when they agree.
+        let triggered = if body.get("topic").and_then(Value::as_str) == Some(topic) {
+            self.topics.triggered(&rules, topic, &self.sandbox)
+        } else {
+            triggered_by(&rules, topic, None)
+        };
         // Who earned what, awarded together once every rule has been looked at.
         let mut earned: Vec<(usize, String)> = Vec::new();
         for &(index, expression) in triggered.iter() {
@@ -623,16 +668,16 @@ impl Awarder {
 
     /// The people who earned the rule's badge with this message (not yet
     /// awarded).
-    fn evaluate(
+    fn evaluate<'a>(
         &mut self,
-        loaded: &LoadedRule,
+        loaded: &'a LoadedRule,
         expression: bool,
-        view: &View<'_>,
+        view: &View<'a>,
     ) -> Result<Vec<String>, RuleError> {
         let rule = &loaded.rule;
         if expression {
             let sandbox = &self.sandbox;
-            let mut eval = |e: &Expr| sandbox.eval_bool(e, &[("msg", view.dynamic())]);
+            let mut eval = |e: &'a Expr| view.trigger(sandbox, e);
             if !trigger_matches(&rule.trigger, view.topic, &mut eval)? {
                 return Ok(Vec::new());
             }

@@ -12,6 +12,14 @@
 //! longer than [`Limits::timeout`] or more than [`Limits::max_operations`]
 //! steps, or builds a string, array or map past the size limits, ends with
 //! [`ExprError::Limit`].
+//!
+//! Trigger expressions usually start by looking at the topic
+//! (`msg.topic.ends_with("...") && ...`). When compiling, the leading `&&`
+//! operands that read nothing of the message but `msg.topic` are kept apart
+//! as the expression's *topic guard*: [`Sandbox::decide_by_topic`] evaluates
+//! it once per topic, so the awarder skips the expression for every message of
+//! a topic the guard rules out, exactly as the full evaluation would have
+//! answered (`false`, by `&&`'s short circuit).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -174,12 +182,49 @@ impl Sandbox {
             })?;
         Ok(Expr {
             text: text.to_string(),
+            guard: topic_guard(&ast),
             ast: Arc::new(ast),
         })
     }
 
+    /// What the topic alone says of `expr` for messages whose `msg.topic` is
+    /// `topic`: `Some(false)` when its topic guard is false (so is the
+    /// expression, whatever else the message holds), `Some(true)` when the
+    /// whole expression reads only the topic and is true, `None` when the rest
+    /// of the message has to be looked at (no guard, a guard that is true or
+    /// that fails: the full evaluation reports the failure).
+    pub fn decide_by_topic(&self, expr: &Expr, topic: &str) -> Option<bool> {
+        let guard = expr.guard.as_ref()?;
+        let mut msg = rhai::Map::new();
+        msg.insert("topic".into(), Dynamic::from(topic.to_string()));
+        let ast = match guard {
+            TopicGuard::Whole => &expr.ast,
+            TopicGuard::Leading(ast) => ast,
+        };
+        let value = self
+            .eval_ast(ast, &expr.text, &[("msg", Dynamic::from_map(msg))])
+            .ok()?
+            .as_bool()
+            .ok()?;
+        match (guard, value) {
+            (_, false) => Some(false),
+            (TopicGuard::Whole, true) => Some(true),
+            (TopicGuard::Leading(_), true) => None,
+        }
+    }
+
     /// Evaluates `expr` with `bindings` (name, value) in scope.
     pub fn eval(&self, expr: &Expr, bindings: &[(&str, Dynamic)]) -> Result<Dynamic, ExprError> {
+        self.eval_ast(&expr.ast, &expr.text, bindings)
+    }
+
+    /// Evaluates `ast` (compiled from `text`, named in errors) with `bindings`.
+    fn eval_ast(
+        &self,
+        ast: &AST,
+        text: &str,
+        bindings: &[(&str, Dynamic)],
+    ) -> Result<Dynamic, ExprError> {
         let mut scope = Scope::new();
         for (name, value) in bindings {
             scope.push_constant_dynamic(*name, value.clone());
@@ -190,13 +235,13 @@ impl Sandbox {
         let previous_stop = STOPPED.with(|s| s.replace(None));
         let result = self
             .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
+            .eval_ast_with_scope::<Dynamic>(&mut scope, ast);
         DEADLINE.with(|d| d.set(previous));
         STEPS.with(|s| s.set(previous_steps));
         let stopped = STOPPED.with(|s| s.replace(previous_stop));
         result.map_err(|e| {
             use rhai::EvalAltResult as E;
-            let text = expr.text.clone();
+            let text = text.to_string();
             match (*e, stopped) {
                 (_, Some(OUT_OF_STEPS)) => ExprError::Limit {
                     text,
@@ -254,6 +299,133 @@ impl Sandbox {
 pub struct Expr {
     text: String,
     ast: Arc<AST>,
+    guard: Option<TopicGuard>,
+}
+
+/// The part of an expression that reads nothing of the message but its topic.
+#[derive(Clone)]
+enum TopicGuard {
+    /// The whole expression.
+    Whole,
+    /// Its leading `&&` operands: when they are false, so is the expression.
+    Leading(Arc<AST>),
+}
+
+/// Built-in functions whose result depends on more than their arguments.
+const IMPURE_FUNCTIONS: [&str; 12] = [
+    "timestamp",
+    "elapsed",
+    "print",
+    "debug",
+    "eval",
+    "sleep",
+    "call",
+    "curry",
+    "Fn",
+    "is_def_var",
+    "is_def_fn",
+    "is_shared",
+];
+
+/// The topic guard of a compiled expression, if it has one.
+fn topic_guard(ast: &AST) -> Option<TopicGuard> {
+    use rhai::{Expr as X, Stmt};
+    let [statement] = ast.statements() else {
+        return None;
+    };
+    let (operands, position) = match statement {
+        Stmt::Expr(e) if reads_only_topic(e) => return Some(TopicGuard::Whole),
+        Stmt::FnCall(call, _) if pure_call(call) => return Some(TopicGuard::Whole),
+        Stmt::Expr(e) => match &**e {
+            X::And(operands, position) => (operands, *position),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let mut leading: rhai::StaticVec<X> = operands
+        .iter()
+        .take_while(|e| reads_only_topic(e))
+        .cloned()
+        .collect();
+    let guard = match leading.len() {
+        0 => return None,
+        1 => leading.pop()?,
+        _ => X::And(Box::new(leading), position),
+    };
+    let functions = rhai::Module::new();
+    Some(TopicGuard::Leading(Arc::new(AST::new(
+        [Stmt::Expr(Box::new(guard))],
+        functions,
+    ))))
+}
+
+/// Whether an expression reads nothing but constants and `msg.topic` (or
+/// `msg["topic"]`) through pure functions, so its value is one per topic.
+fn reads_only_topic(e: &rhai::Expr) -> bool {
+    use rhai::Expr as X;
+    match e {
+        X::BoolConstant(..)
+        | X::IntegerConstant(..)
+        | X::FloatConstant(..)
+        | X::CharConstant(..)
+        | X::StringConstant(..)
+        | X::Unit(..) => true,
+        // Not a function pointer: a closure could capture anything.
+        X::DynamicConstant(value, _) => !value.is_fnptr(),
+        X::InterpolatedString(items, _) | X::Array(items, _) => {
+            items.iter().all(reads_only_topic)
+        }
+        X::And(items, _) | X::Or(items, _) | X::Coalesce(items, _) => {
+            items.iter().all(reads_only_topic)
+        }
+        X::FnCall(call, _) => pure_call(call),
+        X::Dot(chain, ..) | X::Index(chain, ..) => match &chain.lhs {
+            X::Variable(variable, ..) => {
+                variable.1 == "msg"
+                    && starts_with_topic(&chain.rhs, matches!(e, X::Index(..)))
+                    && rest_of_chain_pure(&chain.rhs, true)
+            }
+            root => reads_only_topic(root) && rest_of_chain_pure(&chain.rhs, false),
+        },
+        _ => false,
+    }
+}
+
+/// Whether the chain after `msg` begins with its `topic` (`.topic` after a
+/// dot, `["topic"]` after a bracket).
+fn starts_with_topic(rest: &rhai::Expr, indexed: bool) -> bool {
+    use rhai::Expr as X;
+    match rest {
+        X::Dot(chain, ..) | X::Index(chain, ..) => starts_with_topic(&chain.lhs, indexed),
+        X::Property(property, _) => !indexed && property.2 == "topic",
+        X::StringConstant(name, _) => indexed && name == "topic",
+        _ => false,
+    }
+}
+
+/// Whether the rest of a chain (properties, method calls, indexes) is pure
+/// over what it starts from; `skip_first` leaves out the element already
+/// checked ([`starts_with_topic`]).
+fn rest_of_chain_pure(rest: &rhai::Expr, skip_first: bool) -> bool {
+    use rhai::Expr as X;
+    match rest {
+        X::Dot(chain, ..) | X::Index(chain, ..) => {
+            (skip_first || rest_of_chain_pure(&chain.lhs, false))
+                && rest_of_chain_pure(&chain.rhs, false)
+        }
+        _ if skip_first => true,
+        X::Property(..) => true,
+        X::MethodCall(call, _) => pure_call(call),
+        index => reads_only_topic(index),
+    }
+}
+
+/// A call of a built-in function that depends on its arguments alone, with
+/// arguments that read only the topic.
+fn pure_call(call: &rhai::FnCallExpr) -> bool {
+    call.namespace.is_empty()
+        && !IMPURE_FUNCTIONS.contains(&call.name.as_str())
+        && call.args.iter().all(reads_only_topic)
 }
 
 impl std::fmt::Debug for Expr {
@@ -401,6 +573,59 @@ mod tests {
         });
         let err = ops.eval(&ops.compile(&nested_maps(3)).unwrap(), &[]);
         assert!(matches!(err, Err(ExprError::Limit { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn the_topic_guard_decides_only_what_the_full_evaluation_would() {
+        let sandbox = Sandbox::default();
+        let texts = [
+            // A guard, then the rest of the message.
+            r#"msg.topic.ends_with(".x") && msg.i % 3 != 7"#,
+            r#"msg["topic"].len() > 12 && msg.topic.contains("prod") && msg.i == 1"#,
+            // Only the topic.
+            r#"msg.topic.ends_with(".x")"#,
+            r#"!(msg.topic in ["a.b.c.x", "a.b.c.y"])"#,
+            r#"msg.topic.split(".")[3] == "c" || msg.topic == "z""#,
+            // No guard: the message first, an impure call, another variable,
+            // an `||` reaching past the topic, a guard that fails.
+            r#"msg.i == 1 && msg.topic.ends_with(".x")"#,
+            r#"timestamp().elapsed > 0.0 && msg.topic.ends_with(".x")"#,
+            r#"msg.topic.ends_with(".x") || msg.i == 1"#,
+            r#"msg.topic.no_such_method() && msg.i == 1"#,
+            r#"msg.msg.topic == "a.b.c.x""#,
+        ];
+        let topics = ["a.b.c.x", "a.b.c.y", "org.fedoraproject.prod.c.x", "z"];
+        let mut decided = 0;
+        for text in texts {
+            let expr = sandbox.compile(text).unwrap();
+            for topic in topics {
+                let Some(answer) = sandbox.decide_by_topic(&expr, topic) else {
+                    continue;
+                };
+                decided += 1;
+                for i in 0..4 {
+                    let msg = to_dynamic(&json!({"topic": topic, "i": i, "msg": {"topic": "a.b.c.x"}}));
+                    assert_eq!(
+                        sandbox.eval_bool(&expr, &[("msg", msg)]),
+                        Ok(answer),
+                        "{text} on {topic}"
+                    );
+                }
+            }
+        }
+        // 2 + 3 + 4 + 4 + 3: the guards rule out the topics they can; "z"
+        // has no fourth part, so that guard fails and leaves it undecided.
+        assert_eq!(decided, 16, "guards decided too little or too much");
+        let undecided = [5, 6, 7, 8, 9].map(|i| sandbox.compile(texts[i]).unwrap());
+        for expr in &undecided {
+            for topic in topics {
+                assert_eq!(sandbox.decide_by_topic(expr, topic), None, "{expr:?}");
+            }
+        }
+        // A guard that holds leaves the rest to the message.
+        let guarded = sandbox.compile(texts[0]).unwrap();
+        assert_eq!(sandbox.decide_by_topic(&guarded, "a.b.c.x"), None);
+        assert_eq!(sandbox.decide_by_topic(&guarded, "a.b.c.y"), Some(false));
     }
 
     #[test]

@@ -977,10 +977,10 @@ pub fn trigger_kinds(rules: &[Rule]) -> BTreeMap<&'static str, usize> {
 
 /// Whether a trigger matches the message with this topic; expressions are
 /// evaluated by `eval`.
-pub fn trigger_matches<E>(
-    trigger: &Trigger,
+pub fn trigger_matches<'t, E>(
+    trigger: &'t Trigger,
     topic: &str,
-    eval: &mut impl FnMut(&Expr) -> Result<bool, E>,
+    eval: &mut impl FnMut(&'t Expr) -> Result<bool, E>,
 ) -> Result<bool, E> {
     Ok(match trigger {
         Trigger::Topic(p) => p.matches(&|v: &str| topic.ends_with(v)),
