@@ -11,7 +11,8 @@
 //! 4. people who hold the badge or opted out dropped;
 //! 5. the criteria, evaluated once per message, answered by the history
 //!    store's [`Store::count`];
-//! 6. the award (idempotent; published with it, see [`crate::tahrir`]).
+//! 6. the award (idempotent; published with it, see [`crate::tahrir`]); the
+//!    leaderboard follows in passes ([`crate::ranks`]).
 //!
 //! What makes this cheap per message:
 //!
@@ -26,8 +27,11 @@
 //! - a count the criteria of several rules ask for with the same filter is
 //!   asked of the history store once per message (the store's in-memory index
 //!   answers it);
-//! - an award moves only the leaderboard ranks it changes
-//!   ([`Tahrir::award`]).
+//! - trigger expressions whose leading operands read only the topic are
+//!   ruled out per topic ([`Sandbox::decide_by_topic`]), and an expression
+//!   several rules share is evaluated once per message;
+//! - awards do not move the leaderboard: [`RankKeeper`] passes do, once for
+//!   many awards.
 //!
 //! Any error while a rule is evaluated (a template naming a missing field, an
 //! expression that fails or runs too long, a query the store refuses) skips
@@ -50,6 +54,7 @@ use crate::rules::{
     format_text, substitutions, trigger_matches, Condition, Criteria, LoadError, Operation,
     Pattern, Rule, Template, Trigger,
 };
+use crate::ranks::RankKeeper;
 use crate::tahrir::{AwardError, Badge, Tahrir};
 
 /// How long what the awarder read of a person (badges held, opted out) is
@@ -291,6 +296,8 @@ pub struct Awarder {
     seen: Seen,
     /// What is known of each person lately seen as a candidate.
     people: HashMap<String, Person>,
+    /// The leaderboard, moved after the awards.
+    ranks: Arc<RankKeeper>,
     /// The rules each topic can trigger, for the rules in force.
     topics: TopicIndex,
 }
@@ -467,11 +474,12 @@ impl Awarder {
         tahrir: Tahrir,
         options: AwarderOptions,
     ) -> Awarder {
-        // Awards move the ranks from where they are: start from right ones.
+        // Rank advances compare with the ranks before: start from right ones.
         if let Err(e) = tahrir.rank_everyone() {
             tracing::warn!(error = %e, "cannot rank the leaderboard");
         }
         Awarder {
+            ranks: Arc::new(RankKeeper::new(tahrir.clone())),
             rules,
             sandbox,
             history,
@@ -495,6 +503,12 @@ impl Awarder {
     /// The badge tables.
     pub fn tahrir(&self) -> &Tahrir {
         &self.tahrir
+    }
+
+    /// The leaderboard's keeper: its passes bring the ranks up to date after
+    /// the awards ([`RankKeeper::update`]).
+    pub fn ranks(&self) -> Arc<RankKeeper> {
+        self.ranks.clone()
     }
 
     /// Handles one message (topic, whole body) received at `now`.
@@ -608,7 +622,6 @@ impl Awarder {
                 return;
             }
         };
-        let mut advances = Vec::new();
         for ((index, user), result) in earned.iter().zip(results) {
             let loaded = &rules.rules[*index];
             let made = match result {
@@ -628,18 +641,11 @@ impl Awarder {
             self.counters.awards.fetch_add(1, Ordering::Relaxed);
             loaded.awarded.fetch_add(1, Ordering::Relaxed);
             tracing::info!(badge = %loaded.rule.badge_id, user = %award.nickname, msg_id, "badge awarded");
-            if let Some(advance) = award.rank_advance {
-                advances.push((award.nickname.clone(), advance));
-            }
+            self.ranks.note(&award);
             outcome.awards.push(Awarded {
                 badge_id: loaded.rule.badge_id.clone(),
                 user: award.nickname,
             });
-        }
-        for (user, advance) in advances {
-            if let Err(e) = publish("fedbadges.person.rank.advance", advance.message) {
-                tracing::warn!(user = %user, error = %e, "cannot publish the rank advance");
-            }
         }
     }
 

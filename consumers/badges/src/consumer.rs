@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fedhub::{
     ConfigError, Consumer, ConsumerError, ConsumerFactory, Context, Envelope, HttpRoutes,
-    StateCounter,
+    ProducerHandle, Publisher, StateCounter,
 };
 use fedhub_history::{NommerConfig, Store};
 use fedhub_storage::{Database, DatabaseUrl, PoolOptions};
@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::awarder::{Awarder, AwarderOptions, Counters, LoadedRule, Rules, SharedRules};
 use crate::expr::{Limits, Sandbox};
+use crate::ranks::RankKeeper;
 use crate::rules::{load_dir, LoadError};
 use crate::tahrir::{Issuer, Tahrir};
 
@@ -27,6 +28,10 @@ pub const NAME: &str = "FedoraBadgesConsumer";
 
 /// Where its HTTP routes are mounted.
 pub const HTTP_PREFIX: &str = "/badges";
+
+/// The producer that brings the leaderboard up to date, as the monitoring
+/// socket lists it.
+pub const RANK_PRODUCER: &str = "RankProducer";
 
 /// `[consumers.FedoraBadgesConsumer]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -64,6 +69,8 @@ pub struct BadgesConfig {
     pub connect_timeout_ms: u64,
     /// How long a statement waits for a lock, in milliseconds.
     pub busy_timeout_ms: u64,
+    /// How often the leaderboard is brought up to date after awards (`RankProducer`).
+    pub rank_interval_secs: f64,
 }
 
 impl Default for BadgesConfig {
@@ -85,6 +92,7 @@ impl Default for BadgesConfig {
             max_connections: 4,
             connect_timeout_ms: 5000,
             busy_timeout_ms: 5000,
+            rank_interval_secs: 1.0,
         }
     }
 }
@@ -127,6 +135,13 @@ impl BadgesConfig {
                 "max_connections",
                 self.max_connections,
                 "1 to 1000",
+            ));
+        }
+        if !(0.05..=3600.0).contains(&self.rank_interval_secs) {
+            return Err(invalid(
+                "rank_interval_secs",
+                self.rank_interval_secs,
+                "0.05 to 3600 seconds",
             ));
         }
         if self.issuer_name.trim().is_empty() {
@@ -243,6 +258,7 @@ pub struct FedoraBadgesConsumer {
     metrics: Option<Metrics>,
     state: Option<StateCounters>,
     reloader: Option<Reloader>,
+    rank_producer: Option<RankProducer>,
 }
 
 /// The counters shown in this consumer's `/state` entry.
@@ -370,6 +386,7 @@ impl FedoraBadgesConsumer {
             metrics: None,
             state: None,
             reloader: None,
+            rank_producer: None,
         })
     }
 
@@ -534,6 +551,15 @@ impl Consumer for FedoraBadgesConsumer {
                 self.config.watch_rules,
             ));
         }
+        if self.rank_producer.is_none() {
+            let interval = Duration::from_secs_f64(self.config.rank_interval_secs);
+            self.rank_producer = Some(RankProducer::start(
+                self.awarder.ranks(),
+                ctx.publisher().clone(),
+                ctx.producer(RANK_PRODUCER, "fedbadges.consumers", interval),
+                interval,
+            ));
+        }
         Ok(())
     }
 
@@ -568,6 +594,8 @@ impl Consumer for FedoraBadgesConsumer {
 
     fn stop(&mut self, _ctx: &mut Context) {
         self.reloader = None;
+        // Its last pass settles the awards made until now.
+        self.rank_producer = None;
     }
 
     fn http_routes(&self) -> Option<HttpRoutes> {
@@ -575,6 +603,7 @@ impl Consumer for FedoraBadgesConsumer {
             tahrir: self.awarder.tahrir().clone(),
             rules: self.rules.clone(),
             counters: self.counters.clone(),
+            ranks: self.awarder.ranks(),
         }))
     }
 
@@ -593,4 +622,65 @@ pub fn factory() -> ConsumerFactory {
     .topics(["*"])
     .http_prefix(HTTP_PREFIX)
     .example_config(include_str!("../fedhub.toml"))
+}
+
+/// Runs the leaderboard passes ([`RankKeeper::update`]) on a thread of its
+/// own every interval (longer when passes are slow), publishing the rank
+/// advances; a last pass runs when it stops.
+struct RankProducer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RankProducer {
+    fn start(
+        keeper: Arc<RankKeeper>,
+        publisher: Publisher,
+        producer: ProducerHandle,
+        interval: Duration,
+    ) -> RankProducer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let publish = move |topic: &str, msg: Value| -> Result<(), String> {
+            publisher
+                .publish(topic, msg)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let thread = std::thread::Builder::new()
+            .name("badges-ranks".into())
+            .spawn(move || loop {
+                let stopping = flag.load(Ordering::Acquire);
+                producer.ran();
+                let took = match keeper.update(&publish) {
+                    Ok(pass) => {
+                        producer.succeeded();
+                        pass.took
+                    }
+                    Err(e) => {
+                        producer.failed();
+                        tracing::warn!(error = %fedhub::error_chain(&e), "cannot update the badge leaderboard; trying again next interval");
+                        Duration::ZERO
+                    }
+                };
+                if stopping {
+                    break;
+                }
+                let until = Instant::now() + RankKeeper::pause_after(interval, took);
+                while Instant::now() < until && !flag.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20).min(interval));
+                }
+            })
+            .ok();
+        RankProducer { stop, thread }
+    }
+}
+
+impl Drop for RankProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

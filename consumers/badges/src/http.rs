@@ -3,7 +3,8 @@
 //! - `GET /badges/user/<name>`: a person's badges (JSON), 404 if unknown;
 //! - `GET /badges/badge/<id>`: a badge and its holders, 404 if unknown;
 //! - `GET /badges/rules`: the loaded rules with their counters, the load
-//!   errors, and the awarder's counters (duplicates and old messages ignored);
+//!   errors, the awarder's counters (duplicates and old messages ignored)
+//!   and the leaderboard passes' (`ranks`);
 //! - `GET /badges/leaderboard`: ranked people, best first (`?limit=`, 1 to 1000,
 //!   default 100).
 //!
@@ -16,6 +17,7 @@ use fedhub::HttpRoutes;
 use serde_json::{json, Value};
 
 use crate::awarder::{Counters, SharedRules};
+use crate::ranks::RankKeeper;
 use crate::tahrir::Tahrir;
 
 /// What the routes read.
@@ -27,6 +29,8 @@ pub struct Api {
     pub rules: SharedRules,
     /// The awarder's counters.
     pub counters: Arc<Counters>,
+    /// The leaderboard's keeper (its passes).
+    pub ranks: Arc<RankKeeper>,
 }
 
 fn error(status: u16, message: String) -> HttpResponse {
@@ -96,6 +100,7 @@ pub fn routes(api: Api) -> HttpRoutes {
             let rules = a.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
             let mut doc = rules.to_json();
             doc["awarder"] = a.counters.to_json();
+            doc["ranks"] = a.ranks.to_json();
             async move { HttpResponse::Ok().json(doc) }
         })));
         let a = api.clone();

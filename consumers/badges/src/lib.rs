@@ -13,6 +13,7 @@
 //!   protection (repeated `msg_id`s, old timestamps).
 //! - [`tahrir`]: tahrir-api's tables through `fedhub-storage` (SQLite or
 //!   PostgreSQL), idempotent awards, ranks.
+//! - [`ranks`]: the leaderboard brought up to date after awards, in passes.
 //! - [`http`]: `/badges/user/<name>`, `/badges/badge/<id>`, `/badges/rules`,
 //!   `/badges/leaderboard`.
 //! - [`consumer`]: `FedoraBadgesConsumer`, its config, reloads and [`factory`].
@@ -43,6 +44,7 @@ pub mod awarder;
 pub mod consumer;
 pub mod expr;
 pub mod http;
+pub mod ranks;
 pub mod rules;
 pub mod tahrir;
 

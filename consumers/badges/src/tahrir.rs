@@ -106,16 +106,24 @@ CREATE INDEX IF NOT EXISTS assertions_person ON assertions (person_id);
 CREATE INDEX IF NOT EXISTS assertions_badge ON assertions (badge_id);
 ";
 
-/// An index on the leaderboard rank: an award moves only the people of one
-/// rank (see [`Tahrir::award`]), found through it.
+/// An index on the leaderboard rank (the leaderboard reads by it).
 const RANK_INDEX: &str = "CREATE INDEX IF NOT EXISTS persons_rank ON persons (rank);";
 
-/// The badges consumer's schema (scope `badges`): tahrir-api's tables, and an
-/// index on `persons.rank`.
+/// A person's badges read from the index alone (the awarder reads them for
+/// every person it meets, ranking counts them), in place of the index on
+/// `person_id` only.
+const PERSON_BADGES_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS assertions_person_badge ON assertions (person_id, badge_id);
+DROP INDEX IF EXISTS assertions_person;
+";
+
+/// The badges consumer's schema (scope `badges`): tahrir-api's tables, an
+/// index on `persons.rank` and one on `assertions (person_id, badge_id)`.
 pub fn migrations() -> Migrations {
     Migrations::new("badges")
         .step_per_backend(1, "tahrir_tables", SQLITE_SCHEMA, POSTGRES_SCHEMA)
         .step(2, "persons_rank_index", RANK_INDEX)
+        .step(3, "assertions_person_badge_index", PERSON_BADGES_INDEX)
 }
 
 /// The issuer badges are awarded by (`badges_global.badge_issuer`).
@@ -168,9 +176,9 @@ pub struct Award {
     pub nickname: String,
     /// The `fedbadges.badge.award` message body (tahrir's shape).
     pub message: Value,
-    /// The person's leaderboard rank got better with this award: the
-    /// `fedbadges.person.rank.advance` to publish once the award is committed.
-    pub rank_advance: Option<RankAdvance>,
+    /// The person's leaderboard rank before this award (`None`: unranked),
+    /// what [`Tahrir::update_ranks`] compares with to announce an advance.
+    pub rank_before: Option<i64>,
 }
 
 /// What the awarder needs to know about a person before evaluating criteria.
@@ -316,16 +324,9 @@ impl Tahrir {
     /// the award before the transaction commits; its error rolls the award
     /// back.
     ///
-    /// The leaderboard moves in the same transaction, touching only the people
-    /// it changes (tahrir's ranks: by badge count, ties share a rank, opted-out
-    /// people unranked). The winner, from `c - 1` to `c` badges, joins the rank
-    /// of the people holding `c` if there are any and keeps theirs otherwise;
-    /// the people still holding `c - 1` move down one place; nobody else
-    /// moves. A winner whose stored rank does not fit their count (a database
-    /// ranked by something else) has everyone ranked again. When the rank got
-    /// better the award carries the `fedbadges.person.rank.advance` to publish
-    /// after the commit. On PostgreSQL awards take a lock on `persons` first,
-    /// so the awards of several hubs move the leaderboard one at a time.
+    /// The leaderboard is not moved here: [`update_ranks`](Self::update_ranks)
+    /// does it afterwards for any number of awards at once (the award carries
+    /// the rank it had before, for the advance message).
     pub fn award(
         &self,
         badge: &Badge,
@@ -357,21 +358,17 @@ impl Tahrir {
         let now = now_sql(self.db.backend());
         let err = self.db.error_for("award");
         let results = self.db.transaction(|tx| {
-            if matches!(tx, Tx::Postgres(_)) {
-                statement(tx, "LOCK TABLE persons IN SHARE ROW EXCLUSIVE MODE").map_err(&err)?;
-            }
             let mut results = Vec::with_capacity(requests.len());
             for (badge, nickname) in requests {
                 let email = format!("{nickname}@{EMAIL_DOMAIN}");
                 statement(tx, "SAVEPOINT award").map_err(&err)?;
-                let Some(mut award) =
+                let Some(award) =
                     insert_award(tx, badge, &email, nickname, link, now).map_err(&err)?
                 else {
                     statement(tx, "RELEASE SAVEPOINT award").map_err(&err)?;
                     results.push(Ok(None));
                     continue;
                 };
-                award.rank_advance = advance_rank(tx, award.person_id).map_err(&err)?;
                 match publish(&award) {
                     Ok(()) => {
                         statement(tx, "RELEASE SAVEPOINT award").map_err(&err)?;
@@ -389,10 +386,34 @@ impl Tahrir {
         results.map_err(AwardError::Storage)
     }
 
-    /// Ranks everyone again (tahrir's `adjust_ranks`: by badge count, ties
-    /// share a rank, opted-out people unranked) and reports whether
-    /// `person_id` advanced. Awards keep the ranks up to date by themselves
-    /// ([`award`](Self::award)); this repairs ranks written by something else.
+    /// Brings the leaderboard up to date after awards (tahrir's ranks: by
+    /// badge count, ties share a rank, opted-out people unranked), in one
+    /// transaction: everyone is ranked again from the counts (only changed
+    /// ranks are written), so the awards of every hub sharing the database
+    /// are counted. `winners` are (person id, rank before their first award
+    /// since the last update); those whose rank got better get their
+    /// `fedbadges.person.rank.advance`. On PostgreSQL the update takes a lock
+    /// on `persons`, so the updates of several hubs run one at a time.
+    pub fn update_ranks(
+        &self,
+        winners: &[(i64, Option<i64>)],
+    ) -> Result<Vec<RankAdvance>, StorageError> {
+        self.run("update ranks", |tx| {
+            if matches!(tx, Tx::Postgres(_)) {
+                statement(tx, "LOCK TABLE persons IN SHARE ROW EXCLUSIVE MODE")?;
+            }
+            rank_everyone(tx)?;
+            let mut advances = Vec::new();
+            for (person_id, before) in winners {
+                advances.extend(rank_message(tx, *person_id, *before)?);
+            }
+            Ok(advances)
+        })
+    }
+
+    /// Ranks everyone again (see [`update_ranks`](Self::update_ranks)) and
+    /// reports whether `person_id` advanced: repairs ranks written by
+    /// something else.
     pub fn adjust_ranks(&self, person_id: i64) -> Result<Option<RankAdvance>, StorageError> {
         self.run("adjust ranks", |tx| {
             let old = rank_of(tx, person_id)?;
@@ -402,8 +423,8 @@ impl Tahrir {
     }
 
     /// Ranks everyone again from the badge counts (see
-    /// [`adjust_ranks`](Self::adjust_ranks)): the awarder does this once when
-    /// it starts, so the ranks its awards move from are right.
+    /// [`update_ranks`](Self::update_ranks)): the awarder does this once when
+    /// it starts.
     pub fn rank_everyone(&self) -> Result<(), StorageError> {
         self.run("rank everyone", rank_everyone)
     }
@@ -522,7 +543,7 @@ fn insert_award(
         )?;
     let rows = query(
         tx,
-        "SELECT id, nickname, opt_out FROM persons WHERE email = $1",
+        "SELECT id, nickname, opt_out, rank FROM persons WHERE email = $1",
         &[P::Text(email)],
     )?;
     let Some(row) = rows.first() else {
@@ -571,7 +592,7 @@ fn insert_award(
         assertion_id,
         person_id,
         nickname: nick,
-        rank_advance: None,
+        rank_before: row[3].as_i64(),
     }))
 }
 
@@ -596,90 +617,6 @@ fn rank_of(tx: &mut Tx<'_>, person_id: i64) -> Result<Option<i64>, BackendError>
     )?))
 }
 
-/// The badge count of someone ranked `rank` (opted-out people are not
-/// ranked), other than `not`.
-fn count_at_rank(tx: &mut Tx<'_>, rank: i64, not: i64) -> Result<Option<i64>, BackendError> {
-    Ok(first_i64(&query(
-        tx,
-        "SELECT (SELECT count(*) FROM assertions a WHERE a.person_id = p.id) FROM persons p WHERE p.rank = $1 AND p.opt_out = $2 AND p.id <> $3 LIMIT 1",
-        &[P::Int(rank), P::Bool(false), P::Int(not)],
-    )?))
-}
-
-/// Moves the leaderboard for `person_id`'s new badge (see [`Tahrir::award`]).
-fn advance_rank(tx: &mut Tx<'_>, person_id: i64) -> Result<Option<RankAdvance>, BackendError> {
-    let rows = query(
-        tx,
-        "SELECT p.id, p.email, p.nickname, p.rank, p.opt_out, p.created_on, (SELECT count(*) FROM assertions a WHERE a.person_id = p.id) FROM persons p WHERE p.id = $1",
-        &[P::Int(person_id)],
-    )?;
-    let Some(mut person) = rows.into_iter().next() else {
-        return Ok(None);
-    };
-    let count = person[6].as_i64().unwrap_or(0);
-    let old = person[3].as_i64();
-    let new = match old {
-        // A first badge: the rank of the people holding one, if any; below
-        // everyone ranked otherwise. Nobody else moves.
-        None if count == 1 => {
-            let last = first_i64(&query(
-                tx,
-                "SELECT max(rank) FROM persons WHERE opt_out = $1 AND id <> $2",
-                &[P::Bool(false), P::Int(person_id)],
-            )?);
-            match last {
-                None => 1,
-                Some(last) if count_at_rank(tx, last, person_id)? == Some(1) => last,
-                Some(last) => {
-                    let tied = first_i64(&query(
-                        tx,
-                        "SELECT count(*) FROM persons WHERE rank = $1 AND opt_out = $2 AND id <> $3",
-                        &[P::Int(last), P::Bool(false), P::Int(person_id)],
-                    )?)
-                    .unwrap_or(0);
-                    last + tied
-                }
-            }
-        }
-        // From count - 1 to count badges: join the next rank up if its people
-        // hold `count`, else stay; those left at the old rank move down one.
-        Some(old) if count >= 2 => {
-            let above = first_i64(&query(
-                tx,
-                "SELECT max(rank) FROM persons WHERE rank < $1 AND opt_out = $2",
-                &[P::Int(old), P::Bool(false)],
-            )?);
-            let new = match above {
-                None => 1,
-                Some(above) if count_at_rank(tx, above, person_id)? == Some(count) => above,
-                Some(_) => old,
-            };
-            execute(
-                tx,
-                "UPDATE persons SET rank = rank + 1 WHERE rank = $1 AND opt_out = $2 AND id <> $3",
-                &[P::Int(old), P::Bool(false), P::Int(person_id)],
-            )?;
-            new
-        }
-        // The stored rank does not fit the badge count.
-        _ => {
-            rank_everyone(tx)?;
-            return rank_message(tx, person_id, old);
-        }
-    };
-    if Some(new) == old {
-        return Ok(None);
-    }
-    execute(
-        tx,
-        "UPDATE persons SET rank = $1 WHERE id = $2",
-        &[P::Int(new), P::Int(person_id)],
-    )?;
-    person[3] = json!(new);
-    person.truncate(6);
-    Ok(advance_message(&person, old))
-}
-
 /// Ranks every person who is not opted out and holds a badge.
 fn rank_everyone(tx: &mut Tx<'_>) -> Result<(), BackendError> {
     let not_opted = if matches!(tx, Tx::Sqlite(_)) {
@@ -691,9 +628,10 @@ fn rank_everyone(tx: &mut Tx<'_>) -> Result<(), BackendError> {
         tx,
         &format!(
             "UPDATE persons SET rank = r.rank FROM (
-                SELECT p.id AS id, RANK() OVER (ORDER BY count(a.id) DESC) AS rank
-                FROM persons p JOIN assertions a ON a.person_id = p.id
-                WHERE {not_opted} GROUP BY p.id) r
+                SELECT p.id AS id, RANK() OVER (ORDER BY c.badges DESC) AS rank
+                FROM (SELECT person_id, count(*) AS badges FROM assertions GROUP BY person_id) c
+                JOIN persons p ON p.id = c.person_id
+                WHERE {not_opted}) r
              WHERE persons.id = r.id AND persons.rank IS DISTINCT FROM r.rank"
         ),
         &[],

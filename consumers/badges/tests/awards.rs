@@ -74,6 +74,11 @@ fn a_build_earns_its_badge_once_published_with_the_award_in_tahrirs_tables() {
     assert_eq!(outcome.awards.len(), 1, "{outcome:?}");
     assert_eq!(outcome.awards[0].badge_id, "like-a-rock-builds-i");
     assert_eq!(outcome.awards[0].user, "ralph");
+    // The leaderboard follows in a pass (the consumer's RankProducer runs them).
+    assert_eq!(awarder.ranks().pending(), 1);
+    let pass = awarder.ranks().update(&publish).unwrap();
+    assert_eq!((pass.winners, pass.advances), (1, 1), "{pass:?}");
+    assert_eq!(awarder.ranks().pending(), 0);
     {
         let published = published.lock().unwrap();
         let (topic, award) = &published[0];
@@ -293,8 +298,9 @@ fn a_rule_that_fails_is_skipped_and_counted_and_a_failed_publish_awards_nothing(
 }
 
 /// Two hubs (two pools on one PostgreSQL database) award the same badges to
-/// the same people at the same time: each person holds each badge once, and
-/// exactly one award message goes out per assertion.
+/// the same people at the same time, each moving the leaderboard in passes of
+/// its own meanwhile: each person holds each badge once, exactly one award
+/// message goes out per assertion, and the ranks end as a full recount gives.
 #[test]
 fn two_hubs_on_one_postgres_award_each_badge_once() {
     let cluster = fedhub_testkit::PgCluster::start();
@@ -320,19 +326,26 @@ fn two_hubs_on_one_postgres_award_each_badge_once() {
         hub_b.ensure_badge(badge, issuer_id).unwrap();
     }
     let published = Arc::new(Mutex::new(0usize));
+    // ralph earns two badges, pingou three, kevin four, adamw five.
     let users = ["ralph", "pingou", "kevin", "adamw"];
+    let keepers = [&hub_a, &hub_b].map(|hub| fedhub_badges::ranks::RankKeeper::new(hub.clone()));
     std::thread::scope(|scope| {
-        for hub in [&hub_a, &hub_b] {
+        for (hub, keeper) in [&hub_a, &hub_b].into_iter().zip(&keepers) {
             for _ in 0..2 {
                 let (badges, published) = (&badges, published.clone());
                 scope.spawn(move || {
-                    for badge in badges {
-                        for user in users {
-                            hub.award(badge, user, "link", |_| {
-                                *published.lock().unwrap() += 1;
-                                Ok(())
-                            })
-                            .unwrap();
+                    for (i, user) in users.iter().enumerate() {
+                        for badge in &badges[..i + 2] {
+                            let made = hub
+                                .award(badge, user, "link", |_| {
+                                    *published.lock().unwrap() += 1;
+                                    Ok(())
+                                })
+                                .unwrap();
+                            if let Some(award) = made {
+                                keeper.note(&award);
+                            }
+                            keeper.update(&|_, _| Ok(())).unwrap();
                         }
                     }
                 });
@@ -340,26 +353,32 @@ fn two_hubs_on_one_postgres_award_each_badge_once() {
         }
     });
     let count = hub_a.assertion_count().unwrap();
-    assert_eq!(count, (badges.len() * users.len()) as u64);
+    assert_eq!(count, 2 + 3 + 4 + 5);
     assert_eq!(
         *published.lock().unwrap() as u64,
         count,
         "one message per award"
     );
-    for user in users {
+    for (i, user) in users.iter().enumerate() {
         let person = hub_b.person_badges(user).unwrap().unwrap();
-        assert_eq!(person["count"], 5, "{person}");
+        assert_eq!(person["count"], i + 2, "{person}");
     }
-    // Ranks: everyone holds five badges, so everyone shares rank 1.
-    hub_a.adjust_ranks(1).unwrap();
+    // Every award was followed by a pass of its hub: the ranks are settled.
+    for keeper in &keepers {
+        assert_eq!(keeper.pending(), 0);
+    }
     let board = hub_b.leaderboard(10).unwrap();
-    let ranks: Vec<i64> = board["leaderboard"]
+    let ranks: Vec<(&str, i64)> = board["leaderboard"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["rank"].as_i64().unwrap())
+        .map(|r| (r["user"].as_str().unwrap(), r["rank"].as_i64().unwrap()))
         .collect();
-    assert_eq!(ranks, vec![1; 4], "{board}");
+    assert_eq!(
+        ranks,
+        vec![("adamw", 1), ("kevin", 2), ("pingou", 3), ("ralph", 4)],
+        "{board}"
+    );
 }
 
 /// Every (nickname, rank) stored, and the ranks a full recount gives
@@ -398,7 +417,7 @@ fn stored_and_recounted(
 }
 
 #[test]
-fn each_award_moves_the_ranks_to_those_of_a_full_recount() {
+fn each_rank_pass_leaves_the_ranks_of_a_full_recount_and_announces_who_advanced() {
     let dir = tempfile::tempdir().unwrap();
     let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
     let issuer_id = tahrir.ensure_issuer(&issuer()).unwrap();
@@ -417,36 +436,63 @@ fn each_award_moves_the_ranks_to_those_of_a_full_recount() {
     }
     let users: Vec<String> = (0..25).map(|i| format!("user{i}")).collect();
     tahrir.set_opt_out("user0", true).unwrap();
+    let keeper = fedhub_badges::ranks::RankKeeper::new(tahrir.clone());
     let mut rng = fedhub_testkit::fuzz::Rng::new(11);
     let mut previous = std::collections::BTreeMap::new();
-    let (mut awards, mut advances) = (0, 0);
-    for step in 0..400 {
+    let (mut awards, mut advances, mut several) = (0, 0, 0);
+    for step in 0..200 {
+        // One to four awards per pass (the same person may win twice).
         // Skewed: a few people collect most badges, so ranks tie and split.
-        let user = &users[rng.below(users.len()).min(rng.below(users.len()))];
-        let badge = &badges[rng.below(badges.len())];
-        let made = tahrir.award(badge, user, "link", |_| Ok(())).unwrap();
-        let (stored, recounted) = stored_and_recounted(&tahrir);
-        assert_eq!(stored, recounted, "step {step}: {user} got {}", badge.id);
-        if user == "user0" {
-            assert!(made.is_none(), "an opted-out person gets nothing");
-        }
-        if let Some(award) = made {
-            awards += 1;
-            let old: Option<&i64> = previous.get(user);
-            let new = recounted[user];
-            let advanced = old.is_none_or(|o| new < *o);
-            assert_eq!(award.rank_advance.is_some(), advanced, "step {step}");
-            if let Some(advance) = award.rank_advance {
-                advances += 1;
-                assert_eq!(advance.message["person"]["nickname"], user.as_str());
-                assert_eq!(advance.message["person"]["rank"], new);
-                assert_eq!(advance.message["old_rank"], json!(old));
+        let mut winners = std::collections::BTreeSet::new();
+        for _ in 0..=rng.below(4) {
+            let user = &users[rng.below(users.len()).min(rng.below(users.len()))];
+            let badge = &badges[rng.below(badges.len())];
+            let made = tahrir.award(badge, user, "link", |_| Ok(())).unwrap();
+            if user == "user0" {
+                assert!(made.is_none(), "an opted-out person gets nothing");
             }
+            if let Some(award) = made {
+                awards += 1;
+                keeper.note(&award);
+                winners.insert(user.clone());
+            }
+        }
+        several += usize::from(winners.len() > 1);
+        let announced: Published = Arc::default();
+        let a = announced.clone();
+        let publish = move |topic: &str, msg: Value| -> Result<(), String> {
+            a.lock().unwrap().push((topic.to_string(), msg));
+            Ok(())
+        };
+        let pass = keeper.update(&publish).unwrap();
+        assert_eq!(pass.winners, winners.len(), "step {step}");
+        let (stored, recounted) = stored_and_recounted(&tahrir);
+        assert_eq!(stored, recounted, "step {step}: {winners:?} won");
+        let announced = announced.lock().unwrap();
+        let expected: Vec<&String> = winners
+            .iter()
+            .filter(|user| {
+                let old: Option<&i64> = previous.get(*user);
+                old.is_none_or(|o| recounted[*user] < *o)
+            })
+            .collect();
+        assert_eq!(announced.len(), expected.len(), "step {step}: {announced:?}");
+        let by_user: std::collections::BTreeMap<&str, &(String, Value)> = announced
+            .iter()
+            .map(|a| (a.1["person"]["nickname"].as_str().unwrap(), a))
+            .collect();
+        for user in expected {
+            advances += 1;
+            let (topic, advance) = by_user[user.as_str()];
+            assert_eq!(topic, "fedbadges.person.rank.advance");
+            assert_eq!(advance["person"]["rank"], recounted[user]);
+            assert_eq!(advance["old_rank"], json!(previous.get(user)));
         }
         previous = recounted;
     }
     assert!(
-        awards > 100 && advances > 20,
-        "{awards} awards, {advances} advances"
+        awards > 100 && advances > 20 && several > 20,
+        "{awards} awards, {advances} advances, {several} passes with several winners"
     );
+    assert_eq!(keeper.update(&|_, _| Ok(())).unwrap().winners, 0);
 }

@@ -68,6 +68,7 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
             ("rules_directory", json!(rules)),
             ("database", json!(dir.path().join("badges.sqlite"))),
             ("history_database", json!(history)),
+            ("rank_interval_secs", json!(0.2)),
         ]),
     );
     let hub = HubBuilder::new(config)
@@ -103,7 +104,8 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     }
     send_build(&bus, 4, "kevin");
     let mut awards: Vec<Value> = Vec::new();
-    while awards.len() < 2 {
+    let mut advances: Vec<Value> = Vec::new();
+    while awards.len() < 2 || advances.len() < 2 {
         let frames = sub.recv_multipart(0).unwrap_or_else(|e| {
             panic!(
                 "award messages on the bus: {e}; rules: {}; state: {}",
@@ -111,11 +113,22 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
                 http_get(addr, "/state").1
             )
         });
-        if frames[0] == b"org.fedoraproject.prod.fedbadges.badge.award" {
-            let body: Value = serde_json::from_slice(&frames[1]).unwrap();
-            awards.push(body["msg"].clone());
+        let body: Value = serde_json::from_slice(&frames[1]).unwrap();
+        match &frames[0][..] {
+            b"org.fedoraproject.prod.fedbadges.badge.award" => awards.push(body["msg"].clone()),
+            // RankProducer's pass after the awards: both now share rank 1.
+            b"org.fedoraproject.prod.fedbadges.person.rank.advance" => {
+                advances.push(body["msg"].clone())
+            }
+            _ => {}
         }
     }
+    assert!(
+        advances
+            .iter()
+            .all(|a| a["person"]["rank"] == 1 && a["old_rank"].is_null()),
+        "{advances:?}"
+    );
     let mut users: Vec<&str> = awards
         .iter()
         .map(|a| a["user"]["username"].as_str().unwrap())
@@ -161,6 +174,8 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     assert_eq!(error["field"], "colour");
     assert!(error["file"].as_str().unwrap().ends_with("broken.yml"));
     assert_eq!(doc["awarder"]["awards_total"], 2);
+    assert!(doc["ranks"]["passes_total"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(doc["ranks"]["advances_total"], 2, "{doc}");
     // A repeated message and a two-day-old one award nothing, counted in /state.
     send_build(&bus, 1, "ralph");
     send_build_at(&bus, 5, "adamw", now() - 2.0 * 86_400.0);
@@ -180,6 +195,13 @@ fn a_build_on_the_bus_earns_a_badge_counted_with_itself_and_published() {
     assert_eq!(entry["counters"]["duplicates_ignored_total"], 1, "{entry}");
     assert_eq!(entry["counters"]["too_old_ignored_total"], 1, "{entry}");
     assert_eq!(entry["counters"]["rule_errors_total"], 0, "{entry}");
+    let producer = state["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "RankProducer")
+        .unwrap_or_else(|| panic!("RankProducer in /state: {state}"));
+    assert!(producer["last_ran"].is_number(), "{producer}");
     let (_, body) = http_get(addr, "/badges/user/adamw");
     assert!(
         body.contains("error"),
