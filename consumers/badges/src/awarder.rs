@@ -47,14 +47,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fedhub_history::{Filter, Order, Store};
 use rhai::Dynamic;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::expr::{to_dynamic, Expr, ExprError, Sandbox};
-use crate::rules::{
-    format_text, substitutions, trigger_matches, Condition, Criteria, LoadError, Operation,
-    Pattern, Rule, Template, Trigger,
-};
 use crate::ranks::RankKeeper;
+use crate::rules::{
+    format_text, trigger_matches, Condition, Criteria, LoadError, Operation, Pattern, Rule,
+    Substitutions, Template, Trigger,
+};
 use crate::tahrir::{AwardError, Badge, Tahrir};
 
 /// How long what the awarder read of a person (badges held, opted out) is
@@ -422,9 +422,9 @@ type FilterValues = Vec<(String, Value)>;
 /// The message as the rules see it, each view made once when first needed.
 struct View<'a> {
     topic: &'a str,
-    body: &'a Value,
+    body: &'a Map<String, Value>,
     dynamic: OnceCell<Dynamic>,
-    subs: OnceCell<HashMap<String, Value>>,
+    subs: Substitutions<'a>,
     /// Counts asked of the history store for this message, by filter.
     counts: std::cell::RefCell<Vec<(FilterValues, u64)>>,
     /// Trigger expressions evaluated on this message, by text (several rules
@@ -441,8 +441,8 @@ impl<'a> View<'a> {
             .clone()
     }
 
-    fn subs(&self) -> &HashMap<String, Value> {
-        self.subs.get_or_init(|| substitutions(self.body))
+    fn subs(&self) -> &Substitutions<'a> {
+        &self.subs
     }
 
     /// A trigger expression's answer for this message, evaluated once per
@@ -519,6 +519,22 @@ impl Awarder {
         now: SystemTime,
         publish: PublishFn<'_>,
     ) -> Outcome {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        let body = body
+            .as_object()
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new));
+        self.handle_body(topic, body, now, publish)
+    }
+
+    /// [`handle`](Self::handle) for a body already parsed as an object (the
+    /// hub's shared parse, [`fedhub::Envelope::json`]).
+    pub fn handle_body(
+        &mut self,
+        topic: &str,
+        body: &Map<String, Value>,
+        now: SystemTime,
+        publish: PublishFn<'_>,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = body.get("msg_id").and_then(Value::as_str) {
@@ -545,7 +561,7 @@ impl Awarder {
             topic,
             body,
             dynamic: OnceCell::new(),
-            subs: OnceCell::new(),
+            subs: Substitutions::new(body),
             counts: Default::default(),
             triggers: Default::default(),
         };
@@ -572,7 +588,13 @@ impl Awarder {
     }
 
     /// Counts and reports a rule that could not be evaluated for a message.
-    fn failed(&self, loaded: &LoadedRule, body: &Value, text: &str, outcome: &mut Outcome) {
+    fn failed(
+        &self,
+        loaded: &LoadedRule,
+        body: &Map<String, Value>,
+        text: &str,
+        outcome: &mut Outcome,
+    ) {
         self.counters.rule_errors.fetch_add(1, Ordering::Relaxed);
         loaded.errors.fetch_add(1, Ordering::Relaxed);
         *loaded.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.to_string());
@@ -594,7 +616,7 @@ impl Awarder {
         &mut self,
         rules: &Rules,
         earned: &[(usize, String)],
-        body: &Value,
+        body: &Map<String, Value>,
         publish: PublishFn<'_>,
         outcome: &mut Outcome,
     ) {

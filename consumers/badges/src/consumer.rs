@@ -564,15 +564,14 @@ impl Consumer for FedoraBadgesConsumer {
     }
 
     fn consume(&mut self, envelope: &Envelope, ctx: &mut Context) -> Result<(), ConsumerError> {
-        let body: Value = serde_json::from_str(envelope.body())?;
         let publish = |topic: &str, msg: Value| -> Result<(), String> {
             ctx.publish(topic, msg)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
-        let outcome = self
-            .awarder
-            .handle(envelope.topic(), &body, ctx.now(), &publish);
+        let outcome =
+            self.awarder
+                .handle_body(envelope.topic(), envelope.json(), ctx.now(), &publish);
         if let Some(m) = &self.metrics {
             if outcome.duplicate {
                 m.ignored.with_label_values(&["duplicate"]).inc();

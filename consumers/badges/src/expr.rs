@@ -233,9 +233,7 @@ impl Sandbox {
         let previous = DEADLINE.with(|d| d.replace(Some(deadline)));
         let previous_steps = STEPS.with(|s| s.replace(0));
         let previous_stop = STOPPED.with(|s| s.replace(None));
-        let result = self
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, ast);
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast);
         DEADLINE.with(|d| d.set(previous));
         STEPS.with(|s| s.set(previous_steps));
         let stopped = STOPPED.with(|s| s.replace(previous_stop));
@@ -372,9 +370,7 @@ fn reads_only_topic(e: &rhai::Expr) -> bool {
         | X::Unit(..) => true,
         // Not a function pointer: a closure could capture anything.
         X::DynamicConstant(value, _) => !value.is_fnptr(),
-        X::InterpolatedString(items, _) | X::Array(items, _) => {
-            items.iter().all(reads_only_topic)
-        }
+        X::InterpolatedString(items, _) | X::Array(items, _) => items.iter().all(reads_only_topic),
         X::And(items, _) | X::Or(items, _) | X::Coalesce(items, _) => {
             items.iter().all(reads_only_topic)
         }
@@ -443,7 +439,7 @@ impl Expr {
 
 /// A JSON value as the interpreter sees it (objects become maps, arrays
 /// arrays).
-pub fn to_dynamic(value: &Value) -> Dynamic {
+pub fn to_dynamic<T: serde::Serialize + ?Sized>(value: &T) -> Dynamic {
     rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
 }
 
@@ -604,7 +600,8 @@ mod tests {
                 };
                 decided += 1;
                 for i in 0..4 {
-                    let msg = to_dynamic(&json!({"topic": topic, "i": i, "msg": {"topic": "a.b.c.x"}}));
+                    let msg =
+                        to_dynamic(&json!({"topic": topic, "i": i, "msg": {"topic": "a.b.c.x"}}));
                     assert_eq!(
                         sandbox.eval_bool(&expr, &[("msg", msg)]),
                         Ok(answer),

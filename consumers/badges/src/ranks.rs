@@ -83,7 +83,8 @@ impl RankKeeper {
     /// through `publish` (one that cannot be published is logged: the rank
     /// itself is stored). When the pass fails its winners wait for the next.
     pub fn update(&self, publish: PublishFn<'_>) -> Result<RankPass, StorageError> {
-        let winners: Vec<(i64, Option<i64>)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        let winners: Vec<(i64, Option<i64>)> =
+            std::mem::take(&mut *self.lock()).into_iter().collect();
         if winners.is_empty() {
             return Ok(RankPass::default());
         }

@@ -840,7 +840,7 @@ fn check_template_syntax(text: &str) -> Result<(), String> {
 /// fedbadges' `construct_substitutions`: the body flattened into dotted keys
 /// (`msg.user.username`), objects kept under their own key too, strings
 /// lowercased.
-pub fn substitutions(body: &Value) -> HashMap<String, Value> {
+pub fn substitutions(body: &Map<String, Value>) -> HashMap<String, Value> {
     fn walk(prefix: &str, value: &Map<String, Value>, out: &mut HashMap<String, Value>) {
         for (key, v) in value {
             let full = if prefix.is_empty() {
@@ -859,10 +859,56 @@ pub fn substitutions(body: &Value) -> HashMap<String, Value> {
         }
     }
     let mut out = HashMap::new();
-    if let Value::Object(map) = body {
-        walk("", map, &mut out);
-    }
+    walk("", body, &mut out);
     out
+}
+
+/// The `%(key)s` values of one message, as [`substitutions`] gives them,
+/// each looked up when a template asks: a key is followed down the body one
+/// dotted part at a time, and only when an object on the way has a key with a
+/// dot in it (so another reading of the key could exist) is the whole body
+/// flattened, once, and that answer used.
+pub struct Substitutions<'a> {
+    body: &'a Map<String, Value>,
+    flat: std::cell::OnceCell<HashMap<String, Value>>,
+}
+
+impl<'a> Substitutions<'a> {
+    /// The substitutions of `body`.
+    pub fn new(body: &'a Map<String, Value>) -> Substitutions<'a> {
+        Substitutions {
+            body,
+            flat: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The value of `key` (strings lowercased), if the message has it.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        let mut object = self.body;
+        let mut parts = key.split('.').peekable();
+        let value = loop {
+            let part = parts.next()?;
+            if object.keys().any(|k| k.contains('.')) {
+                return self.flattened(key);
+            }
+            let value = object.get(part)?;
+            if parts.peek().is_none() {
+                break value;
+            }
+            object = value.as_object()?;
+        };
+        Some(match value {
+            Value::String(s) => Value::String(s.to_lowercase()),
+            other => other.clone(),
+        })
+    }
+
+    fn flattened(&self, key: &str) -> Option<Value> {
+        self.flat
+            .get_or_init(|| substitutions(self.body))
+            .get(key)
+            .cloned()
+    }
 }
 
 /// A template named a field the message does not have.
@@ -907,7 +953,7 @@ fn python_repr(value: &Value) -> String {
 /// fedbadges' `format_args` on one string: a string that is exactly
 /// `%(key)s` becomes the raw value (a list stays a list); otherwise every
 /// `%(key)s` is replaced by the value's text.
-pub fn format_text(text: &str, subs: &HashMap<String, Value>) -> Result<Value, MissingField> {
+pub fn format_text(text: &str, subs: &Substitutions<'_>) -> Result<Value, MissingField> {
     let missing = |field: &str| MissingField {
         template: text.to_string(),
         field: field.to_string(),
@@ -915,7 +961,7 @@ pub fn format_text(text: &str, subs: &HashMap<String, Value>) -> Result<Value, M
     if text.len() > 4 && text.starts_with("%(") && text.ends_with(")s") {
         let key = &text[2..text.len() - 2];
         if !key.contains(')') {
-            return subs.get(key).cloned().ok_or_else(|| missing(key));
+            return subs.get(key).ok_or_else(|| missing(key));
         }
     }
     let mut out = String::with_capacity(text.len());
@@ -935,9 +981,9 @@ pub fn format_text(text: &str, subs: &HashMap<String, Value>) -> Result<Value, M
         let value = subs.get(key).ok_or_else(|| missing(key))?;
         let spec = inner[close..].chars().nth(1).unwrap_or('s');
         out.push_str(&if spec == 'r' {
-            python_repr(value)
+            python_repr(&value)
         } else {
-            python_str(value)
+            python_str(&value)
         });
         rest = inner.get(close + 2..).unwrap_or("");
     }
@@ -1169,7 +1215,7 @@ recipient: "%(msg.owner)s"
     #[test]
     fn substitution_follows_format_args() {
         let body = json!({"topic": "org.X.prod.buildsys.build", "msg": {"owner": "Ralph", "agents": ["a", "b"], "n": 3}});
-        let subs = substitutions(&body);
+        let subs = Substitutions::new(body.as_object().unwrap());
         assert_eq!(format_text("%(msg.owner)s", &subs).unwrap(), json!("ralph"));
         assert_eq!(
             format_text("%(msg.agents)s", &subs).unwrap(),
@@ -1180,11 +1226,51 @@ recipient: "%(msg.owner)s"
             json!("ralph built 3 100%")
         );
         assert_eq!(
-            subs["msg"]["owner"],
+            subs.get("msg").unwrap()["owner"],
             json!("Ralph"),
             "objects are kept as they are"
         );
         let err = format_text("%(msg.user.name)s", &subs).unwrap_err();
         assert_eq!(err.field, "msg.user.name");
+    }
+
+    #[test]
+    fn looking_keys_up_gives_what_flattening_the_body_gives() {
+        let bodies = [
+            json!({"topic": "t", "msg": {"owner": "Ralph", "user": {"name": "Kevin", "n": 2}, "list": ["A"]}}),
+            // Keys with dots: "msg.a.b" has two readings, flattening decides.
+            json!({"msg": {"a": {"b": "Nested"}, "a.b": "Dotted", "c.d": {"e": 1}}}),
+            json!({"msg.x": "Top", "msg": {"x": "Inner", "y": null}}),
+        ];
+        let keys = [
+            "topic",
+            "msg",
+            "msg.owner",
+            "msg.user",
+            "msg.user.name",
+            "msg.user.n",
+            "msg.list",
+            "msg.a",
+            "msg.a.b",
+            "msg.c.d",
+            "msg.c.d.e",
+            "msg.x",
+            "msg.y",
+            "msg.missing",
+            "msg.owner.deeper",
+            "",
+            ".",
+        ];
+        let mut found = 0;
+        for body in &bodies {
+            let body = body.as_object().unwrap();
+            let flat = substitutions(body);
+            let subs = Substitutions::new(body);
+            for key in keys {
+                assert_eq!(subs.get(key), flat.get(key).cloned(), "{key} in {body:?}");
+                found += usize::from(flat.contains_key(key));
+            }
+        }
+        assert!(found >= 12, "{found}");
     }
 }

@@ -476,7 +476,11 @@ fn each_rank_pass_leaves_the_ranks_of_a_full_recount_and_announces_who_advanced(
                 old.is_none_or(|o| recounted[*user] < *o)
             })
             .collect();
-        assert_eq!(announced.len(), expected.len(), "step {step}: {announced:?}");
+        assert_eq!(
+            announced.len(),
+            expected.len(),
+            "step {step}: {announced:?}"
+        );
         let by_user: std::collections::BTreeMap<&str, &(String, Value)> = announced
             .iter()
             .map(|a| (a.1["person"]["nickname"].as_str().unwrap(), a))
