@@ -4,7 +4,8 @@
 //! messages over ZeroMQ (127.0.0.1) as fast as a Rust PUB sends them. The
 //! awarder's backlog is read where ops read it: on the moksha monitoring
 //! socket, one document a second, printed as it arrives. Prints the send rate,
-//! the rate at which the awarder got through the burst, the p99 of its
+//! the rate at which the awarder got through the burst (from the first send,
+//! and from when Nommer had stored it all), the p99 of its
 //! handling times (the `times` of the monitoring documents), the awards and
 //! the load average. Figures only, no timed assertion.
 //!
@@ -34,6 +35,7 @@ struct Sample {
     headcount_in: u64,
     headcount_out: u64,
     times: Vec<f64>,
+    nommer_backlog: u64,
 }
 
 fn main() {
@@ -160,6 +162,7 @@ fn main() {
                         .as_array()
                         .map(|t| t.iter().filter_map(Value::as_f64).collect())
                         .unwrap_or_default(),
+                    nommer_backlog: nommer,
                 };
                 println!(
                     "monitoring t={:6.1}s FedoraBadgesConsumer backlog={:6} in={:6} out={:6} (Nommer backlog={nommer})",
@@ -179,6 +182,7 @@ fn main() {
     let stats = hub.stats().consumer("FedoraBadgesConsumer");
     let handled_before = stats.handled();
     let sent_at = Instant::now();
+    let sent_offset = sent_at.duration_since(t0).as_secs_f64();
     for (topic, body) in &frames {
         bus.send_frames(&[topic.as_bytes(), body.as_bytes()]);
     }
@@ -216,6 +220,21 @@ fn main() {
             .unwrap_or(f64::NAN)
     };
     let max_backlog = samples.iter().map(|s| s.backlog).max().unwrap_or(0);
+    // The awarder alone: from the first document after Nommer stored the
+    // whole burst (the awarder waits for Nommer's commits before that) to the
+    // drain.
+    let caught_up = samples
+        .iter()
+        .find(|s| s.at > sent_offset && s.nommer_backlog == 0 && s.headcount_in == 0);
+    let after_history = match caught_up {
+        Some(s) => format!(
+            "once Nommer had stored the burst (t={:.1} s, awarder backlog {}): {:.0} msg/s",
+            s.at,
+            s.backlog,
+            s.backlog as f64 / (sent_offset + done_secs - s.at)
+        ),
+        None => "Nommer still behind at every document".into(),
+    };
     println!(
         "rules: {rules_n} ({} topic, {} category, {} expression triggers ({} of them alone); {} count thresholds, {} first occurrences)",
         mix.topic, mix.category, mix.expression, mix.expression_alone, mix.count_threshold, mix.first_time
@@ -238,6 +257,7 @@ fn main() {
         report.undrained,
         load_average(),
     );
+    println!("hub: FedoraBadgesConsumer {after_history}");
     println!("command: nice -n 15 cargo bench -p fedhub-badges --bench hub");
     for suffix in ["", "-wal", "-shm", ".index"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", run_path.display()));
