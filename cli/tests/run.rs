@@ -411,6 +411,10 @@ fn numeric_settings_out_of_range_are_refused_naming_the_key() {
             "[consumers.Nommer]\nenabled = true\ncache_mib = 100000000\n",
             "[consumers.Nommer] cache_mib",
         ),
+        (
+            "[consumers.FedoraBadgesConsumer]\nenabled = true\nrank_interval_secs = 0\n",
+            "[consumers.FedoraBadgesConsumer] rank_interval_secs",
+        ),
     ];
     for (text, key) in cases {
         let (code, stderr) = check_config(text);
