@@ -22,7 +22,8 @@
 //! - `consumer`: the [`Consumer`] trait developers implement, its [`Context`],
 //!   and the [`ConsumerFactory`] that registers it (routes, commands, defaults);
 //!   a consumer's periodic jobs (moksha "producers") report their runs through
-//!   a [`ProducerHandle`], shown by the monitoring socket, `/metrics` and `/state`.
+//!   a [`ProducerHandle`], shown by the monitoring socket, `/metrics` and `/state`,
+//!   and run on a [`ProducerThread`].
 //! - `publish`: fedmsg envelopes built and sent from one PUB thread.
 //! - `stats`: the one registry of counters and gauges every exporter reads;
 //!   `metric_names`: every metric's name, in one place.
@@ -73,7 +74,8 @@ pub use config::{
 };
 pub use consumer::{
     BoxError, Clock, CommandError, Consumer, ConsumerCommand, ConsumerError, ConsumerFactory,
-    Context, HttpRoutes, NullConsumer, NullOptions, ProducerHandle, Readiness, StateCounter,
+    Context, HttpRoutes, NullConsumer, NullOptions, ProducerHandle, ProducerThread, Readiness,
+    StateCounter,
 };
 pub use hub::{
     run, shutdown_signal, wait_for_shutdown_signal, HubBuilder, HubError, RunningHub,

@@ -20,10 +20,12 @@
 mod context;
 mod factory;
 mod null;
+mod producer;
 
 pub use context::{Clock, Context, ProducerHandle, Readiness, StateCounter};
 pub use factory::{CommandError, ConsumerCommand, ConsumerFactory};
 pub use null::{NullConsumer, NullOptions};
+pub use producer::ProducerThread;
 
 use std::sync::Arc;
 

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use fedhub::{
     ConfigError, Consumer, ConsumerError, ConsumerFactory, Context, Envelope, HttpRoutes,
-    ProducerHandle, Publisher, StateCounter,
+    ProducerThread, StateCounter,
 };
 use fedhub_history::{NommerConfig, Store};
 use fedhub_storage::{Database, DatabaseUrl, PoolOptions};
@@ -258,7 +258,10 @@ pub struct FedoraBadgesConsumer {
     metrics: Option<Metrics>,
     state: Option<StateCounters>,
     reloader: Option<Reloader>,
-    rank_producer: Option<RankProducer>,
+    /// `RankProducer`: the leaderboard passes ([`RankKeeper::update`]) every
+    /// interval (further apart when passes are slow), publishing the rank
+    /// advances; a last pass runs when it stops.
+    rank_producer: Option<ProducerThread>,
 }
 
 /// The counters shown in this consumer's `/state` entry.
@@ -553,12 +556,24 @@ impl Consumer for FedoraBadgesConsumer {
         }
         if self.rank_producer.is_none() {
             let interval = Duration::from_secs_f64(self.config.rank_interval_secs);
-            self.rank_producer = Some(RankProducer::start(
-                self.awarder.ranks(),
-                ctx.publisher().clone(),
-                ctx.producer(RANK_PRODUCER, "fedbadges.consumers", interval),
-                interval,
-            ));
+            let keeper = self.awarder.ranks();
+            let publisher = ctx.publisher().clone();
+            let publish = move |topic: &str, msg: Value| -> Result<(), String> {
+                publisher
+                    .publish(topic, msg)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            let producer = ctx.producer(RANK_PRODUCER, "fedbadges.consumers", interval);
+            match ProducerThread::start(producer, interval, true, move || {
+                let pass = keeper
+                    .update(&publish)
+                    .map_err(|e| fedhub::error_chain(&e))?;
+                Ok(Some(RankKeeper::pause_after(interval, pass.took)))
+            }) {
+                Ok(thread) => self.rank_producer = Some(thread),
+                Err(e) => tracing::error!(error = %e, "cannot start the rank producer"),
+            }
         }
         Ok(())
     }
@@ -621,65 +636,4 @@ pub fn factory() -> ConsumerFactory {
     .topics(["*"])
     .http_prefix(HTTP_PREFIX)
     .example_config(include_str!("../fedhub.toml"))
-}
-
-/// Runs the leaderboard passes ([`RankKeeper::update`]) on a thread of its
-/// own every interval (longer when passes are slow), publishing the rank
-/// advances; a last pass runs when it stops.
-struct RankProducer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RankProducer {
-    fn start(
-        keeper: Arc<RankKeeper>,
-        publisher: Publisher,
-        producer: ProducerHandle,
-        interval: Duration,
-    ) -> RankProducer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let publish = move |topic: &str, msg: Value| -> Result<(), String> {
-            publisher
-                .publish(topic, msg)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        let thread = std::thread::Builder::new()
-            .name("badges-ranks".into())
-            .spawn(move || loop {
-                let stopping = flag.load(Ordering::Acquire);
-                producer.ran();
-                let took = match keeper.update(&publish) {
-                    Ok(pass) => {
-                        producer.succeeded();
-                        pass.took
-                    }
-                    Err(e) => {
-                        producer.failed();
-                        tracing::warn!(error = %fedhub::error_chain(&e), "cannot update the badge leaderboard; trying again next interval");
-                        Duration::ZERO
-                    }
-                };
-                if stopping {
-                    break;
-                }
-                let until = Instant::now() + RankKeeper::pause_after(interval, took);
-                while Instant::now() < until && !flag.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(20).min(interval));
-                }
-            })
-            .ok();
-        RankProducer { stop, thread }
-    }
-}
-
-impl Drop for RankProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }

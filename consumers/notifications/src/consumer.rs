@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fedhub::{
     ConfigError, Consumer, ConsumerError, ConsumerFactory, Context, Envelope, HttpRoutes,
-    ProducerHandle, Publisher, StateCounter,
+    ProducerThread, Publisher, StateCounter,
 };
 use fedhub_history::meta;
 use fedhub_storage::{Database, DatabaseUrl, PoolOptions};
@@ -286,7 +286,11 @@ pub struct FMNConsumer {
     shared: Shared,
     metrics: Option<Metrics>,
     state: Option<StateCounters>,
-    digest: Option<DigestProducer>,
+    /// `DigestProducer`: every interval, each queue whose `batch_count` or
+    /// `batch_delta` is reached goes out as one delivery (a single message
+    /// the normal way); a queue whose preference is gone or disabled is
+    /// dropped, as FMN does ([`send_due_digests`]).
+    digest: Option<ProducerThread>,
     publish_failing: AtomicBool,
 }
 
@@ -772,16 +776,15 @@ impl Consumer for FMNConsumer {
         });
         let _ = self.shared.publisher.set(ctx.publisher().clone());
         if self.digest.is_none() {
-            let producer = ctx.producer(
-                DIGEST_PRODUCER,
-                "fmn.consumer.producer",
-                Duration::from_secs_f64(self.config.digest_interval_secs),
-            );
-            self.digest = Some(DigestProducer::start(
-                self.shared.clone(),
-                producer,
-                Duration::from_secs_f64(self.config.digest_interval_secs),
-            ));
+            let interval = Duration::from_secs_f64(self.config.digest_interval_secs);
+            let producer = ctx.producer(DIGEST_PRODUCER, "fmn.consumer.producer", interval);
+            let shared = self.shared.clone();
+            match ProducerThread::start(producer, interval, false, move || {
+                send_due_digests(&shared).map(|_| None)
+            }) {
+                Ok(thread) => self.digest = Some(thread),
+                Err(e) => tracing::error!(error = %e, "cannot start the digest producer"),
+            }
         }
         self.export_counters();
         Ok(())
@@ -853,51 +856,6 @@ impl Consumer for FMNConsumer {
 
     fn module(&self) -> &str {
         "fmn.consumer"
-    }
-}
-
-/// The thread that sends digests: every interval, each queue whose
-/// `batch_count` or `batch_delta` is reached goes out as one delivery (a
-/// single message the normal way); a queue whose preference is gone or
-/// disabled is dropped, as FMN does.
-struct DigestProducer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DigestProducer {
-    fn start(shared: Shared, producer: ProducerHandle, interval: Duration) -> DigestProducer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("fmn-digest".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Acquire) {
-                    producer.ran();
-                    match send_due_digests(&shared) {
-                        Ok(_) => producer.succeeded(),
-                        Err(e) => {
-                            producer.failed();
-                            tracing::warn!(error = %e, "digest run failed; trying again next interval");
-                        }
-                    }
-                    let until = Instant::now() + interval;
-                    while Instant::now() < until && !flag.load(Ordering::Acquire) {
-                        std::thread::sleep(Duration::from_millis(20).min(interval));
-                    }
-                }
-            })
-            .ok();
-        DigestProducer { stop, thread }
-    }
-}
-
-impl Drop for DigestProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
