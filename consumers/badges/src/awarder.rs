@@ -519,11 +519,9 @@ impl Awarder {
         now: SystemTime,
         publish: PublishFn<'_>,
     ) -> Outcome {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        let body = body
-            .as_object()
-            .unwrap_or_else(|| EMPTY.get_or_init(Map::new));
-        self.handle_body(topic, body, now, publish)
+        // A body that is not an object has none of the fields rules read.
+        let empty = Map::new();
+        self.handle_body(topic, body.as_object().unwrap_or(&empty), now, publish)
     }
 
     /// [`handle`](Self::handle) for a body already parsed as an object (the

@@ -311,18 +311,8 @@ fn two_hubs_on_one_postgres_award_each_badge_once() {
     assert!(!hub_a.database().shares_pool_with(hub_b.database()));
     let issuer_id = hub_a.ensure_issuer(&issuer()).unwrap();
     assert_eq!(hub_b.ensure_issuer(&issuer()).unwrap(), issuer_id);
-    let badges: Vec<fedhub_badges::tahrir::Badge> = (0..5)
-        .map(|k| fedhub_badges::tahrir::Badge {
-            id: format!("badge-{k}"),
-            name: format!("Badge {k}"),
-            image: "https://example.org/i.png".into(),
-            description: "d".into(),
-            criteria: "https://example.org/c".into(),
-            tags: String::new(),
-        })
-        .collect();
+    let badges = badges(&hub_a, issuer_id, 5);
     for badge in &badges {
-        hub_a.ensure_badge(badge, issuer_id).unwrap();
         hub_b.ensure_badge(badge, issuer_id).unwrap();
     }
     let published = Arc::new(Mutex::new(0usize));
@@ -421,19 +411,7 @@ fn each_rank_pass_leaves_the_ranks_of_a_full_recount_and_announces_who_advanced(
     let dir = tempfile::tempdir().unwrap();
     let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
     let issuer_id = tahrir.ensure_issuer(&issuer()).unwrap();
-    let badges: Vec<fedhub_badges::tahrir::Badge> = (0..12)
-        .map(|k| fedhub_badges::tahrir::Badge {
-            id: format!("badge-{k}"),
-            name: format!("Badge {k}"),
-            image: "https://example.org/i.png".into(),
-            description: "d".into(),
-            criteria: "https://example.org/c".into(),
-            tags: String::new(),
-        })
-        .collect();
-    for badge in &badges {
-        tahrir.ensure_badge(badge, issuer_id).unwrap();
-    }
+    let badges = badges(&tahrir, issuer_id, 12);
     let users: Vec<String> = (0..25).map(|i| format!("user{i}")).collect();
     tahrir.set_opt_out("user0", true).unwrap();
     let keeper = fedhub_badges::ranks::RankKeeper::new(tahrir.clone());
@@ -499,4 +477,54 @@ fn each_rank_pass_leaves_the_ranks_of_a_full_recount_and_announces_who_advanced(
         "{awards} awards, {advances} advances, {several} passes with several winners"
     );
     assert_eq!(keeper.update(&|_, _| Ok(())).unwrap().winners, 0);
+}
+
+/// A pass that fails (here: `persons` gone for a moment) keeps its winners,
+/// counts the failure and publishes nothing; the next pass settles them, with
+/// the ranks they had before their awards.
+#[test]
+fn a_failed_rank_pass_keeps_its_winners_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let tahrir = tahrir(dir.path().join("badges.sqlite").to_str().unwrap());
+    let issuer_id = tahrir.ensure_issuer(&issuer()).unwrap();
+    let badges = badges(&tahrir, issuer_id, 2);
+    let keeper = fedhub_badges::ranks::RankKeeper::new(tahrir.clone());
+    for badge in &badges {
+        let award = tahrir
+            .award(badge, "ralph", "link", |_| Ok(()))
+            .unwrap()
+            .unwrap();
+        keeper.note(&award);
+    }
+    let rename = |from: &str, to: &str| {
+        let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+        tahrir
+            .database()
+            .transaction(|tx| {
+                fedhub_storage::sql::execute(tx, &sql, &[]).map_err(|e| {
+                    fedhub_storage::StorageError::database(tahrir.database().url(), "rename", e)
+                })
+            })
+            .unwrap();
+    };
+    let published: Published = Arc::default();
+    let p = published.clone();
+    let publish = move |topic: &str, msg: Value| -> Result<(), String> {
+        p.lock().unwrap().push((topic.to_string(), msg));
+        Ok(())
+    };
+    rename("persons", "persons_away");
+    let error = keeper.update(&publish).unwrap_err();
+    assert!(fedhub::error_chain(&error).contains("persons"), "{error}");
+    assert_eq!(keeper.pending(), 1, "the winner waits for the next pass");
+    assert_eq!(keeper.to_json()["failures_total"], 1);
+    assert!(published.lock().unwrap().is_empty());
+    rename("persons_away", "persons");
+    let pass = keeper.update(&publish).unwrap();
+    assert_eq!((pass.winners, pass.advances), (1, 1));
+    assert_eq!(keeper.pending(), 0);
+    let published = published.lock().unwrap();
+    assert_eq!(published[0].1["person"]["nickname"], "ralph");
+    assert_eq!(published[0].1["person"]["rank"], 1);
+    assert_eq!(published[0].1["old_rank"], Value::Null);
 }

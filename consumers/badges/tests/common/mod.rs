@@ -13,6 +13,24 @@ use fedhub_history::{NewMessage, SqliteStore, Store};
 use fedhub_storage::{Database, DatabaseUrl, PoolOptions};
 use serde_json::{json, Value};
 
+/// `n` plain badges, `badge-0` to `badge-<n-1>`, registered under `issuer_id`.
+pub fn badges(tahrir: &Tahrir, issuer_id: i64, n: usize) -> Vec<fedhub_badges::tahrir::Badge> {
+    let badges: Vec<fedhub_badges::tahrir::Badge> = (0..n)
+        .map(|k| fedhub_badges::tahrir::Badge {
+            id: format!("badge-{k}"),
+            name: format!("Badge {k}"),
+            image: "https://example.org/i.png".into(),
+            description: "d".into(),
+            criteria: "https://example.org/c".into(),
+            tags: String::new(),
+        })
+        .collect();
+    for badge in &badges {
+        tahrir.ensure_badge(badge, issuer_id).unwrap();
+    }
+    badges
+}
+
 /// The current time in unix seconds.
 pub fn now() -> f64 {
     std::time::SystemTime::now()
